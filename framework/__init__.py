@@ -1,0 +1,112 @@
+"""lmforge: declarative programs for language models.
+
+Write programs from typed signatures and modules, compile them against data into
+per-model artifacts, and deploy them as served bundles::
+
+    import lmforge as lf
+
+    triage = lf.Predict("ticket -> team: Literal['billing', 'technical', 'sales']")
+    with lf.use(lm=lf.LM("openai/gpt-4o-mini")):
+        print(triage(ticket="I was charged twice").team)
+
+Importing lmforge is cheap and side-effect free: no provider SDKs, no directories, no
+log handlers, no network.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+from .adapters import Adapter, ChatAdapter, CompletionAdapter, JSONAdapter
+from .artifact import load
+from .errors import (
+    ArtifactError,
+    AuthenticationError,
+    BudgetExceededError,
+    ContextWindowError,
+    LMError,
+    LMForgeError,
+    LMTimeoutError,
+    MissingExtraError,
+    ParseError,
+    ProviderError,
+    RateLimitError,
+    SignatureError,
+    UsageError,
+)
+from .example import Example, Prediction
+from .inspection import inspect
+from .lm import LM, LMRequest, LMResponse, ModelProfile, RetryPolicy
+from .module import BatchError, Module
+from .predict import Predict
+from .settings import Settings, use
+from .signature import InputField, OutputField, Signature
+from .trace import track
+
+if TYPE_CHECKING:
+    from . import data, metrics
+    from .evaluate import EvaluationResult, evaluate
+
+__all__ = [
+    "Adapter",
+    "ArtifactError",
+    "AuthenticationError",
+    "BatchError",
+    "BudgetExceededError",
+    "ChatAdapter",
+    "CompletionAdapter",
+    "ContextWindowError",
+    "EvaluationResult",
+    "Example",
+    "InputField",
+    "JSONAdapter",
+    "LM",
+    "LMError",
+    "LMForgeError",
+    "LMRequest",
+    "LMResponse",
+    "LMTimeoutError",
+    "MissingExtraError",
+    "ModelProfile",
+    "Module",
+    "OutputField",
+    "ParseError",
+    "Predict",
+    "Prediction",
+    "ProviderError",
+    "RateLimitError",
+    "RetryPolicy",
+    "Settings",
+    "Signature",
+    "SignatureError",
+    "UsageError",
+    "__version__",
+    "data",
+    "evaluate",
+    "inspect",
+    "load",
+    "metrics",
+    "track",
+    "use",
+]
+
+# Evaluation pulls in more code than a plain call needs; load it on first access.
+_LAZY = {
+    "evaluate": ("lmforge.evaluate", "evaluate"),
+    "EvaluationResult": ("lmforge.evaluate", "EvaluationResult"),
+    "data": ("lmforge.data", None),
+    "metrics": ("lmforge.metrics", None),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module_name, attr = _LAZY[name]
+        module = importlib.import_module(module_name)
+        value = getattr(module, attr) if attr else module
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lmforge' has no attribute {name!r}")

@@ -1,0 +1,184 @@
+"""Turning output text into typed values, and typed values into prompt text."""
+
+from __future__ import annotations
+
+import enum
+import functools
+import json
+import re
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, Union
+
+import pydantic
+
+from ..errors import ParseError
+from ..fieldtypes import is_enum_like, type_adapter
+from ..signature import Field
+
+__all__ = ["coerce", "render_value"]
+
+_TRIM = " \t\r\n\"'`*.,;:"
+_NONE_WORDS = {"none", "null", "n/a", ""}
+
+
+def render_value(value: Any) -> str:
+    """Render a value for a prompt: strings as-is, everything else as compact JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    if isinstance(value, bool | int | float):
+        return json.dumps(value)
+    if isinstance(value, pydantic.BaseModel):
+        return value.model_dump_json()
+    try:
+        return json.dumps(value, ensure_ascii=False, default=_json_default)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, pydantic.BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, enum.Enum):
+        return value.value
+    return str(value)
+
+
+def coerce(field: Field, text: str, raw: str) -> Any:
+    """Convert ``text`` (the part of ``raw`` belonging to ``field``) to the field's type."""
+    return _coercer(field.annotation)(field, text, raw)
+
+
+@functools.lru_cache(maxsize=1024)
+def _coercer(annotation: Any) -> Callable[[Field, str, str], Any]:
+    if annotation is str or annotation is Any:
+        return _coerce_str
+    choices = is_enum_like(annotation)
+    if choices is not None:
+        return _make_choice(annotation, choices)
+    if annotation in (int, float, bool):
+        return _make_scalar(annotation)
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(annotation)
+        if type(None) in args:
+            inner = [a for a in args if a is not type(None)]
+            inner_type = inner[0] if len(inner) == 1 else Union[tuple(inner)]  # noqa: UP007
+            inner_coerce = _coercer(inner_type)
+
+            def optional(field: Field, text: str, raw: str) -> Any:
+                if text.strip().strip(_TRIM).lower() in _NONE_WORDS:
+                    return None
+                return inner_coerce(field, text, raw)
+
+            return optional
+    return _make_json(annotation)
+
+
+def _coerce_str(field: Field, text: str, raw: str) -> str:
+    value = text.strip()
+    if not value:
+        raise ParseError(f"output field '{field.name}' is empty", raw=raw, field=field.name)
+    return value
+
+
+def _make_choice(annotation: Any, choices: tuple[Any, ...]) -> Callable[[Field, str, str], Any]:
+    exact = {str(c): c for c in choices}
+    folded = {str(c).strip().lower(): c for c in choices}
+    is_enum = isinstance(annotation, type) and issubclass(annotation, enum.Enum)
+
+    def choose(field: Field, text: str, raw: str) -> Any:
+        candidate = text.strip()
+        value = exact.get(candidate)
+        if value is None:
+            candidate = candidate.splitlines()[0].strip(_TRIM) if candidate else ""
+            value = exact.get(candidate, folded.get(candidate.lower()))
+        if value is None:
+            if not text.strip():
+                raise ParseError(f"output field '{field.name}' is empty", raw=raw, field=field.name)
+            allowed = ", ".join(map(str, choices))
+            raise ParseError(
+                f"output field '{field.name}' must be one of [{allowed}], got {text.strip()[:80]!r}",
+                raw=raw,
+                field=field.name,
+            )
+        return annotation(value) if is_enum else value
+
+    return choose
+
+
+_NUMBER = re.compile(r"[-+]?(?:\d[\d,]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def _make_scalar(kind: type) -> Callable[[Field, str, str], Any]:
+    adapter = type_adapter(kind)
+
+    def scalar(field: Field, text: str, raw: str) -> Any:
+        value = text.strip().strip(_TRIM.replace(".", "")) if kind is not bool else text.strip().strip(_TRIM)
+        if not value:
+            raise ParseError(f"output field '{field.name}' is empty", raw=raw, field=field.name)
+        if kind is not bool:
+            match = _NUMBER.match(value.replace("$", ""))
+            if match and match.group(0).strip() != "":
+                value = match.group(0).replace(",", "").rstrip(".")
+        try:
+            return adapter.validate_python(value)
+        except pydantic.ValidationError:
+            raise ParseError(
+                f"output field '{field.name}' should be {kind.__name__}, got {text.strip()[:80]!r}",
+                raw=raw,
+                field=field.name,
+            ) from None
+
+    return scalar
+
+
+def _make_json(annotation: Any) -> Callable[[Field, str, str], Any]:
+    adapter = type_adapter(annotation)
+
+    def from_json(field: Field, text: str, raw: str) -> Any:
+        body = _strip_fences(text.strip())
+        if not body:
+            raise ParseError(f"output field '{field.name}' is empty", raw=raw, field=field.name)
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = _first_json(body)
+            if data is None:
+                data = body  # let pydantic try the text itself (e.g. a bare string)
+        try:
+            return adapter.validate_python(data)
+        except pydantic.ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ())) or "value"
+            raise ParseError(
+                f"output field '{field.name}' does not match its type at {where}: {first.get('msg')}",
+                raw=raw,
+                field=field.name,
+            ) from None
+
+    return from_json
+
+
+_FENCE = re.compile(r"^```[a-zA-Z]*\n(.*?)\n?```$", re.S)
+
+
+def _strip_fences(text: str) -> str:
+    match = _FENCE.match(text)
+    return match.group(1).strip() if match else text
+
+
+def _first_json(text: str) -> Any:
+    decoder = json.JSONDecoder()
+    for i, ch in enumerate(text):
+        if ch in "[{":
+            try:
+                value, _ = decoder.raw_decode(text, i)
+                return value
+            except ValueError:
+                continue
+    return None
+

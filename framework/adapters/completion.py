@@ -1,0 +1,102 @@
+"""CompletionAdapter: plain ``Label: value`` completion prompts for base models.
+
+Base models have no chat template; they continue text. The prompt is instructions, then
+one block per demo, then the inputs and the first output label; the model completes the
+values. Decoding can be constrained (``OutputConstraint``) so the answer always parses.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..errors import ParseError
+from ..fieldtypes import is_enum_like, schema_of
+from ..lm.types import ConstraintSegment, OutputConstraint
+from ..signature import Field, Signature
+from .base import Adapter, Prompt, PromptPrefix, field_info
+from .coerce import coerce, render_value
+
+__all__ = ["CompletionAdapter"]
+
+_PLAIN_TYPES = (int, float, bool)
+
+
+class CompletionAdapter(Adapter):
+    """Few-shot ``Label: value`` blocks for text-completion (base) models."""
+
+    name = "completion"
+    template_names = {"prefix": "completion_prefix.jinja", "example": "completion_example.jinja"}
+
+    def format_prefix(self, signature: Signature, demos: Sequence[Mapping[str, Any]]) -> PromptPrefix:
+        head = self.render(
+            "prefix",
+            instructions=signature.instructions,
+            inputs=[field_info(f) for f in signature.input_fields],
+            outputs=[field_info(f) for f in signature.output_fields],
+        )
+        blocks = [head]
+        for demo in demos:
+            if not all(f.name in demo for f in signature.output_fields):
+                continue
+            pairs = [(f.label, _one_line(render_value(demo[f.name]))) for f in signature.fields if f.name in demo]
+            blocks.append(self.render("example", fields=pairs))
+        return PromptPrefix(text="\n\n".join(blocks) + "\n\n")
+
+    def format_inputs(
+        self, signature: Signature, prefix: PromptPrefix, inputs: Mapping[str, Any]
+    ) -> Prompt:
+        pairs = [(f.label, _one_line(render_value(inputs[f.name]))) for f in signature.input_fields]
+        block = self.render("example", fields=pairs)
+        first = signature.output_fields[0]
+        text = f"{prefix.text}{block}\n{first.label}:"
+        stops = ["\n\n", *(f"\n{f.label}:" for f in signature.input_fields)]
+        return Prompt(text=text, constraint=self.constraint(signature), stop=tuple(stops))
+
+    def constraint(self, signature: Signature) -> OutputConstraint:
+        """The shape of a valid completion: `` value1\\nLabel2: value2 ...``."""
+        segments: list[ConstraintSegment] = []
+        for i, field in enumerate(signature.output_fields):
+            segments.append(ConstraintSegment(text=" " if i == 0 else f"\n{field.label}: "))
+            segments.append(_value_segment(field))
+        return OutputConstraint(tuple(segments))
+
+    def parse(self, signature: Signature, text: str) -> dict[str, Any]:
+        if not text or not text.strip():
+            raise ParseError("the LM returned an empty answer", raw=text or "")
+        outputs = signature.output_fields
+        full = f"{outputs[0].label}:{text}"
+        labels = {f.label.lower(): f for f in outputs}
+        pattern = re.compile(
+            r"^(" + "|".join(re.escape(f.label) for f in outputs) + r"):", re.I | re.M
+        )
+        sections: dict[str, str] = {}
+        matches = list(pattern.finditer(full))
+        for i, match in enumerate(matches):
+            field = labels[match.group(1).lower()]
+            end = matches[i + 1].start() if i + 1 < len(matches) else len(full)
+            if field.name not in sections:
+                sections[field.name] = full[match.end() : end]
+        result: dict[str, Any] = {}
+        for field in outputs:
+            if field.name not in sections:
+                raise ParseError(f"the answer has no '{field.label}:' line", raw=text, field=field.name)
+            value = sections[field.name]
+            if field.annotation is str or is_enum_like(field.annotation) or field.annotation in _PLAIN_TYPES:
+                value = value.strip().split("\n", 1)[0]
+            result[field.name] = coerce(field, value, text)
+        return result
+
+
+def _value_segment(field: Field) -> ConstraintSegment:
+    choices = is_enum_like(field.annotation)
+    if choices is not None:
+        return ConstraintSegment(choices=tuple(str(c) for c in choices), field=field.name)
+    if field.annotation is str:
+        return ConstraintSegment(field=field.name)  # free text on one line
+    return ConstraintSegment(schema=schema_of(field.annotation), field=field.name)
+
+
+def _one_line(value: str) -> str:
+    return " ".join(value.split("\n")) if "\n" in value else value

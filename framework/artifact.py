@@ -1,0 +1,190 @@
+"""Artifacts: a compiled program as versioned JSON (never pickle).
+
+An artifact holds the program spec (how to rebuild it), each predictor's state
+(signature with per-field JSON schema, instructions, demos, adapter, LM config) and free
+``meta`` (target model, scores, optimizer config, dataset hashes). Writes are atomic;
+loads validate everything before returning anything; endpoints stored in a file are ignored
+unless the caller allows them; credentials are never written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pydantic
+
+from ._version import __version__
+from .errors import ArtifactError, LMForgeError
+from .lm.lm import is_secret_key
+from .module import Module
+
+__all__ = ["SCHEMA_VERSION", "load", "read_artifact", "save", "write_json_atomic"]
+
+SCHEMA_VERSION = 1
+FORMAT = "lmforge.artifact"
+
+
+class _ProgramSpec(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    type: str = pydantic.Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+    config: dict[str, Any] = {}
+
+
+class _ArtifactFile(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    format: str
+    schema_version: int
+    lmforge_version: str
+    program: _ProgramSpec
+    predictors: dict[str, dict[str, Any]]
+    meta: dict[str, Any] = {}
+    sha256: str
+
+
+def _digest(body: Mapping[str, Any]) -> str:
+    blob = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def to_artifact(program: Module, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The artifact document for ``program`` (what :func:`save` writes)."""
+    cls = type(program)
+    body: dict[str, Any] = {
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "lmforge_version": __version__,
+        "program": {"type": f"{cls.__module__}:{cls.__qualname__}", "config": program.spec_config()},
+        "predictors": program.state(),
+        "meta": _scrub(dict(meta or {})),
+    }
+    body["sha256"] = _digest(body)
+    return body
+
+
+def save(program: Module, path: str | os.PathLike[str], *, meta: Mapping[str, Any] | None = None) -> Path:
+    """Write ``program`` to ``path`` atomically; returns the path."""
+    document = to_artifact(program, meta)
+    target = Path(path)
+    write_json_atomic(target, document)
+    return target
+
+
+def write_json_atomic(path: Path, document: Any) -> None:
+    """Write JSON to a temp file in the same directory, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(document, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and verify an artifact file; raises ``ArtifactError`` saying what is wrong."""
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ArtifactError(f"{source}: no such artifact file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{source}: cannot read it ({exc})") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ArtifactError(f"{source} is not an lmforge artifact (not JSON: {exc})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ArtifactError(f"{source} is not an lmforge artifact (no \"format\": \"{FORMAT}\")")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ArtifactError(
+            f"{source} has artifact schema version {version!r}; this lmforge ({__version__}) reads "
+            f"version {SCHEMA_VERSION}. Upgrade lmforge or re-export the program."
+        )
+    try:
+        _ArtifactFile.model_validate(data)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ArtifactError(f"{source}: invalid artifact at '{where}': {first['msg']}") from None
+    body = {k: v for k, v in data.items() if k != "sha256"}
+    if _digest(body) != data["sha256"]:
+        raise ArtifactError(
+            f"{source} was modified after it was written (checksum mismatch); "
+            "re-save it from the program or recompile"
+        )
+    return data
+
+
+def load(
+    path: str | os.PathLike[str],
+    *,
+    program: Module | None = None,
+    allow_endpoints: bool = False,
+) -> Module:
+    """Rebuild a program from an artifact.
+
+    Built-in modules are rebuilt from the JSON alone. A custom ``Module`` subclass is
+    imported from its recorded ``package.module:Class`` path (pass ``program=`` to load
+    the state into an instance you built instead). ``api_base`` values stored in the file
+    are ignored unless ``allow_endpoints=True``.
+    """
+    data = read_artifact(path)
+    if program is None:
+        program = _rebuild(data["program"], path)
+    try:
+        program.load_state(data["predictors"], allow_endpoints=allow_endpoints)
+    except ArtifactError as exc:
+        raise ArtifactError(f"{path}: {exc}") from None
+    except LMForgeError as exc:
+        raise ArtifactError(f"{path}: {exc}") from None
+    program.artifact_meta = dict(data.get("meta") or {})  # type: ignore[attr-defined]
+    return program
+
+
+def _rebuild(spec: Mapping[str, Any], path: str | os.PathLike[str]) -> Module:
+    module_name, _, qualname = str(spec["type"]).partition(":")
+    if module_name == "__main__":
+        raise ArtifactError(
+            f"{path}: the program class {qualname} was defined in a script (__main__); "
+            f"build it yourself and pass it: lf.load(path, program={qualname}())"
+        )
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ArtifactError(
+            f"{path}: cannot import the program class {spec['type']} ({exc}); install the "
+            "package that defines it, or pass program=... to lf.load"
+        ) from None
+    if not (isinstance(obj, type) and issubclass(obj, Module)):
+        raise ArtifactError(f"{path}: {spec['type']} is not an lmforge Module subclass")
+    try:
+        return obj.from_spec_config(spec.get("config") or {})
+    except LMForgeError as exc:
+        raise ArtifactError(f"{path}: cannot rebuild {spec['type']}: {exc}") from None
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ArtifactError(f"{path}: cannot rebuild {spec['type']}: {type(exc).__name__}: {exc}") from None
+
+
+def _scrub(value: Any) -> Any:
+    """Drop credential-like keys anywhere in a JSON document."""
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items() if not (isinstance(k, str) and is_secret_key(k))}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value
+

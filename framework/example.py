@@ -1,0 +1,145 @@
+"""Value types for data: :class:`Example` (a labeled record) and :class:`Prediction`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from .errors import UsageError
+
+__all__ = ["Example", "Prediction"]
+
+
+class _Record(Mapping[str, Any]):
+    """An immutable mapping whose keys are also readable as attributes."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, Any] | None = None, /, **fields: Any) -> None:
+        merged = dict(data or {})
+        merged.update(fields)
+        object.__setattr__(self, "_data", merged)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._data[name]
+        except KeyError:
+            raise AttributeError(
+                f"{type(self).__name__} has no field {name!r}; fields: {sorted(self._data)}"
+            ) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable; use .copy(**changes)")
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _Record):
+            return type(self) is type(other) and self._data == other._data
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, repr(sorted(self._data.items(), key=lambda kv: kv[0]))))
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{k}={v!r}" for k, v in self._data.items())
+        return f"{type(self).__name__}({body})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+class Example(_Record):
+    """A labeled record. ``with_inputs`` says which keys are inputs; the rest are labels.
+
+    >>> ex = lf.Example(ticket="refund please", team="billing").with_inputs("ticket")
+    >>> ex.inputs()
+    Example(ticket='refund please')
+    """
+
+    __slots__ = ("_input_keys",)
+
+    def __init__(
+        self,
+        data: Mapping[str, Any] | None = None,
+        /,
+        *,
+        _input_keys: Iterable[str] | None = None,
+        **fields: Any,
+    ) -> None:
+        super().__init__(data, **fields)
+        object.__setattr__(self, "_input_keys", tuple(_input_keys) if _input_keys else None)
+
+    @property
+    def input_keys(self) -> tuple[str, ...] | None:
+        return self._input_keys
+
+    def with_inputs(self, *keys: str) -> Example:
+        """Return a copy with ``keys`` marked as the inputs."""
+        missing = [k for k in keys if k not in self._data]
+        if missing:
+            raise UsageError(
+                f"with_inputs({', '.join(map(repr, keys))}): the example has no "
+                f"{', '.join(map(repr, missing))}; its keys are {sorted(self._data)}"
+            )
+        return Example(self._data, _input_keys=keys)
+
+    def inputs(self) -> Example:
+        """The input fields only (requires ``with_inputs``)."""
+        if self._input_keys is None:
+            raise UsageError("call .with_inputs('field', ...) first to say which keys are inputs")
+        return Example({k: self._data[k] for k in self._input_keys}, _input_keys=self._input_keys)
+
+    def labels(self) -> Example:
+        """Every field that is not an input."""
+        keys = self._input_keys or ()
+        return Example({k: v for k, v in self._data.items() if k not in keys})
+
+    def copy(self, **changes: Any) -> Example:
+        return Example({**self._data, **changes}, _input_keys=self._input_keys)
+
+    def without(self, *keys: str) -> Example:
+        kept = {k: v for k, v in self._data.items() if k not in keys}
+        inputs = tuple(k for k in (self._input_keys or ()) if k not in keys) or None
+        return Example(kept, _input_keys=inputs)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Example):
+            return self._data == other._data and self._input_keys == other._input_keys
+        return NotImplemented
+
+    __hash__ = _Record.__hash__
+
+
+class Prediction(_Record):
+    """The outputs of a module call, readable as attributes (``pred.team``).
+
+    ``completions`` holds every parsed candidate when more than one was sampled.
+    """
+
+    __slots__ = ("_completions",)
+
+    def __init__(
+        self,
+        data: Mapping[str, Any] | None = None,
+        /,
+        *,
+        _completions: list[dict[str, Any]] | None = None,
+        **fields: Any,
+    ) -> None:
+        super().__init__(data, **fields)
+        object.__setattr__(self, "_completions", _completions)
+
+    @property
+    def completions(self) -> list[dict[str, Any]]:
+        return self._completions if self._completions is not None else [dict(self._data)]
+
+    def copy(self, **changes: Any) -> Prediction:
+        return Prediction({**self._data, **changes}, _completions=self._completions)

@@ -1,0 +1,211 @@
+"""Field types: resolving type expressions from strings and rebuilding types from JSON.
+
+String types are resolved by walking the expression's syntax tree against an explicit
+namespace (builtins, ``typing`` names and a caller-supplied ``types`` mapping); no stack
+frames are inspected and nothing is evaluated.
+"""
+
+from __future__ import annotations
+
+import ast
+import enum
+import functools
+import types as _pytypes
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal, Optional, Union
+
+import pydantic
+
+from .errors import SignatureError
+
+__all__ = ["resolve_type", "schema_of", "type_from_schema", "type_name"]
+
+_BASE_NAMESPACE: dict[str, Any] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "bytes": bytes,
+    "list": list,
+    "dict": dict,
+    "tuple": tuple,
+    "set": set,
+    "None": type(None),
+    "Any": Any,
+    "Literal": Literal,
+    "Optional": Optional,
+    "Union": Union,
+    "List": list,
+    "Dict": dict,
+    "Tuple": tuple,
+    "Set": set,
+}
+
+
+def resolve_type(expr: str, types: Mapping[str, Any] | None = None) -> Any:
+    """Turn a type expression such as ``"list[Literal['a', 'b']]"`` into a type."""
+    try:
+        node = ast.parse(expr.strip(), mode="eval").body
+    except SyntaxError as exc:
+        raise SignatureError(f"cannot read the type {expr!r}: {exc.msg}") from None
+    namespace = {**_BASE_NAMESPACE, **(types or {})}
+    return _build(node, namespace, expr)
+
+
+def _build(node: ast.expr, ns: Mapping[str, Any], expr: str) -> Any:
+    if isinstance(node, ast.Name):
+        if node.id not in ns:
+            raise SignatureError(
+                f"unknown type name {node.id!r} in {expr!r}; use a builtin or typing name, "
+                f"or pass it explicitly: types={{{node.id!r}: {node.id}}}"
+            )
+        return ns[node.id]
+    if isinstance(node, ast.Attribute):
+        dotted = _dotted(node)
+        if dotted in ns:
+            return ns[dotted]
+        raise SignatureError(
+            f"unknown type name {dotted!r} in {expr!r}; pass it explicitly: "
+            f"types={{{dotted!r}: ...}}"
+        )
+    if isinstance(node, ast.Constant):
+        if node.value is None:
+            return type(None)
+        return node.value
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return Union[_build(node.left, ns, expr), _build(node.right, ns, expr)]  # noqa: UP007
+    if isinstance(node, ast.Subscript):
+        origin = _build(node.value, ns, expr)
+        inner = node.slice
+        items = inner.elts if isinstance(inner, ast.Tuple) else [inner]
+        if origin is Literal:
+            values = []
+            for item in items:
+                if not isinstance(item, ast.Constant):
+                    raise SignatureError(f"Literal[...] takes only constants, in {expr!r}")
+                values.append(item.value)
+            return Literal[tuple(values)]
+        args = tuple(_build(item, ns, expr) for item in items)
+        try:
+            return origin[args if len(args) > 1 else args[0]]
+        except TypeError as exc:
+            raise SignatureError(f"invalid type {expr!r}: {exc}") from None
+    raise SignatureError(f"cannot read the type {expr!r}: only names, [..] and | are allowed")
+
+
+def _dotted(node: ast.expr) -> str:
+    if isinstance(node, ast.Attribute):
+        return f"{_dotted(node.value)}.{node.attr}"
+    if isinstance(node, ast.Name):
+        return node.id
+    raise SignatureError("unsupported type expression")
+
+
+def type_name(annotation: Any) -> str:
+    """A readable, re-parsable name for simple types; a best-effort name otherwise."""
+    if annotation is type(None):
+        return "None"
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return annotation.__name__
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is Literal:
+        return f"Literal[{', '.join(repr(a) for a in args)}]"
+    if origin in (Union, _pytypes.UnionType):
+        return " | ".join(type_name(a) for a in args)
+    if origin is not None:
+        name = getattr(origin, "__name__", str(origin))
+        return f"{name}[{', '.join(type_name(a) for a in args)}]"
+    if annotation is Any:
+        return "Any"
+    return str(annotation)
+
+
+@functools.lru_cache(maxsize=1024)
+def _adapter(annotation: Any) -> pydantic.TypeAdapter[Any]:
+    return pydantic.TypeAdapter(annotation)
+
+
+def type_adapter(annotation: Any) -> pydantic.TypeAdapter[Any]:
+    """A cached pydantic TypeAdapter for ``annotation``."""
+    try:
+        return _adapter(annotation)
+    except TypeError:  # unhashable annotation
+        return pydantic.TypeAdapter(annotation)
+
+
+def schema_of(annotation: Any) -> dict[str, Any]:
+    """The JSON schema pydantic produces for ``annotation``."""
+    try:
+        return type_adapter(annotation).json_schema()
+    except pydantic.PydanticUserError as exc:
+        raise SignatureError(f"type {type_name(annotation)} has no JSON schema: {exc}") from None
+
+
+_SCALARS: dict[str, Any] = {
+    "string": str,
+    "integer": int,
+    "number": float,
+    "boolean": bool,
+    "null": type(None),
+}
+
+
+def type_from_schema(schema: Mapping[str, Any], title: str = "Model") -> Any:
+    """Rebuild a Python type from a JSON schema made by :func:`schema_of`.
+
+    Objects become pydantic models, enums become ``Literal`` types; the result validates
+    the same values as the original type did.
+    """
+    return _from_schema(schema, schema.get("$defs", {}), title)
+
+
+def _from_schema(schema: Mapping[str, Any], defs: Mapping[str, Any], title: str) -> Any:
+    if "$ref" in schema:
+        name = str(schema["$ref"]).rsplit("/", 1)[-1]
+        if name not in defs:
+            raise SignatureError(f"schema reference {schema['$ref']!r} is not defined")
+        return _from_schema(defs[name], defs, name)
+    if "enum" in schema:
+        return Literal[tuple(schema["enum"])]
+    if "const" in schema:
+        return Literal[schema["const"]]
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            members = tuple(_from_schema(s, defs, title) for s in schema[key])
+            return Union[members]  # noqa: UP007
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        return Union[tuple(_from_schema({**schema, "type": k}, defs, title) for k in kind)]  # noqa: UP007
+    if kind == "array":
+        if schema.get("prefixItems"):
+            items = tuple(_from_schema(s, defs, title) for s in schema["prefixItems"])
+            return tuple[items]  # type: ignore[valid-type]
+        return list[_from_schema(schema.get("items", {}), defs, title)]  # type: ignore[misc]
+    if kind == "object":
+        props = schema.get("properties")
+        if props is None:
+            extra = schema.get("additionalProperties")
+            value = _from_schema(extra, defs, title) if isinstance(extra, dict) else Any
+            return dict[str, value]  # type: ignore[valid-type]
+        required = set(schema.get("required", []))
+        fields: dict[str, Any] = {}
+        for name, prop in props.items():
+            ftype = _from_schema(prop, defs, f"{title}_{name}")
+            default = ... if name in required else prop.get("default")
+            fields[name] = (ftype, pydantic.Field(default, description=prop.get("description")))
+        model_name = str(schema.get("title", title)).replace(" ", "")
+        return pydantic.create_model(model_name, **fields)
+    if isinstance(kind, str) and kind in _SCALARS:
+        return _SCALARS[kind]
+    return Any
+
+
+def is_enum_like(annotation: Any) -> tuple[Any, ...] | None:
+    """The allowed values when ``annotation`` is a ``Literal`` or an ``Enum``, else None."""
+    if typing.get_origin(annotation) is Literal:
+        return typing.get_args(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return tuple(member.value for member in annotation)
+    return None

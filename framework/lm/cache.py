@@ -1,0 +1,79 @@
+"""The on-disk LM response cache (diskcache), shared safely by threads and processes.
+
+Keys are hashes of the full request (model, messages or prompt, parameters, output
+constraints, rollout id); credentials and endpoints never enter a key or a value.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .types import LMRequest, LMResponse
+
+if TYPE_CHECKING:
+    import diskcache
+
+__all__ = ["ResponseCache", "default_cache_dir"]
+
+
+def default_cache_dir() -> Path:
+    """``$LMFORGE_CACHE_DIR``, else the platform's user cache dir for lmforge."""
+    env = os.environ.get("LMFORGE_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("lmforge"))
+
+
+class ResponseCache:
+    """A directory-backed cache of LM responses; the directory is created on first use."""
+
+    _open_lock = threading.Lock()
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+        self._directory = Path(directory) if directory is not None else None
+        self._store: diskcache.Cache | None = None
+
+    @property
+    def directory(self) -> Path:
+        return self._directory or (default_cache_dir() / "lm")
+
+    def _open(self) -> diskcache.Cache:
+        if self._store is None:
+            with self._open_lock:
+                if self._store is None:
+                    import diskcache
+
+                    self.directory.mkdir(parents=True, exist_ok=True)
+                    # sqlite handles cross-process locking; JSON values, never pickle.
+                    self._store = diskcache.Cache(
+                        str(self.directory),
+                        disk=diskcache.JSONDisk,
+                        disk_compress_level=1,
+                        timeout=60,
+                    )
+        return self._store
+
+    def get(self, request: LMRequest) -> LMResponse | None:
+        data: Any = self._open().get(request.cache_key())
+        if data is None:
+            return None
+        return LMResponse.from_json(data, cache_hit=True)
+
+    def put(self, request: LMRequest, response: LMResponse) -> None:
+        self._open().set(request.cache_key(), response.to_json())
+
+    def clear(self) -> None:
+        self._open().clear()
+
+    def __len__(self) -> int:
+        return len(self._open())
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None

@@ -1,0 +1,162 @@
+"""The litellm backend: any provider string litellm knows (chat and text completion).
+
+litellm is imported on first use, never at ``import lmforge``. Its own retries are turned
+off (lmforge's retry policy wraps every backend) and its errors are translated here, once,
+into lmforge's error tree.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+from ..errors import (
+    AuthenticationError,
+    ContextWindowError,
+    LMError,
+    LMTimeoutError,
+    ProviderError,
+    RateLimitError,
+    UsageError,
+)
+from .types import LMRequest, LMResponse, Usage
+
+__all__ = ["LiteLLMBackend", "translate_error"]
+
+
+@functools.lru_cache(maxsize=1)
+def _litellm() -> Any:
+    # Without this, importing litellm tries to download its price map over the network.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.suppress_debug_info = True
+    litellm.drop_params = True
+    return litellm
+
+
+def _check_network() -> None:
+    from ..testing import network_blocked
+
+    if network_blocked():
+        raise UsageError("real network LM calls are blocked here (lmforge.testing.block_network); use a fake LM")
+
+
+class LiteLLMBackend:
+    """Calls ``litellm.completion``/``text_completion`` and their async forms."""
+
+    def __init__(self, *, api_key: str | None = None, api_base: str | None = None, timeout: float | None = None) -> None:
+        self._api_key = api_key
+        self._api_base = api_base
+        self._timeout = timeout
+
+    def _kwargs(self, request: LMRequest) -> dict[str, Any]:
+        kwargs: dict[str, Any] = dict(request.params)
+        kwargs["model"] = request.model
+        kwargs["num_retries"] = 0
+        if self._timeout is not None:
+            kwargs.setdefault("timeout", self._timeout)
+        if self._api_key:
+            kwargs["api_key"] = self._api_key
+        if self._api_base:
+            kwargs["api_base"] = self._api_base
+        if request.response_format is not None:
+            kwargs["response_format"] = request.response_format
+        if request.tools:
+            kwargs["tools"] = list(request.tools)
+        if request.messages is not None:
+            kwargs["messages"] = list(request.messages)
+        else:
+            kwargs["prompt"] = request.prompt
+        return kwargs
+
+    def complete(self, request: LMRequest) -> LMResponse:
+        _check_network()
+        litellm = _litellm()
+        kwargs = self._kwargs(request)
+        try:
+            if request.messages is not None:
+                raw = litellm.completion(**kwargs)
+            else:
+                raw = litellm.text_completion(**kwargs)
+        except Exception as exc:
+            raise translate_error(exc, request.model) from exc
+        return _to_response(raw, request)
+
+    async def acomplete(self, request: LMRequest) -> LMResponse:
+        _check_network()
+        litellm = _litellm()
+        kwargs = self._kwargs(request)
+        try:
+            if request.messages is not None:
+                raw = await litellm.acompletion(**kwargs)
+            else:
+                raw = await litellm.atext_completion(**kwargs)
+        except Exception as exc:
+            raise translate_error(exc, request.model) from exc
+        return _to_response(raw, request)
+
+
+def _to_response(raw: Any, request: LMRequest) -> LMResponse:
+    texts: list[str] = []
+    tool_calls: list[dict[str, Any]] = []
+    finish = None
+    for choice in getattr(raw, "choices", None) or []:
+        message = getattr(choice, "message", None)
+        if message is not None:
+            texts.append(getattr(message, "content", None) or "")
+            for call in getattr(message, "tool_calls", None) or []:
+                function = getattr(call, "function", None)
+                tool_calls.append(
+                    {
+                        "id": getattr(call, "id", None),
+                        "name": getattr(function, "name", None),
+                        "arguments": getattr(function, "arguments", None),
+                    }
+                )
+        else:
+            texts.append(getattr(choice, "text", None) or "")
+        finish = getattr(choice, "finish_reason", finish)
+    usage = getattr(raw, "usage", None)
+    return LMResponse(
+        texts=tuple(texts) or ("",),
+        usage=Usage(int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0)),
+        model=getattr(raw, "model", None) or request.model,
+        finish_reason=finish,
+        tool_calls=tuple(tool_calls) or None,
+    )
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    value = headers.get("retry-after") or headers.get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def translate_error(exc: BaseException, model: str) -> LMError:
+    """Map a litellm/provider exception onto lmforge's error tree (by class name, so the
+    mapping needs no litellm import and survives its re-exports)."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    status = getattr(exc, "status_code", None)
+    message = f"{model}: {type(exc).__name__}: {str(exc)[:500]}"
+    common: dict[str, Any] = {"model": model, "status_code": status}
+    if "ContextWindowExceededError" in names:
+        return ContextWindowError(message, **common)
+    if "RateLimitError" in names or status == 429:
+        return RateLimitError(message, retry_after=_retry_after(exc), **common)
+    if names & {"Timeout", "APITimeoutError", "TimeoutError", "ReadTimeout"} or status == 408:
+        return LMTimeoutError(message, **common)
+    if names & {"AuthenticationError", "PermissionDeniedError"} or status in (401, 403):
+        return AuthenticationError(message, **common)
+    if names & {"APIConnectionError", "ServiceUnavailableError", "InternalServerError", "BadGatewayError"}:
+        return ProviderError(message, retryable=True, retry_after=_retry_after(exc), **common)
+    if isinstance(status, int) and status >= 500:
+        return ProviderError(message, retryable=True, retry_after=_retry_after(exc), **common)
+    return ProviderError(message, retryable=False, **common)

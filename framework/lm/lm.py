@@ -1,0 +1,262 @@
+"""``lf.LM``: a model name plus a backend, wrapped with cache, retries and accounting."""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from .. import settings as _settings
+from ..errors import LMError, UsageError
+from ..trace import LMCall, active_trackers
+from .cache import ResponseCache
+from .profiles import ModelProfile, profile_for
+from .retry import RetryPolicy
+from .types import Backend, LMRequest, LMResponse, Message
+
+__all__ = ["DEFAULT_LOCAL_MODEL", "LM"]
+
+DEFAULT_LOCAL_MODEL = "local/gemma-3-270m"
+_SECRET_NAME = re.compile(
+    r"(^|[_-])(api_?key|key|secret|password|passwd|authorization|credentials?|(access_|auth_|bearer_)?token)$",
+    re.I,
+)
+_ENDPOINT_KEYS = ("api_base", "base_url")
+
+
+def is_secret_key(name: str) -> bool:
+    """Whether a setting's name says it holds a credential (``api_key``, ``token``, ...)."""
+    return bool(_SECRET_NAME.search(name))
+
+
+@functools.lru_cache(maxsize=None)
+def _announce(model: str, source: str) -> None:
+    sys.stderr.write(f"lmforge: no model configured; using {model} ({source})\n")
+
+
+def resolve_model_name(model: str | None) -> str:
+    """``model`` if given, else ``$LMFORGE_MODEL``, else the embedded local model."""
+    if model:
+        return model
+    env = os.environ.get("LMFORGE_MODEL")
+    if env:
+        _announce(env, "from $LMFORGE_MODEL")
+        return env
+    _announce(DEFAULT_LOCAL_MODEL, "the embedded local model; set $LMFORGE_MODEL to change")
+    return DEFAULT_LOCAL_MODEL
+
+
+class LM:
+    """A language model: ``lf.LM("openai/gpt-4o-mini", temperature=0)``.
+
+    ``model`` is any litellm provider string (``openai/...``, ``anthropic/...``,
+    ``hosted_vllm/...`` with ``api_base``), or ``local/...`` for the embedded CPU model.
+    With no model, ``$LMFORGE_MODEL`` or the embedded local model is used.
+
+    Keyword defaults (``temperature``, ``max_tokens``, ...) go into every request.
+    ``cache`` is ``True`` (the default directory), ``False``, a directory path or a
+    :class:`ResponseCache`. Credentials (``api_key``) are kept out of requests, cache keys,
+    traces and artifacts.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        model_type: Literal["chat", "text"] | None = None,
+        backend: Backend | None = None,
+        cache: bool | str | os.PathLike[str] | ResponseCache = True,
+        retry: RetryPolicy | int | None = None,
+        profile: ModelProfile | None = None,
+        api_key: str | None = None,
+        api_base: str | None = None,
+        timeout: float | None = 120.0,
+        **defaults: Any,
+    ) -> None:
+        self.model = resolve_model_name(model)
+        self.profile = profile or profile_for(self.model, model_type or "chat")
+        self.model_type: Literal["chat", "text"] = model_type or (
+            "chat" if self.profile.chat_template else "text"
+        )
+        for name in defaults:
+            if is_secret_key(name):
+                raise UsageError(f"pass credentials as api_key=..., not {name}=...")
+        self.defaults: dict[str, Any] = dict(defaults)
+        self.api_base = api_base
+        self.timeout = timeout
+        self._api_key = api_key
+        self._backend = backend
+        if isinstance(retry, int):
+            retry = RetryPolicy(max_attempts=max(1, retry))
+        self.retry = retry or RetryPolicy()
+        if isinstance(cache, ResponseCache):
+            self.cache: ResponseCache | None = cache
+        elif cache is True:
+            self.cache = ResponseCache()
+        elif cache is False:
+            self.cache = None
+        else:
+            self.cache = ResponseCache(Path(cache))
+
+    # -- backend ------------------------------------------------------------------------
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = self._make_backend()
+        return self._backend
+
+    def _make_backend(self) -> Backend:
+        if self.model.startswith("local/"):
+            from .local import LocalBackend
+
+            return LocalBackend.for_model(self.model)
+        from .litellm_backend import LiteLLMBackend
+
+        return LiteLLMBackend(api_key=self._api_key, api_base=self.api_base, timeout=self.timeout)
+
+    # -- requests -----------------------------------------------------------------------
+
+    def request(
+        self,
+        *,
+        messages: list[Message] | tuple[Message, ...] | None = None,
+        prompt: str | None = None,
+        **params: Any,
+    ) -> LMRequest:
+        """Build a request for this model in its mode (chat or text), merging defaults."""
+        if self.model_type == "text" and messages is not None:
+            prompt = "\n\n".join(str(m.get("content", "")) for m in messages)
+            messages = None
+        elif self.model_type == "chat" and prompt is not None:
+            messages = ({"role": "user", "content": prompt},)
+            prompt = None
+        extras = {k: params.pop(k) for k in ("response_format", "constraint", "tools", "rollout_id") if k in params}
+        merged = {**self.defaults, **{k: v for k, v in params.items() if v is not None}}
+        return LMRequest(
+            model=self.model,
+            messages=tuple(messages) if messages is not None else None,
+            prompt=prompt,
+            params=merged,
+            **extras,
+        )
+
+    def complete(self, request: LMRequest) -> LMResponse:
+        """Answer ``request``: from the cache when allowed, else the backend with retries."""
+        use_cache = self.cache is not None and _settings.current().cache
+        started = time.perf_counter()
+        response: LMResponse | None = None
+        if use_cache:
+            assert self.cache is not None
+            response = self.cache.get(request)
+        if response is None:
+            try:
+                response = self.retry.call(lambda: self.backend.complete(request))
+            except LMError as exc:
+                self._record(request, None, started, exc)
+                raise
+            response = self._priced(response)
+            if use_cache:
+                assert self.cache is not None
+                self.cache.put(request, response)
+        self._record(request, response, started, None)
+        return response
+
+    async def acomplete(self, request: LMRequest) -> LMResponse:
+        """Async :meth:`complete`; backends are called natively, not via threads."""
+        use_cache = self.cache is not None and _settings.current().cache
+        started = time.perf_counter()
+        response: LMResponse | None = None
+        if use_cache:
+            assert self.cache is not None
+            response = self.cache.get(request)
+        if response is None:
+            try:
+                response = await self.retry.acall(lambda: self.backend.acomplete(request))
+            except LMError as exc:
+                self._record(request, None, started, exc)
+                raise
+            response = self._priced(response)
+            if use_cache:
+                assert self.cache is not None
+                self.cache.put(request, response)
+        self._record(request, response, started, None)
+        return response
+
+    def __call__(self, prompt: str | None = None, *, messages: list[Message] | None = None, **params: Any) -> list[str]:
+        """Quick raw call: ``lm("Say hi")`` returns the list of completions."""
+        if prompt is None and messages is None:
+            raise UsageError("pass a prompt string or messages=[...]")
+        request = self.request(messages=messages, prompt=prompt, **params)
+        return list(self.complete(request).texts)
+
+    # -- accounting ---------------------------------------------------------------------
+
+    def _priced(self, response: LMResponse) -> LMResponse:
+        if response.cost is not None:
+            return response
+        from .pricing import cost_of
+
+        cost = cost_of(self.model, response.usage)
+        if cost is None:
+            return response
+        from dataclasses import replace
+
+        return replace(response, cost=cost)
+
+    def _record(
+        self, request: LMRequest, response: LMResponse | None, started: float, error: BaseException | None
+    ) -> None:
+        trackers = active_trackers()
+        if not trackers:
+            return
+        call = LMCall(
+            model=self.model,
+            request=request,
+            response=response,
+            latency=time.perf_counter() - started,
+            error=type(error).__name__ if error is not None else None,
+        )
+        for tracker in trackers:
+            tracker.add_call(call)
+
+    # -- configuration ------------------------------------------------------------------
+
+    def config(self, *, include_endpoint: bool = True) -> dict[str, Any]:
+        """A JSON-safe description for artifacts; never contains credentials."""
+        data: dict[str, Any] = {"model": self.model, "model_type": self.model_type}
+        defaults = {k: v for k, v in self.defaults.items() if not is_secret_key(k)}
+        if defaults:
+            data["defaults"] = defaults
+        if include_endpoint and self.api_base:
+            data["api_base"] = self.api_base
+        return data
+
+    @classmethod
+    def from_config(cls, data: Mapping[str, Any], *, allow_endpoints: bool = False) -> LM:
+        """Rebuild from :meth:`config`; endpoints are dropped unless ``allow_endpoints``."""
+        defaults = dict(data.get("defaults") or {})
+        for key in list(defaults):
+            if is_secret_key(key) or key in _ENDPOINT_KEYS:
+                defaults.pop(key)
+        api_base = data.get("api_base") if allow_endpoints else None
+        return cls(str(data["model"]), model_type=data.get("model_type"), api_base=api_base, **defaults)
+
+    def copy(self, **changes: Any) -> LM:
+        """A new LM with some defaults changed (same backend, cache and credentials)."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.defaults = {**self.defaults, **changes}
+        return new
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> LM:
+        return self  # LMs hold shared resources (clients, loaded weights, caches)
+
+    def __repr__(self) -> str:
+        return f"LM({self.model!r})"
+

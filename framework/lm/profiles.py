@@ -1,0 +1,78 @@
+"""Model profiles: what a model can do, declared as data rather than guessed per call.
+
+The adapter a predictor uses by default, whether structured output or native tool calls
+are sent, and how long prompts may be all come from the profile of the LM's model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+__all__ = ["ModelProfile", "profile_for"]
+
+StructuredOutput = Literal["json_schema", "json_object", "grammar", "none"]
+AdapterName = Literal["chat", "json", "completion"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ModelProfile:
+    """Declared capabilities of a model.
+
+    Attributes:
+        chat_template: the model understands chat messages (instruction-tuned).
+        structured_output: how output can be constrained: provider JSON-schema
+            ``response_format``, JSON mode only, a decoding grammar, or nothing.
+        context_window: prompt plus output tokens the model accepts.
+        native_tools: the provider accepts OpenAI-style ``tools`` and returns tool calls.
+        default_adapter: the adapter predictors use when none is configured.
+        prompt_cache: the provider's prompt-caching style, if it has one.
+    """
+
+    chat_template: bool = True
+    structured_output: StructuredOutput = "json_schema"
+    context_window: int = 8192
+    native_tools: bool = False
+    default_adapter: AdapterName = "chat"
+    prompt_cache: Literal["anthropic", "openai", "prefix"] | None = None
+
+
+BASE_MODEL = ModelProfile(
+    chat_template=False,
+    structured_output="grammar",
+    context_window=32768,
+    default_adapter="completion",
+    prompt_cache="prefix",
+)
+
+# Exact model names first, then provider prefixes. Entries are data: extend by passing
+# ``profile=`` to ``lf.LM`` rather than editing this table.
+_EXACT: dict[str, ModelProfile] = {
+    "local/gemma-3-270m": BASE_MODEL,
+}
+_PREFIXES: tuple[tuple[str, ModelProfile], ...] = (
+    ("local/", BASE_MODEL),
+    ("openai/", ModelProfile(context_window=128000, native_tools=True, prompt_cache="openai")),
+    ("azure/", ModelProfile(context_window=128000, native_tools=True, prompt_cache="openai")),
+    (
+        "anthropic/",
+        ModelProfile(context_window=200000, native_tools=True, prompt_cache="anthropic"),
+    ),
+    ("hosted_vllm/", ModelProfile(context_window=8192, prompt_cache="prefix")),
+    ("ollama/", ModelProfile(structured_output="json_object", context_window=8192)),
+    ("ollama_chat/", ModelProfile(structured_output="json_object", context_window=8192)),
+)
+_DEFAULT = ModelProfile()
+_TEXT_MODE = ModelProfile(chat_template=False, structured_output="none", default_adapter="completion")
+
+
+def profile_for(model: str, model_type: Literal["chat", "text"] = "chat") -> ModelProfile:
+    """The declared profile of ``model``; text-completion models use the completion adapter."""
+    if model in _EXACT:
+        return _EXACT[model]
+    for prefix, profile in _PREFIXES:
+        if model.startswith(prefix):
+            if model_type == "text" and profile.chat_template:
+                return dataclasses.replace(profile, chat_template=False, default_adapter="completion")
+            return profile
+    return _TEXT_MODE if model_type == "text" else _DEFAULT

@@ -1,0 +1,79 @@
+"""Retries with exponential backoff and jitter, for transient LM errors only."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from ..errors import LMError
+
+__all__ = ["RetryPolicy"]
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """How transient failures (rate limits, 5xx, timeouts, dropped connections) are retried.
+
+    Attempts are bounded by ``max_attempts`` and by ``max_total_seconds`` of waiting; a
+    provider's ``Retry-After`` is honoured (capped by ``max_delay``). Errors that cannot
+    succeed on retry (auth, bad request, context window) are raised at once.
+    """
+
+    max_attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    max_total_seconds: float = 120.0
+    jitter: float = 0.25
+    sleep: Callable[[float], None] = time.sleep
+    async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    def delay(self, attempt: int, error: LMError) -> float:
+        if error.retry_after is not None:
+            return min(max(error.retry_after, 0.0), self.max_delay)
+        raw = min(self.base_delay * (2 ** (attempt - 1)), self.max_delay)
+        return raw * (1 + random.uniform(-self.jitter, self.jitter))
+
+    def _next_wait(self, attempt: int, error: LMError, waited: float) -> float | None:
+        if not error.retryable or attempt >= self.max_attempts:
+            return None
+        wait = self.delay(attempt, error)
+        if waited + wait > self.max_total_seconds:
+            return None
+        return wait
+
+    def call(self, func: Callable[[], T]) -> T:
+        waited = 0.0
+        attempt = 1
+        while True:
+            try:
+                return func()
+            except LMError as error:
+                wait = self._next_wait(attempt, error, waited)
+                if wait is None:
+                    raise
+                self.sleep(wait)
+                waited += wait
+                attempt += 1
+
+    async def acall(self, func: Callable[[], Awaitable[T]]) -> T:
+        waited = 0.0
+        attempt = 1
+        while True:
+            try:
+                return await func()
+            except LMError as error:
+                wait = self._next_wait(attempt, error, waited)
+                if wait is None:
+                    raise
+                await self.async_sleep(wait)
+                waited += wait
+                attempt += 1
+
+
+NO_RETRY = RetryPolicy(max_attempts=1)

@@ -1,0 +1,229 @@
+"""``lf.Module``: the base class of every program.
+
+Sub-modules and predictors are found by walking instance attributes (lists, tuples and
+dicts included); there is no metaclass. A module is callable (``program(**inputs)``),
+awaitable (``await program.acall(**inputs)``) and batchable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import copy
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from . import settings as _settings
+from .errors import LMForgeError, UsageError
+from .example import Example, Prediction
+
+if TYPE_CHECKING:
+    from .predict import Predict
+
+__all__ = ["BatchError", "Module"]
+
+
+class BatchError(LMForgeError):
+    """One failed item of ``Module.batch``: ``error`` is what it raised, ``inputs`` its inputs."""
+
+    def __init__(self, index: int, inputs: Mapping[str, Any], error: BaseException) -> None:
+        super().__init__(f"item {index} failed: {type(error).__name__}: {error}")
+        self.index = index
+        self.inputs = dict(inputs)
+        self.error = error
+
+
+class Module:
+    """Base class of programs. Subclasses implement ``forward`` (and may ``aforward``)."""
+
+    def forward(self, **inputs: Any) -> Prediction:
+        raise UsageError(f"{type(self).__name__} must implement forward(**inputs)")
+
+    async def aforward(self, **inputs: Any) -> Prediction:
+        """Async forward; by default runs ``forward`` in a worker thread (context copied)."""
+        return await asyncio.to_thread(self.forward, **inputs)
+
+    def __call__(self, **inputs: Any) -> Prediction:
+        return self.forward(**inputs)
+
+    async def acall(self, **inputs: Any) -> Prediction:
+        return await self.aforward(**inputs)
+
+    # -- batch --------------------------------------------------------------------------
+
+    def batch(
+        self,
+        items: Iterable[Mapping[str, Any] | Example],
+        *,
+        concurrency: int | None = None,
+        raise_errors: bool = False,
+        on_result: Callable[[int, Prediction | BatchError], None] | None = None,
+    ) -> list[Prediction | BatchError]:
+        """Call the program on every item with bounded thread concurrency, keeping order.
+
+        A failed item yields a :class:`BatchError` in its place unless ``raise_errors``.
+        Workers see the caller's settings (``lf.use``) and trackers.
+        """
+        inputs = [_inputs_of(item) for item in items]
+        limit = _limit(concurrency)
+        results: list[Prediction | BatchError | None] = [None] * len(inputs)
+
+        def run(index: int) -> None:
+            try:
+                outcome: Prediction | BatchError = self(**inputs[index])
+            except Exception as exc:
+                if raise_errors:
+                    raise
+                outcome = BatchError(index, inputs[index], exc)
+            results[index] = outcome
+            if on_result is not None:
+                on_result(index, outcome)
+
+        if limit == 1 or len(inputs) <= 1:
+            for i in range(len(inputs)):
+                run(i)
+        else:
+            with ThreadPoolExecutor(max_workers=min(limit, len(inputs))) as pool:
+                futures = [pool.submit(contextvars.copy_context().run, run, i) for i in range(len(inputs))]
+                for future in futures:
+                    future.result()
+        return results  # type: ignore[return-value]
+
+    async def abatch(
+        self,
+        items: Iterable[Mapping[str, Any] | Example],
+        *,
+        concurrency: int | None = None,
+        raise_errors: bool = False,
+        on_result: Callable[[int, Prediction | BatchError], None] | None = None,
+    ) -> list[Prediction | BatchError]:
+        """Async :meth:`batch`: at most ``concurrency`` calls in flight, order kept."""
+        inputs = [_inputs_of(item) for item in items]
+        semaphore = asyncio.Semaphore(_limit(concurrency))
+
+        async def run(index: int) -> Prediction | BatchError:
+            async with semaphore:
+                try:
+                    outcome: Prediction | BatchError = await self.acall(**inputs[index])
+                except Exception as exc:
+                    if raise_errors:
+                        raise
+                    outcome = BatchError(index, inputs[index], exc)
+            if on_result is not None:
+                on_result(index, outcome)
+            return outcome
+
+        return list(await asyncio.gather(*(run(i) for i in range(len(inputs)))))
+
+    # -- structure ----------------------------------------------------------------------
+
+    def named_predictors(self) -> list[tuple[str, Predict]]:
+        """Every ``Predict`` inside this program with a stable dotted name."""
+        from .predict import Predict
+
+        found: list[tuple[str, Predict]] = []
+        seen: set[int] = set()
+        for name, module in self._walk("", seen):
+            if isinstance(module, Predict):
+                found.append((name or "self", module))
+        return found
+
+    def predictors(self) -> list[Predict]:
+        return [p for _, p in self.named_predictors()]
+
+    def named_modules(self) -> list[tuple[str, Module]]:
+        return list(self._walk("", set()))
+
+    def _walk(self, prefix: str, seen: set[int]) -> Iterator[tuple[str, Module]]:
+        if id(self) in seen:
+            return
+        seen.add(id(self))
+        yield prefix, self
+        for attr, value in vars(self).items():
+            if attr.startswith("_"):
+                continue
+            yield from _walk_value(value, f"{prefix}.{attr}" if prefix else attr, seen)
+
+    def set_lm(self, lm: Any) -> None:
+        """Point every predictor of this program at ``lm``."""
+        for predictor in self.predictors():
+            predictor.lm = lm
+
+    # -- copies and state ---------------------------------------------------------------
+
+    def deepcopy(self) -> Module:
+        """A deep copy; LMs (shared resources) are shared, not copied."""
+        return copy.deepcopy(self)
+
+    def reset_copy(self) -> Module:
+        """A deep copy with every predictor's demos cleared."""
+        new = self.deepcopy()
+        for predictor in new.predictors():
+            predictor.demos = []
+        return new
+
+    def state(self) -> dict[str, Any]:
+        """The learnable state of every predictor, by name (JSON-safe)."""
+        return {name: p.dump_state() for name, p in self.named_predictors()}
+
+    def load_state(self, state: Mapping[str, Any], *, allow_endpoints: bool = False) -> Module:
+        """Load :meth:`state` output into this program's predictors (all or nothing)."""
+        predictors = dict(self.named_predictors())
+        missing = sorted(set(state) - set(predictors))
+        if missing:
+            raise UsageError(f"state names predictor(s) {missing} this program does not have; it has {sorted(predictors)}")
+        staged = {name: predictors[name].parsed_state(data, allow_endpoints=allow_endpoints) for name, data in state.items()}
+        for name, parsed in staged.items():
+            predictors[name].apply_state(parsed)
+        return self
+
+    def spec_config(self) -> dict[str, Any]:
+        """Constructor arguments needed to rebuild this module without user code.
+
+        The default (``{}``) means the class is rebuilt by calling it with no arguments.
+        """
+        return {}
+
+    @classmethod
+    def from_spec_config(cls, config: Mapping[str, Any]) -> Module:
+        if config:
+            return cls(**config)
+        return cls()
+
+    def save(self, path: str | os.PathLike[str], *, meta: Mapping[str, Any] | None = None) -> None:
+        """Write this program as a versioned JSON artifact (atomically)."""
+        from .artifact import save
+
+        save(self, path, meta=meta)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{n}={p.signature!r}" for n, p in self.named_predictors())
+        return f"{type(self).__name__}({inner})"
+
+
+def _walk_value(value: Any, name: str, seen: set[int]) -> Iterator[tuple[str, Module]]:
+    if isinstance(value, Module):
+        yield from value._walk(name, seen)
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _walk_value(item, f"{name}[{i}]", seen)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _walk_value(item, f"{name}[{key!r}]", seen)
+
+
+def _inputs_of(item: Mapping[str, Any] | Example) -> dict[str, Any]:
+    if isinstance(item, Example):
+        return dict(item.inputs()) if item.input_keys is not None else dict(item)
+    if isinstance(item, Mapping):
+        return dict(item)
+    raise UsageError(f"batch items must be dicts or lf.Example, got {type(item).__name__}")
+
+
+def _limit(concurrency: int | None) -> int:
+    limit = concurrency if concurrency is not None else _settings.current().max_concurrency
+    if limit < 1:
+        raise UsageError("concurrency must be at least 1")
+    return limit

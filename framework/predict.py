@@ -1,0 +1,295 @@
+"""``lf.Predict``: the only module that calls an LM.
+
+``adapter.format -> lm.complete -> adapter.parse``. The static prompt prefix (instructions,
+field schema, demos) is rendered once and reused until the signature, demos or adapter
+change.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pydantic
+
+from . import settings as _settings
+from .adapters import Adapter, adapter_from_config, adapter_named
+from .adapters.base import Prompt, PromptPrefix
+from .errors import ArtifactError, SignatureError, UsageError
+from .example import Example, Prediction
+from .lm.lm import LM
+from .lm.types import LMRequest, LMResponse
+from .module import Module
+from .signature import Signature, as_signature
+from .trace import LMCall, PredictorCall, active_trackers
+
+__all__ = ["Predict"]
+
+_HISTORY = 8
+_CONFIG_KEYS = frozenset(
+    {"temperature", "max_tokens", "top_p", "n", "stop", "seed", "rollout_id", "presence_penalty", "frequency_penalty"}
+)
+
+
+class Predict(Module):
+    """Call an LM with a signature: ``lf.Predict("question -> answer")(question="...")``.
+
+    Args:
+        signature: a signature string, ``lf.Signature`` or class-form declaration.
+        lm: the LM to use; otherwise the one from ``lf.use(lm=...)``.
+        adapter: the adapter to use; otherwise ``lf.use(adapter=...)`` or the LM profile's.
+        demos: few-shot examples (dicts or ``lf.Example``) with input and output fields.
+        **config: request parameters (``temperature``, ``max_tokens``, ``n``, ...).
+    """
+
+    def __init__(
+        self,
+        signature: str | Signature | type[Signature],
+        *,
+        lm: LM | None = None,
+        adapter: Adapter | None = None,
+        demos: Iterable[Mapping[str, Any]] | None = None,
+        **config: Any,
+    ) -> None:
+        unknown = set(config) - _CONFIG_KEYS
+        if unknown:
+            raise UsageError(f"Predict got unknown option(s) {sorted(unknown)}; request options are {sorted(_CONFIG_KEYS)}")
+        self._signature = as_signature(signature)
+        self.lm = lm
+        self._adapter = adapter
+        self._demos: tuple[dict[str, Any], ...] = ()
+        self.demos = list(demos or [])
+        self.config: dict[str, Any] = dict(config)
+        self._prefix: tuple[Adapter, PromptPrefix] | None = None
+        self._history: collections.deque[LMCall] = collections.deque(maxlen=_HISTORY)
+
+    # -- learnable parameters (assigning one invalidates the cached prompt prefix) ------
+
+    @property
+    def signature(self) -> Signature:
+        return self._signature
+
+    @signature.setter
+    def signature(self, value: str | Signature | type[Signature]) -> None:
+        self._signature = as_signature(value)
+        self._prefix = None
+
+    @property
+    def demos(self) -> tuple[dict[str, Any], ...]:
+        return self._demos
+
+    @demos.setter
+    def demos(self, value: Iterable[Mapping[str, Any]]) -> None:
+        self._demos = tuple(_demo_dict(d) for d in value)
+        self._prefix = None
+
+    @property
+    def adapter(self) -> Adapter | None:
+        return self._adapter
+
+    @adapter.setter
+    def adapter(self, value: Adapter | None) -> None:
+        self._adapter = value
+        self._prefix = None
+
+    @property
+    def history(self) -> list[LMCall]:
+        """The last few LM calls this predictor made (for ``lf.inspect``)."""
+        return list(self._history)
+
+    # -- calling ------------------------------------------------------------------------
+
+    def forward(self, **inputs: Any) -> Prediction:
+        lm, adapter, request, call_inputs = self._prepare(inputs)
+        try:
+            response = lm.complete(request)
+            prediction = self._finish(adapter, request, response)
+        except Exception as exc:
+            self._record(call_inputs, None, request, None, exc)
+            raise
+        self._record(call_inputs, prediction, request, response, None)
+        return prediction
+
+    async def aforward(self, **inputs: Any) -> Prediction:
+        lm, adapter, request, call_inputs = self._prepare(inputs)
+        try:
+            response = await lm.acomplete(request)
+            prediction = self._finish(adapter, request, response)
+        except Exception as exc:
+            self._record(call_inputs, None, request, None, exc)
+            raise
+        self._record(call_inputs, prediction, request, response, None)
+        return prediction
+
+    def resolve_lm(self) -> LM:
+        lm = self.lm or _settings.current().lm
+        if lm is None:
+            raise UsageError(
+                "no LM configured: use `with lf.use(lm=lf.LM('openai/gpt-4o-mini')):` "
+                "(or lf.LM() for the embedded local model), or pass lm= to the predictor"
+            )
+        return lm
+
+    def resolve_adapter(self, lm: LM) -> Adapter:
+        adapter = self._adapter or _settings.current().adapter
+        return adapter if adapter is not None else _profile_adapter(lm.profile.default_adapter)
+
+    def format(self, inputs: Mapping[str, Any], *, lm: LM | None = None) -> Prompt:
+        """The prompt this predictor would send for ``inputs`` (no LM call)."""
+        adapter = self.resolve_adapter(lm or self.resolve_lm())
+        return adapter.format_inputs(self._signature, self._prefix_for(adapter), inputs)
+
+    def _prefix_for(self, adapter: Adapter) -> PromptPrefix:
+        cached = self._prefix
+        if cached is not None and cached[0] is adapter:
+            return cached[1]
+        prefix = adapter.format_prefix(self._signature, self._demos)
+        self._prefix = (adapter, prefix)
+        return prefix
+
+    def _prepare(self, inputs: dict[str, Any]) -> tuple[LM, Adapter, LMRequest, dict[str, Any]]:
+        signature = self._signature
+        config = self.config
+        if "config" in inputs and not any(f.name == "config" for f in signature.input_fields):
+            config = {**config, **inputs.pop("config")}
+        names = {f.name for f in signature.input_fields}
+        missing = [n for n in names if n not in inputs]
+        if missing:
+            raise UsageError(
+                f"missing input(s) {sorted(missing)} for {signature!r}; "
+                f"call it with {', '.join(f'{n}=...' for n in sorted(names))}"
+            )
+        extra = [k for k in inputs if k not in names]
+        if extra:
+            raise UsageError(f"unexpected input(s) {sorted(extra)} for {signature!r}; its inputs are {sorted(names)}")
+        lm = self.resolve_lm()
+        adapter = self.resolve_adapter(lm)
+        prompt = adapter.format_inputs(signature, self._prefix_for(adapter), inputs)
+        params = dict(config)
+        if prompt.stop and "stop" not in params:
+            params["stop"] = list(prompt.stop)
+        request = lm.request(
+            messages=prompt.messages,
+            prompt=prompt.text,
+            response_format=prompt.response_format,
+            constraint=prompt.constraint,
+            **params,
+        )
+        return lm, adapter, request, inputs
+
+    def _finish(self, adapter: Adapter, request: LMRequest, response: LMResponse) -> Prediction:
+        signature = self._signature
+        if len(response.texts) <= 1:
+            return Prediction(adapter.parse(signature, response.text))
+        completions = [adapter.parse(signature, text) for text in response.texts]
+        return Prediction(completions[0], _completions=completions)
+
+    def _record(
+        self,
+        inputs: dict[str, Any],
+        prediction: Prediction | None,
+        request: LMRequest,
+        response: LMResponse | None,
+        error: BaseException | None,
+    ) -> None:
+        call = LMCall(model=request.model, request=request, response=response, latency=0.0,
+                      error=type(error).__name__ if error else None)
+        self._history.append(call)
+        trackers = active_trackers()
+        if not trackers:
+            return
+        record = PredictorCall(self, inputs, prediction, call, len(self._demos), error)
+        for tracker in trackers:
+            tracker.add_prediction(record)
+
+    # -- state --------------------------------------------------------------------------
+
+    def dump_state(self) -> dict[str, Any]:
+        return {
+            "signature": self._signature.to_json(),
+            "demos": [_jsonable(d) for d in self._demos],
+            "adapter": self._adapter.config() if self._adapter is not None else None,
+            "lm": self.lm.config() if self.lm is not None else None,
+            "config": _jsonable(self.config),
+        }
+
+    def parsed_state(self, data: Mapping[str, Any], *, allow_endpoints: bool = False) -> dict[str, Any]:
+        """Validate a :meth:`dump_state` dict into ready objects (raises ``ArtifactError``)."""
+        try:
+            signature = Signature.from_json(data["signature"])
+            demos = [dict(d) for d in data.get("demos") or []]
+            adapter = adapter_from_config(data["adapter"]) if data.get("adapter") else None
+            lm = LM.from_config(data["lm"], allow_endpoints=allow_endpoints) if data.get("lm") else None
+            config = dict(data.get("config") or {})
+        except (KeyError, TypeError, ValueError, SignatureError, UsageError) as exc:
+            raise ArtifactError(f"invalid predictor state: {type(exc).__name__}: {exc}") from None
+        unknown = set(config) - _CONFIG_KEYS
+        if unknown:
+            raise ArtifactError(f"invalid predictor state: unknown config keys {sorted(unknown)}")
+        return {"signature": signature, "demos": demos, "adapter": adapter, "lm": lm, "config": config}
+
+    def apply_state(self, parsed: Mapping[str, Any]) -> None:
+        self.signature = parsed["signature"]
+        self.demos = parsed["demos"]
+        self.adapter = parsed["adapter"]
+        if parsed["lm"] is not None:
+            self.lm = parsed["lm"]
+        self.config = parsed["config"]
+
+    def spec_config(self) -> dict[str, Any]:
+        return {"signature": self._signature.to_json()}
+
+    @classmethod
+    def from_spec_config(cls, config: Mapping[str, Any]) -> Predict:
+        return cls(Signature.from_json(config["signature"]))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Predict:
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            if key == "_history":
+                new.__dict__[key] = collections.deque(maxlen=_HISTORY)
+            elif key in ("lm", "_signature", "_prefix"):
+                new.__dict__[key] = value  # shared or immutable
+            else:
+                from copy import deepcopy
+
+                new.__dict__[key] = deepcopy(value, memo)
+        return new
+
+    def __repr__(self) -> str:
+        return f"Predict({self._signature!r})"
+
+
+_PROFILE_ADAPTERS: dict[str, Adapter] = {}
+
+
+def _profile_adapter(name: str) -> Adapter:
+    # Adapters are immutable once built; sharing one per name keeps prefix caches warm.
+    adapter = _PROFILE_ADAPTERS.get(name)
+    if adapter is None:
+        adapter = _PROFILE_ADAPTERS.setdefault(name, adapter_named(name))
+    return adapter
+
+
+def _demo_dict(demo: Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(demo, Example):
+        return demo.to_dict()
+    if isinstance(demo, Mapping):
+        return dict(demo)
+    raise UsageError(f"demos must be dicts or lf.Example, got {type(demo).__name__}")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, pydantic.BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+

@@ -1,0 +1,384 @@
+"""Signatures: the typed inputs and outputs of one LM step.
+
+Two ways to declare one::
+
+    triage = lf.Signature.parse("ticket: str -> team: Literal['billing', 'tech']")
+
+    class Triage(lf.Signature):
+        \"\"\"Route a support ticket to the team that should handle it.\"\"\"
+        ticket: str = lf.InputField(desc="the customer's message")
+        team: Literal["billing", "tech"] = lf.OutputField()
+
+Signatures are immutable: ``with_instructions``, ``append``, ``prepend``, ``delete`` and
+``with_field`` return new signatures. Both forms serialise to JSON with a JSON schema per
+field and are rebuilt from it without the user's code.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal, TypeVar, get_type_hints
+
+from .errors import SignatureError, UsageError
+from .fieldtypes import resolve_type, schema_of, type_from_schema, type_name
+
+__all__ = ["Field", "InputField", "OutputField", "Signature", "as_signature"]
+
+FieldKind = Literal["input", "output"]
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Field:
+    """One named, typed field of a signature."""
+
+    name: str
+    kind: FieldKind
+    annotation: Any = str
+    description: str = ""
+    prefix: str = ""
+
+    @property
+    def label(self) -> str:
+        """The label shown for this field in prompts (``prefix`` or the name in words)."""
+        return self.prefix or self.name.replace("_", " ").strip().capitalize()
+
+    @property
+    def type_name(self) -> str:
+        return type_name(self.annotation)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "type": self.type_name,
+            "description": self.description,
+            "prefix": self.prefix,
+            "schema": schema_of(self.annotation),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Field:
+        try:
+            name, kind = data["name"], data["kind"]
+        except KeyError as exc:
+            raise SignatureError(f"field JSON is missing {exc.args[0]!r}") from None
+        if kind not in ("input", "output"):
+            raise SignatureError(f"field {name!r} has kind {kind!r}; expected input or output")
+        annotation: Any = str
+        if "schema" in data:
+            annotation = type_from_schema(data["schema"], title=_camel(name))
+        elif "type" in data:
+            annotation = resolve_type(str(data["type"]))
+        return cls(
+            name=str(name),
+            kind=kind,
+            annotation=annotation,
+            description=str(data.get("description", "")),
+            prefix=str(data.get("prefix", "")),
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _FieldMarker:
+    kind: FieldKind
+    description: str
+    prefix: str
+
+
+def InputField(*, desc: str = "", description: str = "", prefix: str = "") -> Any:  # noqa: N802
+    """Declare an input field in a class-form signature."""
+    return _FieldMarker("input", desc or description, prefix)
+
+
+def OutputField(*, desc: str = "", description: str = "", prefix: str = "") -> Any:  # noqa: N802
+    """Declare an output field in a class-form signature."""
+    return _FieldMarker("output", desc or description, prefix)
+
+
+class _hybrid:  # noqa: N801
+    """Lets a method or property be used on a class-form signature's class directly."""
+
+    def __init__(self, func: Callable[..., Any], *, is_property: bool = False) -> None:
+        self.func = func
+        self.is_property = is_property
+        self.__doc__ = func.__doc__
+
+    def __get__(self, obj: Any, owner: type) -> Any:
+        target = obj if obj is not None else getattr(owner, "__lf_signature__", None)
+        if target is None:  # the base class itself: behave like a plain attribute
+            return self
+        if self.is_property:
+            return self.func(target)
+        return self.func.__get__(target, type(target))
+
+
+def _hybrid_property(func: Callable[..., T]) -> T:
+    return _hybrid(func, is_property=True)  # type: ignore[return-value]
+
+
+class Signature:
+    """Typed input and output fields plus the instructions for one LM step."""
+
+    __slots__ = ("_fields", "_instructions", "_name", "_hash")
+    __lf_signature__: Signature | None = None
+
+    def __init__(self, fields: Iterable[Field], instructions: str = "", name: str = "") -> None:
+        fields = tuple(fields)
+        _validate(fields)
+        object.__setattr__(self, "_fields", fields)
+        object.__setattr__(self, "_instructions", instructions.strip())
+        object.__setattr__(self, "_name", name or "Signature")
+        object.__setattr__(self, "_hash", None)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        hints = get_type_hints(cls, include_extras=True)
+        fields = []
+        for attr, value in cls.__dict__.items():
+            if isinstance(value, _FieldMarker):
+                annotation = hints.get(attr, str)
+                fields.append(Field(attr, value.kind, annotation, value.description, value.prefix))
+        missing = [n for n in cls.__annotations__ if n not in cls.__dict__ and not n.startswith("_")]
+        if missing:
+            raise SignatureError(
+                f"{cls.__name__}: field(s) {', '.join(missing)} need a value of "
+                "lf.InputField() or lf.OutputField()"
+            )
+        doc = (cls.__doc__ or "").strip()
+        cls.__lf_signature__ = Signature(fields, instructions=doc, name=cls.__name__)
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Signature:
+        if cls is not Signature:
+            raise UsageError(
+                f"{cls.__name__} is a signature declaration; pass the class itself, "
+                f"e.g. lf.Predict({cls.__name__})"
+            )
+        return super().__new__(cls)
+
+    # -- construction -------------------------------------------------------------------
+
+    @classmethod
+    def parse(
+        cls, text: str, instructions: str = "", *, types: Mapping[str, Any] | None = None
+    ) -> Signature:
+        """Parse ``"question: str, context: list[str] -> answer: str"``.
+
+        Types are optional (default ``str``). Custom type names must be given in ``types``.
+        """
+        if not isinstance(text, str):
+            raise SignatureError(f"a signature string was expected, got {type(text).__name__}")
+        if text.count("->") != 1:
+            raise SignatureError(
+                f"signature {text!r} must have exactly one '->' between inputs and outputs, "
+                "e.g. 'question -> answer'"
+            )
+        left, right = text.split("->")
+        fields = [
+            *_parse_side(left, "input", types, text),
+            *_parse_side(right, "output", types, text),
+        ]
+        return cls(fields, instructions=instructions)
+
+    # -- accessors ----------------------------------------------------------------------
+
+    @_hybrid_property
+    def fields(self) -> tuple[Field, ...]:
+        """All fields, inputs first, in declaration order."""
+        return self._fields
+
+    @_hybrid_property
+    def input_fields(self) -> tuple[Field, ...]:
+        return tuple(f for f in self._fields if f.kind == "input")
+
+    @_hybrid_property
+    def output_fields(self) -> tuple[Field, ...]:
+        return tuple(f for f in self._fields if f.kind == "output")
+
+    @_hybrid_property
+    def instructions(self) -> str:
+        """The task instructions; a default sentence when none were given."""
+        if self._instructions:
+            return self._instructions
+        ins = ", ".join(f"`{f.name}`" for f in self.input_fields)
+        outs = ", ".join(f"`{f.name}`" for f in self.output_fields)
+        return f"Given the fields {ins}, produce the fields {outs}."
+
+    @_hybrid_property
+    def name(self) -> str:
+        return self._name
+
+    @_hybrid
+    def field(self, name: str) -> Field:
+        for f in self._fields:
+            if f.name == name:
+                return f
+        raise UsageError(f"signature has no field {name!r}; fields: {self.field_names()}")
+
+    @_hybrid
+    def field_names(self) -> list[str]:
+        return [f.name for f in self._fields]
+
+    # -- edits (each returns a new signature) -------------------------------------------
+
+    @_hybrid
+    def with_instructions(self, instructions: str) -> Signature:
+        return Signature(self._fields, instructions, self._name)
+
+    @_hybrid
+    def append(
+        self, name: str, field: Any, annotation: Any = str, *, kind: FieldKind | None = None
+    ) -> Signature:
+        """Add a field after the others of its kind."""
+        new = _as_field(name, field, annotation, kind)
+        last = max((i for i, f in enumerate(self._fields) if f.kind == new.kind), default=-1)
+        pos = last + 1 if last >= 0 else (len(self._fields) if new.kind == "output" else 0)
+        return Signature((*self._fields[:pos], new, *self._fields[pos:]), self._instructions, self._name)
+
+    @_hybrid
+    def prepend(
+        self, name: str, field: Any, annotation: Any = str, *, kind: FieldKind | None = None
+    ) -> Signature:
+        """Add a field before the others of its kind."""
+        new = _as_field(name, field, annotation, kind)
+        first = next((i for i, f in enumerate(self._fields) if f.kind == new.kind), None)
+        pos = first if first is not None else (len(self._fields) if new.kind == "output" else 0)
+        return Signature((*self._fields[:pos], new, *self._fields[pos:]), self._instructions, self._name)
+
+    @_hybrid
+    def delete(self, name: str) -> Signature:
+        self.field(name)
+        return Signature([f for f in self._fields if f.name != name], self._instructions, self._name)
+
+    @_hybrid
+    def with_field(self, name: str, **changes: Any) -> Signature:
+        """Change a field's ``annotation``, ``description`` or ``prefix``."""
+        old = self.field(name)
+        new = dataclasses.replace(old, **changes)
+        return Signature([new if f.name == name else f for f in self._fields], self._instructions, self._name)
+
+    # -- serialisation ------------------------------------------------------------------
+
+    @_hybrid
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self._name,
+            "instructions": self._instructions,
+            "fields": [f.to_json() for f in self._fields],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Signature:
+        if not isinstance(data, Mapping) or not isinstance(data.get("fields"), list):
+            raise SignatureError("signature JSON must be an object with a 'fields' list")
+        fields = [Field.from_json(f) for f in data["fields"]]
+        return cls(fields, str(data.get("instructions", "")), str(data.get("name", "")))
+
+    # -- value semantics ----------------------------------------------------------------
+
+    def _key(self) -> tuple[Any, ...]:
+        return (
+            self._instructions,
+            tuple((f.name, f.kind, f.type_name, f.description, f.prefix) for f in self._fields),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        other_sig = _maybe_signature(other)
+        return other_sig is not None and self._key() == other_sig._key()
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            object.__setattr__(self, "_hash", hash(self._key()))
+        return self._hash  # type: ignore[return-value]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("signatures are immutable; use with_instructions/append/... instead")
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{f.name}: {f.type_name}" for f in self.input_fields)
+        outs = ", ".join(f"{f.name}: {f.type_name}" for f in self.output_fields)
+        return f"{self._name}({ins} -> {outs})"
+
+
+def _maybe_signature(value: object) -> Signature | None:
+    if isinstance(value, Signature):
+        return value
+    if isinstance(value, type) and issubclass(value, Signature):
+        return value.__lf_signature__
+    return None
+
+
+def as_signature(value: str | Signature | type[Signature]) -> Signature:
+    """Accept a signature string, instance or class-form declaration."""
+    if isinstance(value, str):
+        return Signature.parse(value)
+    sig = _maybe_signature(value)
+    if sig is None:
+        raise SignatureError(
+            f"expected a signature (a string like 'question -> answer' or an lf.Signature "
+            f"subclass), got {type(value).__name__}"
+        )
+    return sig
+
+
+def _as_field(name: str, field: Any, annotation: Any, kind: FieldKind | None) -> Field:
+    if isinstance(field, Field):
+        return dataclasses.replace(field, name=name)
+    if isinstance(field, _FieldMarker):
+        return Field(name, field.kind, annotation, field.description, field.prefix)
+    if field in ("input", "output"):
+        return Field(name, field, annotation)
+    if kind is not None:
+        return Field(name, kind, annotation)
+    raise UsageError("pass lf.InputField()/lf.OutputField() (or 'input'/'output') as the field")
+
+
+def _parse_side(
+    text: str, kind: FieldKind, types: Mapping[str, Any] | None, whole: str
+) -> list[Field]:
+    text = text.strip()
+    if not text:
+        if kind == "output":
+            raise SignatureError(f"signature {whole!r} has no output fields after '->'")
+        return []
+    try:
+        tree = ast.parse(f"def _({text}): pass")
+    except SyntaxError:
+        raise SignatureError(
+            f"cannot read the {kind} fields {text!r} of signature {whole!r}; write them as "
+            "'name: type, other_name: type' (types optional)"
+        ) from None
+    func = tree.body[0]
+    assert isinstance(func, ast.FunctionDef)
+    args = func.args
+    if args.vararg or args.kwarg or args.kwonlyargs or args.defaults or args.posonlyargs:
+        raise SignatureError(f"signature {whole!r}: fields are 'name' or 'name: type' only")
+    fields = []
+    for arg in args.args:
+        annotation: Any = str
+        if arg.annotation is not None:
+            annotation = resolve_type(ast.unparse(arg.annotation), types)
+        fields.append(Field(arg.arg, kind, annotation))
+    return fields
+
+
+def _validate(fields: Sequence[Field]) -> None:
+    seen: set[str] = set()
+    for f in fields:
+        if not isinstance(f, Field):
+            raise SignatureError(f"signature fields must be lf Field objects, got {f!r}")
+        if not _IDENT.match(f.name):
+            raise SignatureError(f"field name {f.name!r} is not a valid identifier")
+        if f.name in seen:
+            raise SignatureError(f"field {f.name!r} appears more than once in the signature")
+        seen.add(f.name)
+    if not any(f.kind == "output" for f in fields):
+        raise SignatureError("a signature needs at least one output field")
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_")) or "Model"

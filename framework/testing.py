@@ -1,0 +1,184 @@
+"""Test doubles that speak through the real adapters, cache and tracing.
+
+``ScriptedLM`` replies from a script (in order, or by matching the prompt) and
+``FunctionLM`` calls a Python function of the request. Both are real :class:`lmforge.LM`
+objects with fake backends, so everything above the backend runs for real.
+``block_network()`` makes any real provider call fail fast inside a test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
+from typing import Any, Literal
+
+from .errors import UsageError
+from .lm.lm import LM
+from .lm.profiles import ModelProfile
+from .lm.types import LMRequest, LMResponse, Usage
+
+__all__ = ["FunctionLM", "ScriptedLM", "block_network", "network_blocked"]
+
+Reply = str | LMResponse | BaseException
+_blocked: ContextVar[bool] = ContextVar("lmforge_network_blocked", default=False)
+
+
+def network_blocked() -> bool:
+    import os
+
+    return _blocked.get() or os.environ.get("LMFORGE_BLOCK_NETWORK") == "1"
+
+
+@contextlib.contextmanager
+def block_network() -> Iterator[None]:
+    """Inside the block, real provider backends raise instead of calling out."""
+    token = _blocked.set(True)
+    try:
+        yield
+    finally:
+        _blocked.reset(token)
+
+
+def _as_response(reply: Reply, request: LMRequest) -> LMResponse:
+    if isinstance(reply, BaseException):
+        raise reply
+    if isinstance(reply, LMResponse):
+        return reply
+    if not isinstance(reply, str):
+        raise UsageError(f"a fake LM reply must be a str, LMResponse or exception, got {type(reply).__name__}")
+    n = int(request.params.get("n", 1) or 1)
+    prompt_tokens = len(request.as_text().split())
+    return LMResponse(texts=(reply,) * n, usage=Usage(prompt_tokens, len(reply.split())), model=request.model)
+
+
+class _ScriptBackend:
+    def __init__(self, replies: Sequence[Reply] | Mapping[str, Reply], cycle: bool) -> None:
+        self._lock = threading.Lock()
+        self._ordered: list[Reply] | None = None
+        self._matched: list[tuple[re.Pattern[str], Reply]] | None = None
+        if isinstance(replies, Mapping):
+            self._matched = [(re.compile(pattern, re.S), reply) for pattern, reply in replies.items()]
+        else:
+            self._ordered = list(replies)
+        self._cycle = cycle
+        self.calls: list[LMRequest] = []
+        self._index = 0
+
+    def complete(self, request: LMRequest) -> LMResponse:
+        with self._lock:
+            self.calls.append(request)
+            reply = self._pick(request)
+        return _as_response(reply, request)
+
+    async def acomplete(self, request: LMRequest) -> LMResponse:
+        return self.complete(request)
+
+    def _pick(self, request: LMRequest) -> Reply:
+        if self._matched is not None:
+            # Match against the last message: that is where a call's own inputs are.
+            text = request.prompt if request.prompt is not None else str((request.messages or ({},))[-1].get("content", ""))
+            for pattern, reply in self._matched:
+                if pattern.search(text):
+                    return reply
+            raise UsageError(f"ScriptedLM has no reply matching this prompt:\n{text[-500:]}")
+        assert self._ordered is not None
+        if self._index >= len(self._ordered):
+            if not self._cycle or not self._ordered:
+                raise UsageError(f"ScriptedLM ran out of replies after {len(self._ordered)} call(s)")
+            self._index = 0
+        reply = self._ordered[self._index]
+        self._index += 1
+        return reply
+
+
+class _FunctionBackend:
+    def __init__(self, func: Callable[[LMRequest], Reply | Awaitable[Reply]]) -> None:
+        self._func = func
+        self.calls: list[LMRequest] = []
+        self._lock = threading.Lock()
+
+    def complete(self, request: LMRequest) -> LMResponse:
+        with self._lock:
+            self.calls.append(request)
+        result = self._func(request)
+        if isinstance(result, Awaitable):
+            raise UsageError("this FunctionLM's function is async; call the program with acall()")
+        return _as_response(result, request)
+
+    async def acomplete(self, request: LMRequest) -> LMResponse:
+        with self._lock:
+            self.calls.append(request)
+        result = self._func(request)
+        if isinstance(result, Awaitable):
+            result = await result
+        return _as_response(result, request)
+
+
+_CHAT = ModelProfile()
+_BASE = ModelProfile(chat_template=False, structured_output="grammar", default_adapter="completion")
+
+
+def _profile(kind: Literal["chat", "text"], profile: ModelProfile | None) -> ModelProfile:
+    return profile or (_CHAT if kind == "chat" else _BASE)
+
+
+class ScriptedLM(LM):
+    """An LM that replies from a script.
+
+    ``ScriptedLM(["first reply", "second reply"])`` answers in order;
+    ``ScriptedLM({"refund": "[[ ## team ## ]]\\nbilling"})`` answers with the first reply
+    whose regex matches the prompt's last message. Exceptions in the script are raised.
+    ``model_type="text"`` makes it behave like a base model (completion adapter).
+    """
+
+    def __init__(
+        self,
+        replies: Sequence[Reply] | Mapping[str, Reply],
+        *,
+        cycle: bool = False,
+        model: str = "test/scripted",
+        model_type: Literal["chat", "text"] = "chat",
+        profile: ModelProfile | None = None,
+        cache: Any = False,
+        **kwargs: Any,
+    ) -> None:
+        self.script = _ScriptBackend(replies, cycle)
+        super().__init__(
+            model, model_type=model_type, backend=self.script, cache=cache,
+            profile=_profile(model_type, profile), **kwargs,
+        )
+
+    @property
+    def calls(self) -> list[LMRequest]:
+        """Every request the backend received (cache hits excluded)."""
+        return self.script.calls
+
+
+class FunctionLM(LM):
+    """An LM whose replies come from ``func(request)`` (sync or async).
+
+    The function returns a string, an ``LMResponse``, or raises/returns an exception.
+    """
+
+    def __init__(
+        self,
+        func: Callable[[LMRequest], Reply | Awaitable[Reply]],
+        *,
+        model: str = "test/function",
+        model_type: Literal["chat", "text"] = "chat",
+        profile: ModelProfile | None = None,
+        cache: Any = False,
+        **kwargs: Any,
+    ) -> None:
+        self.function = _FunctionBackend(func)
+        super().__init__(
+            model, model_type=model_type, backend=self.function, cache=cache,
+            profile=_profile(model_type, profile), **kwargs,
+        )
+
+    @property
+    def calls(self) -> list[LMRequest]:
+        return self.function.calls
