@@ -1,0 +1,90 @@
+"""``lmforge run`` and ``lmforge inspect``: call or show a compiled artifact."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+import lmforge as lf
+from lmforge.errors import UsageError
+from lmforge.lm.lm import LM
+
+from .app import app, friendly
+
+__all__ = ["load_program"]
+
+
+def load_program(artifact: Path, *, model: str | None = None, allow_endpoints: bool = False) -> lf.Module:
+    """Load an artifact; ``model`` overrides every predictor's LM, and predictors saved
+    without one use the default model ($LMFORGE_MODEL, else the embedded local model)."""
+    program = lf.load(artifact, allow_endpoints=allow_endpoints)
+    if model:
+        program.set_lm(LM(model))
+    elif any(p.lm is None for p in program.predictors()):
+        default = LM()
+        for predictor in program.predictors():
+            predictor.lm = predictor.lm or default
+    return program
+
+
+def _parse_inputs(text: str, where: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{where} is not valid JSON ({exc.msg}); pass an object like '{{\"question\": \"...\"}}'") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{where} must be a JSON object of inputs, got {type(data).__name__}")
+    return data
+
+
+def _output(prediction: lf.Prediction) -> str:
+    from lmforge.adapters.coerce import _json_default
+
+    return json.dumps(prediction.to_dict(), ensure_ascii=False, default=_json_default)
+
+
+@app.command()
+@friendly
+def run(
+    artifact: Path = typer.Argument(..., help="A compiled program (artifact JSON)."),
+    input: str | None = typer.Option(None, "--input", "-i", help="Inputs as a JSON object; omit to read JSONL from stdin."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Override the model of every predictor."),
+    allow_endpoints: bool = typer.Option(False, help="Trust api_base values stored in the artifact."),
+    concurrency: int = typer.Option(4, help="Parallel calls for JSONL input."),
+) -> None:
+    """Run a compiled program on one input, or on JSONL lines from stdin (one result per line)."""
+    program = load_program(artifact, model=model, allow_endpoints=allow_endpoints)
+    if input is not None:
+        typer.echo(_output(program(**_parse_inputs(input, "--input"))))
+        return
+    items = [
+        _parse_inputs(line, f"stdin line {number}")
+        for number, line in enumerate(sys.stdin, start=1)
+        if line.strip()
+    ]
+    failed = 0
+    for result in program.batch(items, concurrency=concurrency):
+        if isinstance(result, lf.BatchError):
+            failed += 1
+            typer.echo(json.dumps({"error": type(result.error).__name__, "message": str(result.error)}))
+        else:
+            typer.echo(_output(result))
+    if failed:
+        sys.stderr.write(f"{failed} of {len(items)} input(s) failed\n")
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def inspect(
+    artifact: Path = typer.Argument(..., help="A compiled program (artifact JSON)."),
+    input: str | None = typer.Option(None, "--input", "-i", help="Render with these inputs (JSON) instead of placeholders."),
+) -> None:
+    """Print the prompts a compiled program sends (rendered without calling the model)."""
+    program = lf.load(artifact)
+    inputs = _parse_inputs(input, "--input") if input else None
+    lf.inspect(program, inputs=inputs)
