@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 from .adapters import Adapter, ChatAdapter, CompletionAdapter, JSONAdapter
 from .artifact import load
+from .budget import Budget
 from .errors import (
     ArtifactError,
     AuthenticationError,
@@ -53,6 +54,7 @@ __all__ = [
     "ArtifactError",
     "AuthenticationError",
     "BatchError",
+    "Budget",
     "BudgetExceededError",
     "ChatAdapter",
     "CompletionAdapter",

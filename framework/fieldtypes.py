@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import enum
 import functools
+import re
 import types as _pytypes
 import typing
 from collections.abc import Mapping
@@ -155,51 +156,77 @@ _SCALARS: dict[str, Any] = {
 def type_from_schema(schema: Mapping[str, Any], title: str = "Model") -> Any:
     """Rebuild a Python type from a JSON schema made by :func:`schema_of`.
 
-    Objects become pydantic models, enums become ``Literal`` types; the result validates
-    the same values as the original type did.
+    Objects become pydantic models, named enums (an ``Enum`` class) become ``Enum``
+    classes of the same name and values, other enums ``Literal`` types; the result
+    validates the same values as the original type did and has the same JSON schema.
     """
-    return _from_schema(schema, schema.get("$defs", {}), title)
+    return _from_schema(schema, schema.get("$defs", {}), title, {}, named=True)
 
 
-def _from_schema(schema: Mapping[str, Any], defs: Mapping[str, Any], title: str) -> Any:
+def _from_schema(
+    schema: Mapping[str, Any],
+    defs: Mapping[str, Any],
+    title: str,
+    built: dict[str, Any],
+    named: bool = False,
+) -> Any:
     if "$ref" in schema:
         name = str(schema["$ref"]).rsplit("/", 1)[-1]
-        if name not in defs:
-            raise SignatureError(f"schema reference {schema['$ref']!r} is not defined")
-        return _from_schema(defs[name], defs, name)
+        if name not in built:  # one class per definition, however often it is referenced
+            if name not in defs:
+                raise SignatureError(f"schema reference {schema['$ref']!r} is not defined")
+            built[name] = _from_schema(defs[name], defs, name, built, named=True)
+        return built[name]
     if "enum" in schema:
-        return Literal[tuple(schema["enum"])]
+        values = tuple(schema["enum"])
+        if named and isinstance(schema.get("title"), str):
+            return _make_enum(schema["title"], values, schema.get("description"))
+        return Literal[values]
     if "const" in schema:
         return Literal[schema["const"]]
     for key in ("anyOf", "oneOf"):
         if key in schema:
-            members = tuple(_from_schema(s, defs, title) for s in schema[key])
+            members = tuple(_from_schema(s, defs, title, built) for s in schema[key])
             return Union[members]  # noqa: UP007
     kind = schema.get("type")
     if isinstance(kind, list):
-        return Union[tuple(_from_schema({**schema, "type": k}, defs, title) for k in kind)]  # noqa: UP007
+        return Union[tuple(_from_schema({**schema, "type": k}, defs, title, built) for k in kind)]  # noqa: UP007
     if kind == "array":
         if schema.get("prefixItems"):
-            items = tuple(_from_schema(s, defs, title) for s in schema["prefixItems"])
+            items = tuple(_from_schema(s, defs, title, built) for s in schema["prefixItems"])
             return tuple[items]  # type: ignore[valid-type]
-        return list[_from_schema(schema.get("items", {}), defs, title)]  # type: ignore[misc]
+        return list[_from_schema(schema.get("items", {}), defs, title, built)]  # type: ignore[misc]
     if kind == "object":
         props = schema.get("properties")
         if props is None:
             extra = schema.get("additionalProperties")
-            value = _from_schema(extra, defs, title) if isinstance(extra, dict) else Any
+            value = _from_schema(extra, defs, title, built) if isinstance(extra, dict) else Any
             return dict[str, value]  # type: ignore[valid-type]
         required = set(schema.get("required", []))
         fields: dict[str, Any] = {}
         for name, prop in props.items():
-            ftype = _from_schema(prop, defs, f"{title}_{name}")
+            ftype = _from_schema(prop, defs, f"{title}_{name}", built)
             default = ... if name in required else prop.get("default")
             fields[name] = (ftype, pydantic.Field(default, description=prop.get("description")))
         model_name = str(schema.get("title", title)).replace(" ", "")
-        return pydantic.create_model(model_name, **fields)
+        return pydantic.create_model(model_name, __doc__=schema.get("description"), **fields)
     if isinstance(kind, str) and kind in _SCALARS:
         return _SCALARS[kind]
     return Any
+
+
+def _make_enum(title: str, values: tuple[Any, ...], description: str | None) -> type[enum.Enum]:
+    """An ``Enum`` class named ``title`` with ``values`` (member names derived from them)."""
+    members: dict[str, Any] = {}
+    for i, value in enumerate(values):
+        base = re.sub(r"\W", "_", str(value)).strip("_").upper()
+        name = base if base and not base[0].isdigit() else f"V{i}_{base}".rstrip("_")
+        while name in members:
+            name = f"{name}_"
+        members[name] = value
+    cls: type[enum.Enum] = enum.Enum(re.sub(r"\W", "", title) or "Choice", members)  # type: ignore[assignment]
+    cls.__doc__ = description
+    return cls
 
 
 def is_enum_like(annotation: Any) -> tuple[Any, ...] | None:

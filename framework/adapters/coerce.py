@@ -32,7 +32,9 @@ def render_value(value: Any) -> str:
     if isinstance(value, bool | int | float):
         return json.dumps(value)
     if isinstance(value, pydantic.BaseModel):
-        return value.model_dump_json()
+        # Same text as the equivalent dict (a model and its JSON reloaded from an artifact
+        # must render identically, or a loaded program sends different prompts).
+        return json.dumps(value.model_dump(mode="json"), ensure_ascii=False)
     try:
         return json.dumps(value, ensure_ascii=False, default=_json_default)
     except (TypeError, ValueError):

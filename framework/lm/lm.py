@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from .. import budget as _budget
 from .. import settings as _settings
 from ..errors import LMError, UsageError
 from ..trace import LMCall, active_trackers
@@ -155,12 +156,14 @@ class LM:
             assert self.cache is not None
             response = self.cache.get(request)
         if response is None:
+            _budget.reserve()
             try:
                 response = self.retry.call(lambda: self.backend.complete(request))
             except LMError as exc:
                 self._record(request, None, started, exc)
                 raise
             response = self._priced(response)
+            _budget.charge(response.cost)
             if use_cache:
                 assert self.cache is not None
                 self.cache.put(request, response)
@@ -176,12 +179,14 @@ class LM:
             assert self.cache is not None
             response = self.cache.get(request)
         if response is None:
+            _budget.reserve()
             try:
                 response = await self.retry.acall(lambda: self.backend.acomplete(request))
             except LMError as exc:
                 self._record(request, None, started, exc)
                 raise
             response = self._priced(response)
+            _budget.charge(response.cost)
             if use_cache:
                 assert self.cache is not None
                 self.cache.put(request, response)
