@@ -65,10 +65,16 @@ def _timed_runs(call: Callable[[], Any], calls: int, runs: int, warmup: int) -> 
             call()
         walls.append((time.perf_counter() - wall0) / calls * 1e6)
         cpus.append((time.process_time() - cpu0) / calls * 1e6)
-    return {"wall_us": statistics.median(walls), "cpu_us": statistics.median(cpus), "best_us": min(walls)}
+    return {
+        "wall_us": statistics.median(walls),
+        "cpu_us": statistics.median(cpus),
+        "best_us": min(walls),
+    }
 
 
-def _timed_async_runs(acall: Callable[[], Awaitable[Any]], calls: int, runs: int, warmup: int) -> dict[str, float]:
+def _timed_async_runs(
+    acall: Callable[[], Awaitable[Any]], calls: int, runs: int, warmup: int
+) -> dict[str, float]:
     async def main() -> dict[str, float]:
         for _ in range(warmup):
             await acall()
@@ -79,7 +85,11 @@ def _timed_async_runs(acall: Callable[[], Awaitable[Any]], calls: int, runs: int
                 await acall()
             walls.append((time.perf_counter() - wall0) / calls * 1e6)
             cpus.append((time.process_time() - cpu0) / calls * 1e6)
-        return {"wall_us": statistics.median(walls), "cpu_us": statistics.median(cpus), "best_us": min(walls)}
+        return {
+            "wall_us": statistics.median(walls),
+            "cpu_us": statistics.median(cpus),
+            "best_us": min(walls),
+        }
 
     return asyncio.run(main())
 
@@ -108,8 +118,10 @@ def child_lmforge(calls: int, runs: int, warmup: int) -> dict[str, Any]:
         label: Literal["positive", "neutral", "negative"] = lf.OutputField()
         tags: list[str] = lf.OutputField()
 
-    programs = {"simple": (lf.Predict("question -> answer"), SIMPLE_REPLY, SIMPLE_INPUTS),
-                "typed": (lf.Predict(Triage), TYPED_REPLY, TYPED_INPUTS)}
+    programs = {
+        "simple": (lf.Predict("question -> answer"), SIMPLE_REPLY, SIMPLE_INPUTS),
+        "typed": (lf.Predict(Triage), TYPED_REPLY, TYPED_INPUTS),
+    }
     results: dict[str, Any] = {"version": lf.__version__}
     for case, (program, reply, inputs) in programs.items():
         lm = FunctionLM(lambda _request, reply=reply: reply, cache=False)
@@ -117,8 +129,12 @@ def child_lmforge(calls: int, runs: int, warmup: int) -> dict[str, Any]:
         program.lm = lm
         with lf.use(cache=False):
             _check(program(**inputs), case)
-            results[f"{case}/sync"] = _timed_runs(lambda p=program, i=inputs: p(**i), calls, runs, warmup)
-            results[f"{case}/async"] = _timed_async_runs(lambda p=program, i=inputs: p.acall(**i), calls, runs, warmup)
+            results[f"{case}/sync"] = _timed_runs(
+                lambda p=program, i=inputs: p(**i), calls, runs, warmup
+            )
+            results[f"{case}/async"] = _timed_async_runs(
+                lambda p=program, i=inputs: p.acall(**i), calls, runs, warmup
+            )
     return results
 
 
@@ -136,7 +152,13 @@ def child_dspy(calls: int, runs: int, warmup: int) -> dict[str, Any]:
         """Returns a pre-built OpenAI-style response: no work per call."""
 
         def __init__(self, reply: str) -> None:
-            super().__init__(model="zero-latency", model_type="chat", temperature=0.0, max_tokens=1000, cache=False)
+            super().__init__(
+                model="zero-latency",
+                model_type="chat",
+                temperature=0.0,
+                max_tokens=1000,
+                cache=False,
+            )
             self._response = _openai_response(reply)
 
         def forward(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> Any:
@@ -158,15 +180,21 @@ def child_dspy(calls: int, runs: int, warmup: int) -> dict[str, Any]:
         tags: list[str] = dspy.OutputField()
 
     dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
-    programs = {"simple": (dspy.Predict("question -> answer"), SIMPLE_REPLY, SIMPLE_INPUTS),
-                "typed": (dspy.Predict(Triage), TYPED_REPLY, TYPED_INPUTS)}
+    programs = {
+        "simple": (dspy.Predict("question -> answer"), SIMPLE_REPLY, SIMPLE_INPUTS),
+        "typed": (dspy.Predict(Triage), TYPED_REPLY, TYPED_INPUTS),
+    }
     results: dict[str, Any] = {"version": dspy.__version__}
     for case, (program, reply, inputs) in programs.items():
         lm = ZeroLatencyLM(reply)
         with dspy.context(lm=lm, adapter=dspy.ChatAdapter()):
             _check(program(**inputs), case)
-            results[f"{case}/sync"] = _timed_runs(lambda p=program, i=inputs: p(**i), calls, runs, warmup)
-            results[f"{case}/async"] = _timed_async_runs(lambda p=program, i=inputs: p.acall(**i), calls, runs, warmup)
+            results[f"{case}/sync"] = _timed_runs(
+                lambda p=program, i=inputs: p(**i), calls, runs, warmup
+            )
+            results[f"{case}/async"] = _timed_async_runs(
+                lambda p=program, i=inputs: p.acall(**i), calls, runs, warmup
+            )
     return results
 
 
@@ -176,7 +204,9 @@ def _openai_response(text: str) -> Any:
     message = SimpleNamespace(content=text, tool_calls=None, reasoning_content=None)
     choice = SimpleNamespace(message=message, finish_reason="stop", index=0, logprobs=None)
     usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
-    return SimpleNamespace(choices=[choice], usage=usage, model="zero-latency", _hidden_params={}, cache_hit=False)
+    return SimpleNamespace(
+        choices=[choice], usage=usage, model="zero-latency", _hidden_params={}, cache_hit=False
+    )
 
 
 # -- import time (measured from the outside, in fresh processes) -----------------------
@@ -184,7 +214,6 @@ def _openai_response(text: str) -> Any:
 
 def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
-    env.pop("PYTHONPATH", None)
     env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     env.update(extra or {})
     return env
@@ -206,12 +235,24 @@ def measure_import(python: str, module: str, runs: int, env: dict[str, str]) -> 
         for _ in range(runs):
             proc = subprocess.run(
                 [python, "-X", "importtime", "-c", f"import {module}"],
-                cwd=cwd, env=env, check=True, capture_output=True, text=True,
+                cwd=cwd,
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
             )
             totals.append(_importtime_total(proc.stderr, module))
         modules = subprocess.run(
-            [python, "-c", f"import sys; n = len(sys.modules); import {module}; print(len(sys.modules) - n)"],
-            cwd=cwd, env=env, check=True, capture_output=True, text=True,
+            [
+                python,
+                "-c",
+                f"import sys; n = len(sys.modules); import {module}; print(len(sys.modules) - n)",
+            ],
+            cwd=cwd,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
     wall_ms = statistics.median(walls)
     return {
@@ -237,9 +278,21 @@ def _importtime_total(stderr: str, module: str) -> float:
 # -- driver -----------------------------------------------------------------------------
 
 
-def run_child(python: str, framework: str, args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
-    command = [python, os.path.abspath(__file__), "--child", framework,
-               "--calls", str(args.calls), "--runs", str(args.runs), "--warmup", str(args.warmup)]
+def run_child(
+    python: str, framework: str, args: argparse.Namespace, env: dict[str, str]
+) -> dict[str, Any]:
+    command = [
+        python,
+        os.path.abspath(__file__),
+        "--child",
+        framework,
+        "--calls",
+        str(args.calls),
+        "--runs",
+        str(args.runs),
+        "--warmup",
+        str(args.warmup),
+    ]
     with tempfile.TemporaryDirectory() as cwd:
         proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -249,8 +302,11 @@ def run_child(python: str, framework: str, args: argparse.Namespace, env: dict[s
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dspy-python", default=os.environ.get("DSPY_PYTHON"),
-                        help="interpreter of a venv with dspy installed (or $DSPY_PYTHON)")
+    parser.add_argument(
+        "--dspy-python",
+        default=os.environ.get("DSPY_PYTHON"),
+        help="interpreter of a venv with dspy installed (or $DSPY_PYTHON)",
+    )
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=200)
@@ -271,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.dspy_python:
         cache_dir = tempfile.mkdtemp(prefix="dspy-cache-")
         frameworks["dspy"] = (args.dspy_python, "dspy", _child_env({"DSPY_CACHEDIR": cache_dir}))
-    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    }
     for name, (python, module, env) in frameworks.items():
         entry: dict[str, Any] = {}
         if not args.skip_import:
@@ -302,18 +360,34 @@ def render(results: dict[str, Any]) -> str:
         lines.append(text)
 
     if all("import" in results[n] for n in names):
-        for key, label in (("wall_ms", "import, wall"), ("net_wall_ms", "import, wall minus bare python"),
-                           ("importtime_ms", "import, -X importtime total")):
+        for key, label in (
+            ("wall_ms", "import, wall"),
+            ("net_wall_ms", "import, wall minus bare python"),
+            ("importtime_ms", "import, -X importtime total"),
+        ):
             row(label, [results[n]["import"][key] for n in names], "ms")
-        lines.append(f"{'import, modules loaded':<34}" + "".join(f"{results[n]['import']['modules']:>14}" for n in names))
+        lines.append(
+            f"{'import, modules loaded':<34}"
+            + "".join(f"{results[n]['import']['modules']:>14}" for n in names)
+        )
     for case in CASES:
         for mode in MODES:
             key = f"{case}/{mode}"
-            row(f"Predict {case} {mode}, wall", [results[n]["per_call"][key]["wall_us"] for n in names], "us")
-            row(f"Predict {case} {mode}, CPU", [results[n]["per_call"][key]["cpu_us"] for n in names], "us")
+            row(
+                f"Predict {case} {mode}, wall",
+                [results[n]["per_call"][key]["wall_us"] for n in names],
+                "us",
+            )
+            row(
+                f"Predict {case} {mode}, CPU",
+                [results[n]["per_call"][key]["cpu_us"] for n in names],
+                "us",
+            )
     lines.append("")
-    lines.append("simple = 'question -> answer'; typed = 5 inputs (str, str, list[str], int, float) -> "
-                 "3 outputs (int, Literal, list[str]); zero-latency LM, caches off, ChatAdapter.")
+    lines.append(
+        "simple = 'question -> answer'; typed = 5 inputs (str, str, list[str], int, float) -> "
+        "3 outputs (int, Literal, list[str]); zero-latency LM, caches off, ChatAdapter."
+    )
     return "\n".join(lines)
 
 

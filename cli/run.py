@@ -57,15 +57,17 @@ def run(
     concurrency: int = typer.Option(4, help="Parallel calls for JSONL input."),
 ) -> None:
     """Run a compiled program on one input, or on JSONL lines from stdin (one result per line)."""
-    program = load_program(artifact, model=model, allow_endpoints=allow_endpoints)
-    if input is not None:
-        typer.echo(_output(program(**_parse_inputs(input, "--input"))))
-        return
-    items = [
+    # Inputs are checked before the program (and its model) is loaded: a typo fails fast.
+    single = _parse_inputs(input, "--input") if input is not None else None
+    items = [] if single is not None else [
         _parse_inputs(line, f"stdin line {number}")
         for number, line in enumerate(sys.stdin, start=1)
         if line.strip()
     ]
+    program = load_program(artifact, model=model, allow_endpoints=allow_endpoints)
+    if single is not None:
+        typer.echo(_output(program(**single)))
+        return
     failed = 0
     for result in program.batch(items, concurrency=concurrency):
         if isinstance(result, lf.BatchError):

@@ -47,7 +47,7 @@ from .trace import track
 
 if TYPE_CHECKING:
     from . import data, metrics
-    from .evaluate import EvaluationResult, evaluate
+    from .evaluation import EvaluationResult, evaluate
 
 __all__ = [
     "Adapter",
@@ -95,8 +95,8 @@ __all__ = [
 
 # Evaluation pulls in more code than a plain call needs; load it on first access.
 _LAZY = {
-    "evaluate": ("lmforge.evaluate", "evaluate"),
-    "EvaluationResult": ("lmforge.evaluate", "EvaluationResult"),
+    "evaluate": ("lmforge.evaluation", "evaluate"),
+    "EvaluationResult": ("lmforge.evaluation", "EvaluationResult"),
     "data": ("lmforge.data", None),
     "metrics": ("lmforge.metrics", None),
 }

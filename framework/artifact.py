@@ -9,19 +9,16 @@ unless the caller allows them; credentials are never written.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import importlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import pydantic
+from typing import Any, Literal
 
 from ._version import __version__
-from .errors import ArtifactError, LMForgeError
+from .errors import ArtifactError, LMForgeError, UsageError
 from .lm.lm import is_secret_key
 from .module import Module
 
@@ -31,30 +28,57 @@ SCHEMA_VERSION = 1
 FORMAT = "lmforge.artifact"
 
 
-class _ProgramSpec(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
-    type: str = pydantic.Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-    config: dict[str, Any] = {}
+@functools.lru_cache(maxsize=1)
+def _artifact_model() -> Any:
+    """The pydantic model of an artifact file, built on first use (keeps import cheap)."""
+    import pydantic
 
+    class _ProgramSpec(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(extra="forbid")
+        type: str = pydantic.Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+        config: dict[str, Any] = {}
 
-class _ArtifactFile(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
-    format: str
-    schema_version: int
-    lmforge_version: str
-    program: _ProgramSpec
-    predictors: dict[str, dict[str, Any]]
-    meta: dict[str, Any] = {}
-    sha256: str
+    class _LMConfig(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(extra="allow")
+        model: str
+        model_type: Literal["chat", "text"] | None = None
+        defaults: dict[str, Any] = {}
+        api_base: str | None = None
+        client: str | None = None
+
+    class _PredictorState(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(extra="forbid")
+        signature: dict[str, Any]
+        demos: list[dict[str, Any]] = []
+        adapter: dict[str, Any] | None = None
+        lm: _LMConfig | None = None
+        config: dict[str, Any] = {}
+
+    class _ArtifactFile(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(extra="forbid")
+        format: str
+        schema_version: int
+        lmforge_version: str
+        program: _ProgramSpec
+        predictors: dict[str, _PredictorState]
+        meta: dict[str, Any] = {}
+        sha256: str
+
+    return _ArtifactFile
 
 
 def _digest(body: Mapping[str, Any]) -> str:
+    import hashlib
+
     blob = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def to_artifact(program: Module, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The artifact document for ``program`` (what :func:`save` writes)."""
+    """The artifact document for ``program`` (what :func:`save` writes). Without ``meta``,
+    the program's own ``artifact_meta`` (set by optimizers and by ``load``) is written."""
+    if meta is None:
+        meta = getattr(program, "artifact_meta", None)
     cls = type(program)
     body: dict[str, Any] = {
         "format": FORMAT,
@@ -64,7 +88,13 @@ def to_artifact(program: Module, meta: Mapping[str, Any] | None = None) -> dict[
         "predictors": program.state(),
         "meta": _scrub(dict(meta or {})),
     }
-    body["sha256"] = _digest(body)
+    try:
+        body["sha256"] = _digest(body)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(
+            f"cannot save {cls.__name__}: {exc}; demos, config and meta must hold JSON values "
+            "(str, numbers, bools, None, lists, dicts, pydantic models, enums)"
+        ) from None
     return body
 
 
@@ -72,12 +102,22 @@ def save(program: Module, path: str | os.PathLike[str], *, meta: Mapping[str, An
     """Write ``program`` to ``path`` atomically; returns the path."""
     document = to_artifact(program, meta)
     target = Path(path)
-    write_json_atomic(target, document)
+    if target.is_dir():
+        raise UsageError(
+            f"cannot save to {target}: it is a directory; pass a file path such as "
+            f"{target / 'program.json'}"
+        )
+    try:
+        write_json_atomic(target, document)
+    except OSError as exc:
+        raise ArtifactError(f"cannot write {target}: {exc.strerror or exc}") from None
     return target
 
 
 def write_json_atomic(path: Path, document: Any) -> None:
     """Write JSON to a temp file in the same directory, fsync, then rename over ``path``."""
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(document, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -113,8 +153,10 @@ def read_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"{source} has artifact schema version {version!r}; this lmforge ({__version__}) reads "
             f"version {SCHEMA_VERSION}. Upgrade lmforge or re-export the program."
         )
+    import pydantic
+
     try:
-        _ArtifactFile.model_validate(data)
+        _artifact_model().model_validate(data)
     except pydantic.ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])

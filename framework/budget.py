@@ -66,11 +66,21 @@ class BudgetMeter:
             limit = self.budget.max_lm_calls
             if limit is not None and self.spent_calls >= limit:
                 self.exceeded = f"the budget of {limit} LM call(s) is spent"
-            elif self.budget.max_cost_usd is not None and self.spent_cost >= self.budget.max_cost_usd:
-                self.exceeded = f"the budget of ${self.budget.max_cost_usd:.4f} is spent (${self.spent_cost:.4f})"
+            elif (
+                self.budget.max_cost_usd is not None and self.spent_cost >= self.budget.max_cost_usd
+            ):
+                self.exceeded = (
+                    f"the budget of ${self.budget.max_cost_usd:.4f} is spent "
+                    f"(${self.spent_cost:.4f})"
+                )
             if self.exceeded is not None:
                 raise BudgetExceededError(self.exceeded)
             self.spent_calls += 1
+
+    def release(self) -> None:
+        """Undo one :meth:`reserve` (the call was not made)."""
+        with self._lock:
+            self.spent_calls -= 1
 
     def charge(self, cost: float | None) -> None:
         """Add the cost of a finished backend call (``None``: price unknown, nothing added)."""
@@ -84,7 +94,10 @@ class BudgetMeter:
         return None if limit is None else max(0, limit - self.spent_calls)
 
     def __repr__(self) -> str:
-        return f"BudgetMeter(calls={self.spent_calls}, cost={self.spent_cost:.6f}, budget={self.budget})"
+        return (
+            f"BudgetMeter(calls={self.spent_calls}, cost={self.spent_cost:.6f}, "
+            f"budget={self.budget})"
+        )
 
 
 _active: ContextVar[tuple[BudgetMeter, ...]] = ContextVar("lmforge_budgets", default=())
@@ -112,9 +125,17 @@ def enforce(budget: Budget | BudgetMeter | None) -> Iterator[BudgetMeter | None]
 
 
 def reserve() -> None:
-    """Called by ``LM`` right before a backend call: counts it against every active budget."""
-    for meter in _active.get():
-        meter.reserve()
+    """Called by ``LM`` right before a backend call: counts it against every active budget
+    (all or none: when one budget is spent, the others are not charged for the call)."""
+    reserved: list[BudgetMeter] = []
+    try:
+        for meter in _active.get():
+            meter.reserve()
+            reserved.append(meter)
+    except BudgetExceededError:
+        for meter in reserved:
+            meter.release()
+        raise
 
 
 def charge(cost: float | None) -> None:

@@ -21,6 +21,8 @@ class _Record(Mapping[str, Any]):
         object.__setattr__(self, "_data", merged)
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # private and protocol names (copy, pickle) are never fields
+            raise AttributeError(name)
         try:
             return self._data[name]
         except KeyError:
@@ -30,6 +32,14 @@ class _Record(Mapping[str, Any]):
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable; use .copy(**changes)")
+
+    def __getstate__(self) -> dict[str, Any]:
+        slots = (name for cls in type(self).__mro__ for name in getattr(cls, "__slots__", ()))
+        return {name: getattr(self, name) for name in slots}
+
+    def __setstate__(self, state: Mapping[str, Any]) -> None:
+        for name, value in state.items():  # copy and pickle restore through here
+            object.__setattr__(self, name, value)
 
     def __getitem__(self, key: str) -> Any:
         return self._data[key]

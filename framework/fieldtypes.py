@@ -14,11 +14,12 @@ import re
 import types as _pytypes
 import typing
 from collections.abc import Mapping
-from typing import Any, Literal, Optional, Union
-
-import pydantic
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 from .errors import SignatureError
+
+if TYPE_CHECKING:
+    import pydantic
 
 __all__ = ["resolve_type", "schema_of", "type_from_schema", "type_name"]
 
@@ -73,7 +74,10 @@ def _build(node: ast.expr, ns: Mapping[str, Any], expr: str) -> Any:
     if isinstance(node, ast.Constant):
         if node.value is None:
             return type(None)
-        return node.value
+        raise SignatureError(
+            f"{node.value!r} in {expr!r} is a value, not a type; write Literal[{node.value!r}] "
+            "for a fixed value"
+        )
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
         return Union[_build(node.left, ns, expr), _build(node.right, ns, expr)]  # noqa: UP007
     if isinstance(node, ast.Subscript):
@@ -125,6 +129,8 @@ def type_name(annotation: Any) -> str:
 
 @functools.lru_cache(maxsize=1024)
 def _adapter(annotation: Any) -> pydantic.TypeAdapter[Any]:
+    import pydantic  # imported on first use: keeps `import lmforge` cheap
+
     return pydantic.TypeAdapter(annotation)
 
 
@@ -133,11 +139,15 @@ def type_adapter(annotation: Any) -> pydantic.TypeAdapter[Any]:
     try:
         return _adapter(annotation)
     except TypeError:  # unhashable annotation
+        import pydantic
+
         return pydantic.TypeAdapter(annotation)
 
 
 def schema_of(annotation: Any) -> dict[str, Any]:
     """The JSON schema pydantic produces for ``annotation``."""
+    import pydantic
+
     try:
         return type_adapter(annotation).json_schema()
     except pydantic.PydanticUserError as exc:
@@ -160,7 +170,14 @@ def type_from_schema(schema: Mapping[str, Any], title: str = "Model") -> Any:
     classes of the same name and values, other enums ``Literal`` types; the result
     validates the same values as the original type did and has the same JSON schema.
     """
-    return _from_schema(schema, schema.get("$defs", {}), title, {}, named=True)
+    built: dict[str, Any] = {}
+    result = _from_schema(schema, schema.get("$defs", {}), title, built, named=True)
+    # Recursive models were created with forward references (by definition name); resolve
+    # them now that every definition exists.
+    pending = [t for t in built.values() if getattr(t, "__pydantic_complete__", True) is False]
+    for model in pending:
+        model.model_rebuild(_types_namespace=built)
+    return result
 
 
 def _from_schema(
@@ -175,8 +192,10 @@ def _from_schema(
         if name not in built:  # one class per definition, however often it is referenced
             if name not in defs:
                 raise SignatureError(f"schema reference {schema['$ref']!r} is not defined")
+            built[name] = None  # being built: a reference to it from inside is recursive
             built[name] = _from_schema(defs[name], defs, name, built, named=True)
-        return built[name]
+        # A recursive reference becomes a forward reference, resolved by type_from_schema.
+        return name if built[name] is None else built[name]
     if "enum" in schema:
         values = tuple(schema["enum"])
         if named and isinstance(schema.get("title"), str):
@@ -202,6 +221,8 @@ def _from_schema(
             extra = schema.get("additionalProperties")
             value = _from_schema(extra, defs, title, built) if isinstance(extra, dict) else Any
             return dict[str, value]  # type: ignore[valid-type]
+        import pydantic
+
         required = set(schema.get("required", []))
         fields: dict[str, Any] = {}
         for name, prop in props.items():

@@ -7,12 +7,10 @@ awaitable (``await program.acall(**inputs)``) and batchable.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import copy
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from . import settings as _settings
@@ -43,12 +41,18 @@ class Module:
 
     async def aforward(self, **inputs: Any) -> Prediction:
         """Async forward; by default runs ``forward`` in a worker thread (context copied)."""
+        import asyncio
+
         return await asyncio.to_thread(self.forward, **inputs)
 
-    def __call__(self, **inputs: Any) -> Prediction:
+    def __call__(self, *args: Any, **inputs: Any) -> Prediction:
+        if args:
+            raise UsageError(_positional_message(self, len(args)))
         return self.forward(**inputs)
 
-    async def acall(self, **inputs: Any) -> Prediction:
+    async def acall(self, *args: Any, **inputs: Any) -> Prediction:
+        if args:
+            raise UsageError(_positional_message(self, len(args)))
         return await self.aforward(**inputs)
 
     # -- batch --------------------------------------------------------------------------
@@ -85,6 +89,8 @@ class Module:
             for i in range(len(inputs)):
                 run(i)
         else:
+            from concurrent.futures import ThreadPoolExecutor
+
             with ThreadPoolExecutor(max_workers=min(limit, len(inputs))) as pool:
                 futures = [pool.submit(contextvars.copy_context().run, run, i) for i in range(len(inputs))]
                 for future in futures:
@@ -100,6 +106,8 @@ class Module:
         on_result: Callable[[int, Prediction | BatchError], None] | None = None,
     ) -> list[Prediction | BatchError]:
         """Async :meth:`batch`: at most ``concurrency`` calls in flight, order kept."""
+        import asyncio
+
         inputs = [_inputs_of(item) for item in items]
         semaphore = asyncio.Semaphore(_limit(concurrency))
 
@@ -212,6 +220,16 @@ def _walk_value(value: Any, name: str, seen: set[int]) -> Iterator[tuple[str, Mo
     elif isinstance(value, dict):
         for key, item in value.items():
             yield from _walk_value(item, f"{name}[{key!r}]", seen)
+
+
+def _positional_message(module: Module, count: int) -> str:
+    signature = getattr(module, "signature", None)
+    fields = getattr(signature, "input_fields", None)
+    example = ", ".join(f"{f.name}=..." for f in fields) if fields else "question=..."
+    return (
+        f"{type(module).__name__} takes its inputs by name, not position "
+        f"(got {count} positional argument(s)); call it as program({example})"
+    )
 
 
 def _inputs_of(item: Mapping[str, Any] | Example) -> dict[str, Any]:

@@ -8,16 +8,17 @@ change.
 from __future__ import annotations
 
 import collections
+import contextlib
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
-
-import pydantic
 
 from . import settings as _settings
 from .adapters import Adapter, adapter_from_config, adapter_named
 from .adapters.base import Prompt, PromptPrefix
-from .errors import ArtifactError, SignatureError, UsageError
+from .adapters.coerce import _is_model
+from .errors import ArtifactError, ParseError, SignatureError, UsageError
 from .example import Example, Prediction
 from .lm.lm import LM
 from .lm.types import LMRequest, LMResponse
@@ -25,12 +26,38 @@ from .module import Module
 from .signature import Signature, as_signature
 from .trace import LMCall, PredictorCall, active_trackers
 
-__all__ = ["Predict"]
+__all__ = ["Predict", "request_config"]
 
 _HISTORY = 8
 _CONFIG_KEYS = frozenset(
     {"temperature", "max_tokens", "top_p", "n", "stop", "seed", "rollout_id", "presence_penalty", "frequency_penalty"}
+    | {"tools"}
 )
+_scoped_config: ContextVar[Mapping[str, Any] | None] = ContextVar(
+    "lmforge_request_config", default=None
+)
+
+
+@contextlib.contextmanager
+def request_config(**config: Any) -> Iterator[None]:
+    """Apply request options to every ``Predict`` call made inside the block.
+
+    ``with request_config(rollout_id=2, temperature=1.0): program(...)`` samples a fresh
+    answer from every predictor of ``program`` without copying it. Scoped options override
+    a predictor's own ``config``; a call's explicit ``config={...}`` input overrides both.
+    Scopes nest (inner values win) and follow the context into threads and tasks.
+    """
+    unknown = set(config) - _CONFIG_KEYS
+    if unknown:
+        raise UsageError(
+            f"request_config got unknown option(s) {sorted(unknown)}; "
+            f"options are {sorted(_CONFIG_KEYS)}"
+        )
+    token = _scoped_config.set({**(_scoped_config.get() or {}), **config})
+    try:
+        yield
+    finally:
+        _scoped_config.reset(token)
 
 
 class Predict(Module):
@@ -57,6 +84,10 @@ class Predict(Module):
         if unknown:
             raise UsageError(f"Predict got unknown option(s) {sorted(unknown)}; request options are {sorted(_CONFIG_KEYS)}")
         self._signature = as_signature(signature)
+        if lm is not None:
+            _settings.check_lm(lm, "lf.Predict(lm=...)")
+        if adapter is not None:
+            _settings.check_adapter(adapter, "lf.Predict(adapter=...)")
         self.lm = lm
         self._adapter = adapter
         self._demos: tuple[dict[str, Any], ...] = ()
@@ -151,9 +182,16 @@ class Predict(Module):
 
     def _prepare(self, inputs: dict[str, Any]) -> tuple[LM, Adapter, LMRequest, dict[str, Any]]:
         signature = self._signature
-        config = self.config
+        scoped = _scoped_config.get()
+        config = {**self.config, **scoped} if scoped else self.config
         if "config" in inputs and not any(f.name == "config" for f in signature.input_fields):
-            config = {**config, **inputs.pop("config")}
+            call_config = inputs.pop("config")
+            if not isinstance(call_config, Mapping) or not call_config.keys() <= _CONFIG_KEYS:
+                raise UsageError(
+                    f"config={call_config!r} must be a dict of request options; "
+                    f"options are {sorted(_CONFIG_KEYS)}"
+                )
+            config = {**config, **call_config}
         names = {f.name for f in signature.input_fields}
         missing = [n for n in names if n not in inputs]
         if missing:
@@ -181,6 +219,13 @@ class Predict(Module):
 
     def _finish(self, adapter: Adapter, request: LMRequest, response: LMResponse) -> Prediction:
         signature = self._signature
+        if request.tools and response.tool_calls:
+            # A tool-calling turn may carry no text: outputs the text does not give are absent.
+            try:
+                values = adapter.parse(signature, response.text)
+            except ParseError:
+                values = {}
+            return Prediction({**values, "tool_calls": [dict(c) for c in response.tool_calls]})
         if len(response.texts) <= 1:
             return Prediction(adapter.parse(signature, response.text))
         completions = [adapter.parse(signature, text) for text in response.texts]
@@ -283,7 +328,7 @@ def _demo_dict(demo: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, pydantic.BaseModel):
+    if _is_model(value):
         return value.model_dump(mode="json")
     if isinstance(value, enum.Enum):
         return value.value

@@ -64,11 +64,47 @@ def use(**changes: Any) -> Iterator[Settings]:
             f"lf.use() got unknown setting(s) {', '.join(unknown)}; "
             f"known settings are: {', '.join(sorted(_FIELDS))}"
         )
-    if "max_concurrency" in changes and int(changes["max_concurrency"]) < 1:
-        raise UsageError("max_concurrency must be at least 1")
+    if "max_concurrency" in changes:
+        limit = changes["max_concurrency"]
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise UsageError(f"max_concurrency must be an int of at least 1, got {limit!r}")
+    if changes.get("lm") is not None:
+        check_lm(changes["lm"], "lf.use(lm=...)")
+    if changes.get("adapter") is not None:
+        check_adapter(changes["adapter"], "lf.use(adapter=...)")
     new = dataclasses.replace(_current.get(), **changes)
     token = _current.set(new)
     try:
         yield new
     finally:
         _current.reset(token)
+
+
+def check_lm(value: Any, where: str) -> None:
+    """Raise a :class:`UsageError` unless ``value`` is an ``lf.LM``."""
+    from .lm.lm import LM
+
+    if isinstance(value, LM):
+        return
+    if isinstance(value, str):
+        raise UsageError(
+            f"{where} needs an lf.LM, not the model name {value!r}: pass lf.LM({value!r})"
+        )
+    raise UsageError(
+        f"{where} needs an lf.LM such as lf.LM('openai/gpt-4o-mini'), got {type(value).__name__}"
+    )
+
+
+def check_adapter(value: Any, where: str) -> None:
+    """Raise a :class:`UsageError` unless ``value`` is an ``lf.Adapter``."""
+    from .adapters.base import Adapter
+
+    if isinstance(value, Adapter):
+        return
+    names = {
+        "chat": "lf.ChatAdapter()",
+        "json": "lf.JSONAdapter()",
+        "completion": "lf.CompletionAdapter()",
+    }
+    suggestion = names.get(str(value).lower(), " / ".join(names.values()))
+    raise UsageError(f"{where} needs an adapter object such as {suggestion}, got {value!r}")

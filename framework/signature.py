@@ -63,10 +63,19 @@ class Field:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Field:
+        if not isinstance(data, Mapping):
+            raise SignatureError(f"a field must be a JSON object, got {type(data).__name__}")
         try:
             name, kind = data["name"], data["kind"]
         except KeyError as exc:
             raise SignatureError(f"field JSON is missing {exc.args[0]!r}") from None
+        if not isinstance(name, str):
+            raise SignatureError(f"field name must be a string, got {name!r}")
+        for key in ("description", "prefix", "type"):
+            if key in data and not isinstance(data[key], str):
+                raise SignatureError(f"field {name!r}: '{key}' must be a string")
+        if "schema" in data and not isinstance(data["schema"], Mapping):
+            raise SignatureError(f"field {name!r}: 'schema' must be a JSON object")
         if kind not in ("input", "output"):
             raise SignatureError(f"field {name!r} has kind {kind!r}; expected input or output")
         annotation: Any = str
@@ -124,20 +133,28 @@ def _hybrid_property(func: Callable[..., T]) -> T:
 class Signature:
     """Typed input and output fields plus the instructions for one LM step."""
 
-    __slots__ = ("_fields", "_instructions", "_name", "_hash")
+    __slots__ = ("_fields", "_hash", "_inputs", "_instructions", "_name", "_outputs")
     __lf_signature__: Signature | None = None
 
     def __init__(self, fields: Iterable[Field], instructions: str = "", name: str = "") -> None:
         fields = tuple(fields)
         _validate(fields)
         object.__setattr__(self, "_fields", fields)
+        object.__setattr__(self, "_inputs", tuple(f for f in fields if f.kind == "input"))
+        object.__setattr__(self, "_outputs", tuple(f for f in fields if f.kind == "output"))
         object.__setattr__(self, "_instructions", instructions.strip())
         object.__setattr__(self, "_name", name or "Signature")
         object.__setattr__(self, "_hash", None)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        hints = get_type_hints(cls, include_extras=True)
+        try:
+            hints = get_type_hints(cls, include_extras=True)
+        except NameError as exc:  # a string annotation naming a type not visible at module level
+            raise SignatureError(
+                f"{cls.__name__}: cannot resolve the field type {exc.name!r}; define it at module "
+                "level (annotations are read from the module, not from the function around it)"
+            ) from None
         fields = []
         for attr, value in cls.__dict__.items():
             if isinstance(value, _FieldMarker):
@@ -193,11 +210,11 @@ class Signature:
 
     @_hybrid_property
     def input_fields(self) -> tuple[Field, ...]:
-        return tuple(f for f in self._fields if f.kind == "input")
+        return self._inputs
 
     @_hybrid_property
     def output_fields(self) -> tuple[Field, ...]:
-        return tuple(f for f in self._fields if f.kind == "output")
+        return self._outputs
 
     @_hybrid_property
     def instructions(self) -> str:
@@ -298,6 +315,16 @@ class Signature:
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("signatures are immutable; use with_instructions/append/... instead")
 
+    def __copy__(self) -> Signature:
+        return self  # immutable: copies may share it
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Signature:
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickle by value through the constructor (the default path would call __setattr__).
+        return (Signature, (self._fields, self._instructions, self._name))
+
     def __repr__(self) -> str:
         ins = ", ".join(f"{f.name}: {f.type_name}" for f in self.input_fields)
         outs = ", ".join(f"{f.name}: {f.type_name}" for f in self.output_fields)
@@ -362,6 +389,7 @@ def _parse_side(
         annotation: Any = str
         if arg.annotation is not None:
             annotation = resolve_type(ast.unparse(arg.annotation), types)
+            schema_of(annotation)  # a type pydantic cannot validate is an error now, not later
         fields.append(Field(arg.arg, kind, annotation))
     return fields
 

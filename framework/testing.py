@@ -105,6 +105,9 @@ class _FunctionBackend:
             self.calls.append(request)
         result = self._func(request)
         if isinstance(result, Awaitable):
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()  # never awaited: close it so Python does not warn
             raise UsageError("this FunctionLM's function is async; call the program with acall()")
         return _as_response(result, request)
 

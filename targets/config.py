@@ -18,7 +18,9 @@ MIN_KEY_LENGTH = 16
 ReadinessCheck = Callable[[], Awaitable[str | None]]
 
 
-def api_keys_from_env(environ: Mapping[str, str] | None = None, name: str = API_KEYS_ENV) -> tuple[str, ...]:
+def api_keys_from_env(
+    environ: Mapping[str, str] | None = None, name: str = API_KEYS_ENV
+) -> tuple[str, ...]:
     """API keys from a comma-separated environment variable (blank entries ignored)."""
     raw = (environ if environ is not None else os.environ).get(name, "")
     return tuple(key.strip() for key in raw.split(",") if key.strip())
@@ -72,9 +74,16 @@ class ServerConfig:
         if short:
             raise UsageError(
                 f"{len(short)} API key(s) are shorter than {MIN_KEY_LENGTH} characters; "
-                "generate longer ones, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+                "generate longer ones, e.g. "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
             )
-        for name in ("max_body_bytes", "max_concurrency", "max_batch_items", "batch_concurrency", "drift_window"):
+        for name in (
+            "max_body_bytes",
+            "max_concurrency",
+            "max_batch_items",
+            "batch_concurrency",
+            "drift_window",
+        ):
             if int(getattr(self, name)) < 1:
                 raise UsageError(f"ServerConfig.{name} must be at least 1")
         if self.rate_limit_per_minute <= 0 or self.rate_limit_burst < 1:

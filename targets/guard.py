@@ -36,7 +36,9 @@ _log = logging.getLogger("lmforge.server")
 
 def error_body(kind: str, message: str, request_id: str) -> bytes:
     """The structured error document every failure answers with."""
-    return json.dumps({"error": {"type": kind, "message": message, "request_id": request_id}}).encode()
+    return json.dumps(
+        {"error": {"type": kind, "message": message, "request_id": request_id}}
+    ).encode()
 
 
 class TokenBuckets:
@@ -67,12 +69,14 @@ class TokenBuckets:
 class Gate:
     """ASGI middleware in front of the FastAPI app (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp, config: ServerConfig) -> None:
+    def __init__(
+        self, app: ASGIApp, config: ServerConfig, on_reject: Callable[[str], None] | None = None
+    ) -> None:
         self.app = app
         self.config = config
         self._keys = [(k.encode(), _key_id(k)) for k in config.api_keys]
         self.buckets = TokenBuckets(config.rate_limit_per_minute, config.rate_limit_burst)
-        self.on_reject: Callable[[str], None] | None = None
+        self.on_reject = on_reject
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -112,8 +116,12 @@ class Gate:
         finally:
             _log.info(
                 "%s %s %d %.1fms client=%s request_id=%s",
-                scope.get("method"), path, status_holder[0],
-                (time.perf_counter() - started) * 1000, client, request_id,
+                scope.get("method"),
+                path,
+                status_holder[0],
+                (time.perf_counter() - started) * 1000,
+                client,
+                request_id,
             )
 
     def _check(self, scope: Scope, headers: dict[str, str], path: str) -> str | tuple[Any, ...]:
@@ -128,21 +136,32 @@ class Gate:
         else:
             client_id = self._authenticate(headers.get("authorization", ""))
             if client_id is None:
-                return (401, "unauthorized",
-                        "missing or invalid API key; send 'Authorization: Bearer <key>'",
-                        [(b"www-authenticate", b"Bearer")])
+                return (
+                    401,
+                    "unauthorized",
+                    "missing or invalid API key; send 'Authorization: Bearer <key>'",
+                    [(b"www-authenticate", b"Bearer")],
+                )
             client = client_id
         wait = self.buckets.take(client)
         if wait > 0:
             retry = str(max(1, math.ceil(wait))).encode()
-            return (429, "rate_limited",
-                    f"rate limit of {self.config.rate_limit_per_minute:g} requests/minute exceeded; "
-                    f"retry after {retry.decode()} s", [(b"retry-after", retry)])
+            return (
+                429,
+                "rate_limited",
+                f"rate limit of {self.config.rate_limit_per_minute:g} requests/minute exceeded; "
+                f"retry after {retry.decode()} s",
+                [(b"retry-after", retry)],
+            )
         return client
 
     def _too_large(self) -> tuple[Any, ...]:
-        return (413, "body_too_large",
-                f"request body is larger than the limit of {self.config.max_body_bytes} bytes", [])
+        return (
+            413,
+            "body_too_large",
+            f"request body is larger than the limit of {self.config.max_body_bytes} bytes",
+            [],
+        )
 
     def _authenticate(self, header: str) -> str | None:
         scheme, _, token = header.partition(" ")
@@ -173,12 +192,22 @@ class Gate:
         return b"".join(chunks)
 
     async def _reject(
-        self, send: Send, request_id: str, status: int, kind: str, message: str, extra: list[tuple[bytes, bytes]]
+        self,
+        send: Send,
+        request_id: str,
+        status: int,
+        kind: str,
+        message: str,
+        extra: list[tuple[bytes, bytes]],
     ) -> None:
         if self.on_reject is not None:
             self.on_reject(kind)
         body = error_body(kind, message, request_id)
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *extra,
+        ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 

@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import pydantic
-
 from lmforge import Module, Prediction, Signature
 from lmforge.adapters.coerce import _json_default, render_value
 from lmforge.errors import UsageError
@@ -70,18 +69,26 @@ def program_name(name: str) -> str:
 class ProgramModels:
     """Request/response pydantic models for one program (for validation and OpenAPI)."""
 
-    def __init__(self, request: type[pydantic.BaseModel], response: type[pydantic.BaseModel]) -> None:
+    def __init__(
+        self, request: type[pydantic.BaseModel], response: type[pydantic.BaseModel]
+    ) -> None:
         self.request = request
         self.response = response
         self.batch_request = pydantic.create_model(
             f"{request.__name__[: -len('Request')]}BatchRequest",
             __config__=pydantic.ConfigDict(extra="forbid"),
-            items=(list[request], pydantic.Field(..., min_length=1, description="Inputs, one object per call.")),  # type: ignore[valid-type]
+            items=(
+                list[request],
+                pydantic.Field(..., min_length=1, description="Inputs, one object per call."),
+            ),  # type: ignore[valid-type]
         )
 
 
 def _camel(name: str) -> str:
-    return "".join(part[:1].upper() + part[1:] for part in re.split(r"[^A-Za-z0-9]+", name) if part) or "Program"
+    return (
+        "".join(part[:1].upper() + part[1:] for part in re.split(r"[^A-Za-z0-9]+", name) if part)
+        or "Program"
+    )
 
 
 def build_models(name: str, signature: Signature) -> ProgramModels:
@@ -111,7 +118,11 @@ def response_payload(signature: Signature, prediction: Prediction) -> dict[str, 
     """The declared output fields of ``prediction`` as JSON-safe values."""
     data: dict[str, Any] = {}
     for field in signature.output_fields:
-        value = prediction.get(field.name) if hasattr(prediction, "get") else getattr(prediction, field.name)
+        value = (
+            prediction.get(field.name)
+            if hasattr(prediction, "get")
+            else getattr(prediction, field.name)
+        )
         data[field.name] = json.loads(json.dumps(value, default=_json_default))
     return data
 

@@ -10,16 +10,16 @@ from __future__ import annotations
 import abc
 import dataclasses
 import functools
-from collections.abc import Mapping, Sequence
-from importlib import resources
-from typing import Any, ClassVar
-
-import jinja2
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import UsageError
 from ..lm.types import Message, OutputConstraint
 from ..signature import Field, Signature
 from .coerce import render_value
+
+if TYPE_CHECKING:
+    import jinja2
 
 __all__ = ["Adapter", "Prompt", "PromptPrefix"]
 
@@ -67,16 +67,52 @@ def field_info(field: Field) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=64)
 def _builtin_template(name: str) -> str:
+    from importlib import resources
+
     return resources.files("lmforge.adapters").joinpath("templates", name).read_text()
 
 
-_ENV = jinja2.Environment(
-    undefined=jinja2.StrictUndefined,
-    keep_trailing_newline=False,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    autoescape=False,  # prompts are plain text, not HTML
-)
+@functools.lru_cache(maxsize=1)
+def _env() -> jinja2.Environment:
+    import jinja2  # imported on first render: keeps `import lmforge` cheap
+
+    return jinja2.Environment(
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,  # prompts are plain text, not HTML
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_builtin(name: str) -> jinja2.Template:
+    return _env().from_string(_builtin_template(name))
+
+
+# Stands in for a value while a template's static skeleton is rendered (see render_fields).
+_SLOT = "\x00lmforge-slot-{}\x00"
+_MAX_SKELETONS = 512
+
+
+class _RenderCache:
+    """An adapter's compiled templates and rendered skeletons; copies start empty."""
+
+    __slots__ = ("skeletons", "templates", "values")
+
+    def __init__(self) -> None:
+        self.templates: dict[str, jinja2.Template] = {}
+        self.skeletons: dict[Hashable, tuple[str, ...]] = {}
+        self.values: dict[Hashable, Any] = {}
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _RenderCache:
+        return _RenderCache()
+
+    def __copy__(self) -> _RenderCache:
+        return _RenderCache()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_RenderCache, ())
 
 
 class Adapter(abc.ABC):
@@ -97,13 +133,79 @@ class Adapter(abc.ABC):
                 f"overridable: {sorted(self.template_names)}"
             )
         self.template_overrides = dict(templates or {})
-        self._templates = {
-            role: _ENV.from_string(self.template_overrides.get(role) or _builtin_template(file))
-            for role, file in self.template_names.items()
-        }
+        self._cache = _RenderCache()
+        for role in self.template_overrides:
+            self._template(role)  # user templates are compiled now, so syntax errors show here
+
+    def _template(self, role: str) -> jinja2.Template:
+        template = self._cache.templates.get(role)
+        if template is None:
+            source = self.template_overrides.get(role)
+            file = self.template_names[role]
+            template = _env().from_string(source) if source else _compiled_builtin(file)
+            self._cache.templates[role] = template
+        return template
 
     def render(self, role: str, **context: Any) -> str:
-        return self._templates[role].render(**context).strip("\n")
+        return self._template(role).render(**context).strip("\n")
+
+    def render_fields(
+        self,
+        role: str,
+        key: Hashable,
+        fields: Sequence[tuple[str, str]],
+        context: Callable[[], Mapping[str, Any]],
+    ) -> str:
+        """``render(role, fields=fields, **context())``, fast for repeated calls.
+
+        ``key`` must determine ``context()`` and the names (first items) of ``fields``; only
+        the values vary per call. A built-in template is rendered once per key with
+        placeholders for the values, which each call then fills in: the same text, without
+        running the template. User templates (which may transform values) always render.
+        """
+        skeleton = self._cache.skeletons.get((role, key))
+        if skeleton is None:
+            skeleton = self._skeleton(role, [name for name, _ in fields], context())
+            skeletons = self._cache.skeletons
+            if len(skeletons) >= _MAX_SKELETONS:
+                skeletons.clear()
+            skeletons[(role, key)] = skeleton
+        if not skeleton:
+            return self.render(role, fields=list(fields), **context())
+        pieces = [skeleton[0]]
+        for (_, value), tail in zip(fields, skeleton[1:], strict=True):
+            pieces.append(value)
+            pieces.append(tail)
+        return "".join(pieces).strip("\n")
+
+    def _skeleton(
+        self, role: str, names: Sequence[str], context: Mapping[str, Any]
+    ) -> tuple[str, ...]:
+        """The template's output split around each value, or ``()`` when it cannot be."""
+        if self.template_overrides.get(role) or type(self).render is not Adapter.render:
+            return ()
+        slots = [_SLOT.format(i) for i in range(len(names))]
+        text = self._template(role).render(fields=list(zip(names, slots, strict=True)), **context)
+        pieces: list[str] = []
+        for slot in slots:
+            head, found, text = text.partition(slot)
+            if not found or slot in text or "\x00lmforge-slot-" in head:
+                return ()
+            pieces.append(head)
+        if "\x00lmforge-slot-" in text:
+            return ()
+        return (*pieces, text)
+
+    def cached(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        """A per-adapter memo for values that depend only on ``key`` (e.g. a signature)."""
+        try:
+            return self._cache.values[key]
+        except KeyError:
+            values = self._cache.values
+            if len(values) >= _MAX_SKELETONS:
+                values.clear()
+            value = values[key] = build()
+            return value
 
     # -- the contract -------------------------------------------------------------------
 

@@ -50,11 +50,11 @@ class ChatAdapter(Adapter):
     def format_inputs(
         self, signature: Signature, prefix: PromptPrefix, inputs: Mapping[str, Any]
     ) -> Prompt:
-        user = self.render(
+        user = self.render_fields(
             "user",
-            fields=[(f.name, render_value(inputs[f.name])) for f in signature.input_fields],
-            outputs=[field_info(f) for f in signature.output_fields],
-            reminder=True,
+            signature,
+            [(f.name, render_value(inputs[f.name])) for f in signature.input_fields],
+            lambda: {"outputs": [field_info(f) for f in signature.output_fields], "reminder": True},
         )
         return Prompt(messages=(*prefix.messages, {"role": "user", "content": user}))
 

@@ -6,12 +6,11 @@ import enum
 import functools
 import json
 import re
+import sys
 import types
 import typing
 from collections.abc import Callable
 from typing import Any, Union
-
-import pydantic
 
 from ..errors import ParseError
 from ..fieldtypes import is_enum_like, type_adapter
@@ -31,7 +30,7 @@ def render_value(value: Any) -> str:
         return str(value.value)
     if isinstance(value, bool | int | float):
         return json.dumps(value)
-    if isinstance(value, pydantic.BaseModel):
+    if _is_model(value):
         # Same text as the equivalent dict (a model and its JSON reloaded from an artifact
         # must render identically, or a loaded program sends different prompts).
         return json.dumps(value.model_dump(mode="json"), ensure_ascii=False)
@@ -41,8 +40,14 @@ def render_value(value: Any) -> str:
         return str(value)
 
 
+def _is_model(value: Any) -> bool:
+    # pydantic is imported lazily: while it is not loaded, no value can be one of its models.
+    pydantic = sys.modules.get("pydantic")
+    return pydantic is not None and isinstance(value, pydantic.BaseModel)
+
+
 def _json_default(value: Any) -> Any:
-    if isinstance(value, pydantic.BaseModel):
+    if _is_model(value):
         return value.model_dump(mode="json")
     if isinstance(value, enum.Enum):
         return value.value
@@ -116,6 +121,8 @@ _NUMBER = re.compile(r"[-+]?(?:\d[\d,]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
 def _make_scalar(kind: type) -> Callable[[Field, str, str], Any]:
+    import pydantic
+
     adapter = type_adapter(kind)
 
     def scalar(field: Field, text: str, raw: str) -> Any:
@@ -139,6 +146,8 @@ def _make_scalar(kind: type) -> Callable[[Field, str, str], Any]:
 
 
 def _make_json(annotation: Any) -> Callable[[Field, str, str], Any]:
+    import pydantic
+
     adapter = type_adapter(annotation)
 
     def from_json(field: Field, text: str, raw: str) -> Any:

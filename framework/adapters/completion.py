@@ -48,11 +48,12 @@ class CompletionAdapter(Adapter):
         self, signature: Signature, prefix: PromptPrefix, inputs: Mapping[str, Any]
     ) -> Prompt:
         pairs = [(f.label, _one_line(render_value(inputs[f.name]))) for f in signature.input_fields]
-        block = self.render("example", fields=pairs)
+        block = self.render_fields("example", signature, pairs, dict)
         first = signature.output_fields[0]
         text = f"{prefix.text}{block}\n{first.label}:"
         stops = ["\n\n", *(f"\n{f.label}:" for f in signature.input_fields)]
-        return Prompt(text=text, constraint=self.constraint(signature), stop=tuple(stops))
+        constraint = self.cached(("constraint", signature), lambda: self.constraint(signature))
+        return Prompt(text=text, constraint=constraint, stop=tuple(stops))
 
     def constraint(self, signature: Signature) -> OutputConstraint:
         """The shape of a valid completion: `` value1\\nLabel2: value2 ...``."""

@@ -80,12 +80,14 @@ class JSONAdapter(Adapter):
     def format_inputs(
         self, signature: Signature, prefix: PromptPrefix, inputs: Mapping[str, Any]
     ) -> Prompt:
-        user = self.render(
-            "user", fields=[(f.name, render_value(inputs[f.name])) for f in signature.input_fields]
+        fields = [(f.name, render_value(inputs[f.name])) for f in signature.input_fields]
+        user = self.render_fields("user", signature, fields, dict)
+        response_format = self.cached(
+            ("response_format", self.mode, signature), lambda: self.response_format(signature)
         )
         return Prompt(
             messages=(*prefix.messages, {"role": "user", "content": user}),
-            response_format=self.response_format(signature),
+            response_format=response_format,
         )
 
     def parse(self, signature: Signature, text: str) -> dict[str, Any]:

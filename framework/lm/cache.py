@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import UsageError
 from .types import LMRequest, LMResponse
 
 if TYPE_CHECKING:
@@ -46,16 +47,24 @@ class ResponseCache:
         if self._store is None:
             with self._open_lock:
                 if self._store is None:
+                    import sqlite3
+
                     import diskcache
 
-                    self.directory.mkdir(parents=True, exist_ok=True)
-                    # sqlite handles cross-process locking; JSON values, never pickle.
-                    self._store = diskcache.Cache(
-                        str(self.directory),
-                        disk=diskcache.JSONDisk,
-                        disk_compress_level=1,
-                        timeout=60,
-                    )
+                    try:
+                        self.directory.mkdir(parents=True, exist_ok=True)
+                        # sqlite handles cross-process locking; JSON values, never pickle.
+                        self._store = diskcache.Cache(
+                            str(self.directory),
+                            disk=diskcache.JSONDisk,
+                            disk_compress_level=1,
+                            timeout=60,
+                        )
+                    except (OSError, sqlite3.Error) as exc:
+                        raise UsageError(
+                            f"cannot use the LM cache directory {self.directory} ({exc}); set "
+                            "$LMFORGE_CACHE_DIR to a writable directory, or pass cache=False"
+                        ) from None
         return self._store
 
     def get(self, request: LMRequest) -> LMResponse | None:

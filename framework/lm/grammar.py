@@ -31,7 +31,10 @@ __all__ = [
 
 # A JSON string character: anything but a quote, a backslash or a control character
 # (so strings stay on one line), or an escape sequence.
-_JSON_CHAR = r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])'
+_JSON_CHAR = (
+    r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" '
+    r"[0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])"
+)
 # Free text: one line with at least one visible character.
 _LINE = r"[ \t]* [^\r\n \t] [^\r\n]*"
 _RULE_NAME = re.compile(r"[^a-zA-Z0-9-]+")
@@ -104,8 +107,10 @@ def _format(rules: Mapping[str, str]) -> str:
 
 
 def _visit_schema(converter: Any, schema: Mapping[str, Any], name: str) -> str:
+    """Add rules for ``schema`` under ``name`` (``""``: the root rule); return its rule name."""
     try:
-        resolved = converter.resolve_refs(_prefixed_defs(schema, name), name)
+        prefix = name or "def"
+        resolved = converter.resolve_refs(_prefixed_defs(schema, prefix), prefix)
         return str(converter.visit(resolved, name))
     except (AssertionError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise UsageError(
@@ -150,14 +155,14 @@ def _compile_constraint(key: str) -> str:
 
 def constraint_grammar(constraint: OutputConstraint) -> str:
     """The GBNF grammar (root rule ``root``) for ``constraint``; cached by its content."""
-    key = json.dumps(constraint.to_json(), sort_keys=True, separators=(",", ":"))
+    key = json.dumps(constraint.to_json(), separators=(",", ":"))
     return _compile_constraint(key)
 
 
 @functools.lru_cache(maxsize=256)
 def _compile_schema(key: str) -> str:
     converter = _converter()
-    name = _visit_schema(converter, json.loads(key), "root")
+    name = _visit_schema(converter, json.loads(key), "")
     rules = _rules_of(converter)
     if name != "root":
         rules["root"] = name
@@ -166,7 +171,7 @@ def _compile_schema(key: str) -> str:
 
 def schema_grammar(schema: Mapping[str, Any]) -> str:
     """The GBNF grammar for one-line JSON values matching ``schema``; cached."""
-    return _compile_schema(json.dumps(schema, sort_keys=True, separators=(",", ":")))
+    return _compile_schema(json.dumps(schema, separators=(",", ":")))
 
 
 def response_format_grammar(response_format: Mapping[str, Any] | None) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from typing import Any
 
 from ..errors import (
@@ -140,13 +141,31 @@ def _retry_after(exc: BaseException) -> float | None:
         return None
 
 
+_MISSING_KEY = re.compile(
+    r"missing credentials|api_key client option must be set|"
+    r"api[ _-]?key (?:is )?(?:missing|not (?:set|found|provided))|"
+    r"no api[ _-]?key (?:was )?(?:provided|found|set)",
+    re.I,
+)
+
+
 def translate_error(exc: BaseException, model: str) -> LMError:
     """Map a litellm/provider exception onto lmforge's error tree (by class name, so the
     mapping needs no litellm import and survives its re-exports)."""
     names = {cls.__name__ for cls in type(exc).__mro__}
     status = getattr(exc, "status_code", None)
-    message = f"{model}: {type(exc).__name__}: {str(exc)[:500]}"
+    detail = " ".join(str(exc).split())[:500]  # one line
+    message = f"{model}: {type(exc).__name__}: {detail}"
     common: dict[str, Any] = {"model": model, "status_code": status}
+    if _MISSING_KEY.search(detail):
+        # Some SDKs fail before any request when no key is set; litellm reports that as a
+        # 500, which must not be retried.
+        provider = model.split("/", 1)[0] if "/" in model else "the provider"
+        return AuthenticationError(
+            f"{model}: no API key for {provider}: set its key in the environment "
+            f"(e.g. {provider.upper()}_API_KEY) or pass lf.LM({model!r}, api_key=...)",
+            **common,
+        )
     if "ContextWindowExceededError" in names:
         return ContextWindowError(message, **common)
     if "RateLimitError" in names or status == 429:

@@ -28,6 +28,9 @@ _SECRET_NAME = re.compile(
     re.I,
 )
 _ENDPOINT_KEYS = ("api_base", "base_url")
+_CLIENTS = frozenset({"auto", "http", "litellm"})
+# Providers the built-in HTTP client speaks to when an api_base is given (client="auto").
+_HTTP_PREFIXES = ("hosted_vllm/", "openai/")
 
 
 def is_secret_key(name: str) -> bool:
@@ -77,8 +80,12 @@ class LM:
         api_key: str | None = None,
         api_base: str | None = None,
         timeout: float | None = 120.0,
+        client: Literal["auto", "http", "litellm"] = "auto",
         **defaults: Any,
     ) -> None:
+        if client not in _CLIENTS:
+            raise UsageError(f"client must be 'auto', 'http' or 'litellm', not {client!r}")
+        self.client = client
         self.model = resolve_model_name(model)
         self.profile = profile or profile_for(self.model, model_type or "chat")
         self.model_type: Literal["chat", "text"] = model_type or (
@@ -117,6 +124,14 @@ class LM:
             from .local import LocalBackend
 
             return LocalBackend.for_model(self.model)
+        if self.client == "http" or (
+            self.client == "auto" and self.api_base and self.model.startswith(_HTTP_PREFIXES)
+        ):
+            from .openai_backend import OpenAIBackend
+
+            return OpenAIBackend(
+                api_key=self._api_key, api_base=self.api_base, timeout=self.timeout
+            )
         from .litellm_backend import LiteLLMBackend
 
         return LiteLLMBackend(api_key=self._api_key, api_base=self.api_base, timeout=self.timeout)
@@ -240,6 +255,8 @@ class LM:
             data["defaults"] = defaults
         if include_endpoint and self.api_base:
             data["api_base"] = self.api_base
+        if self.client != "auto":
+            data["client"] = self.client
         return data
 
     @classmethod
@@ -250,7 +267,14 @@ class LM:
             if is_secret_key(key) or key in _ENDPOINT_KEYS:
                 defaults.pop(key)
         api_base = data.get("api_base") if allow_endpoints else None
-        return cls(str(data["model"]), model_type=data.get("model_type"), api_base=api_base, **defaults)
+        client = data.get("client") or "auto"
+        return cls(
+            str(data["model"]),
+            model_type=data.get("model_type"),
+            api_base=api_base,
+            client=client,
+            **defaults,
+        )
 
     def copy(self, **changes: Any) -> LM:
         """A new LM with some defaults changed (same backend, cache and credentials)."""

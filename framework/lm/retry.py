@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import random
 import time
@@ -14,6 +13,12 @@ from ..errors import LMError
 __all__ = ["RetryPolicy"]
 
 T = TypeVar("T")
+
+
+async def _async_sleep(seconds: float) -> None:
+    import asyncio  # imported on first use: keeps `import lmforge` cheap
+
+    await asyncio.sleep(seconds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +36,7 @@ class RetryPolicy:
     max_total_seconds: float = 120.0
     jitter: float = 0.25
     sleep: Callable[[float], None] = time.sleep
-    async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    async_sleep: Callable[[float], Awaitable[None]] = _async_sleep
 
     def delay(self, attempt: int, error: LMError) -> float:
         if error.retry_after is not None:

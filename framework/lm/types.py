@@ -8,7 +8,6 @@ live inside one.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -93,6 +92,8 @@ class LMRequest:
 
     def cache_key(self) -> str:
         """A stable hash of everything that changes the answer."""
+        import hashlib  # imported on first use: keeps `import lmforge` cheap
+
         blob = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -1,0 +1,324 @@
+"""``lmforge compile``: optimize a program for one or more models, one artifact per model.
+
+    lmforge compile examples/ticket_router.py:program --metric exact_match \\
+        --train train.jsonl --dev dev.jsonl --test test.jsonl \\
+        --optimizer bootstrap --model local/gemma-3-270m --out out/
+
+writes ``out/<program>@<model>.json`` per model, ``out/report.json`` and ``out/report.html``.
+Checkpoints live in ``out/.runs/<run id>/``: rerunning the same command after a kill
+continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import lmforge as lf
+import typer
+from lmforge.artifact import write_json_atomic
+from lmforge.errors import MissingExtraError, UsageError
+
+from .app import app, friendly
+from .loading import console as make_console
+from .loading import load_data, load_metric, load_target, model_slug, program_inputs
+
+__all__ = ["compile_command", "make_lm", "parse_options"]
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values are JSON when they parse (``4``, ``true``), else text."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(
+                f"--option {pair!r} must look like name=value (e.g. max_bootstrapped_demos=4)"
+            )
+        try:
+            options[key.strip()] = json.loads(raw)
+        except ValueError:
+            options[key.strip()] = raw
+    return options
+
+
+def _split_names(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    return names or None
+
+
+@app.command("compile")
+@friendly
+def compile_command(
+    program_spec: str = typer.Argument(
+        ..., metavar="PROGRAM", help="An artifact (.json) or path/to/file.py:object."
+    ),
+    train: Path = typer.Option(..., "--train", help="Training examples (JSONL)."),
+    dev: Path | None = typer.Option(
+        None, "--dev", help="Dev examples (JSONL) to score candidates on."
+    ),
+    test: Path | None = typer.Option(
+        None, "--test", help="Held-out examples (JSONL) scored after compiling."
+    ),
+    metric_spec: str = typer.Option(
+        ..., "--metric", help="exact_match, f1, contains, or path/to/file.py:metric."
+    ),
+    optimizer_name: str = typer.Option(
+        "bootstrap", "--optimizer", help="labeled, bootstrap, random, ..."
+    ),
+    models: list[str] = typer.Option(
+        ..., "--model", "-m", help="Target model; repeat for several."
+    ),
+    out: Path = typer.Option(..., "--out", help="Output directory."),
+    seed: int = typer.Option(0, "--seed", help="Seed for every random choice."),
+    max_calls: int | None = typer.Option(
+        None, "--max-calls", help="LM-call budget of each model's optimization."
+    ),
+    max_cost: float | None = typer.Option(
+        None, "--max-cost", help="USD budget of each model's optimization."
+    ),
+    inputs: str | None = typer.Option(
+        None, "--inputs", help="Comma-separated input keys (default: the program's)."
+    ),
+    options: list[str] = typer.Option(
+        [], "--option", "-o", help="Optimizer option name=value; repeatable."
+    ),
+    concurrency: int | None = typer.Option(None, "--concurrency", help="Parallel LM calls."),
+    baseline: bool = typer.Option(
+        True, "--baseline/--no-baseline", help="Also score the uncompiled program."
+    ),
+    progress: bool = typer.Option(
+        True, "--progress/--no-progress", help="Progress bars (on a terminal)."
+    ),
+) -> None:
+    """Compile PROGRAM for each --model and write one artifact per model plus a report."""
+    from lmforge.budget import Budget
+    from lmforge.optimizers import create
+
+    optimizer = create(optimizer_name, **parse_options(options))
+    program, name = load_target(program_spec)
+    program.set_lm(None)
+    metric = load_metric(metric_spec)
+    builtin = ":" not in metric_spec
+    input_names = _split_names(inputs) or program_inputs(program)
+    trainset = load_data(train, input_names, program, builtin_metric=builtin)
+    devset = load_data(dev, input_names, program, builtin_metric=builtin) if dev else None
+    testset = load_data(test, input_names, program, builtin_metric=builtin) if test else None
+    budget = (
+        Budget(max_lm_calls=max_calls, max_cost_usd=max_cost)
+        if max_calls is not None or max_cost is not None
+        else None
+    )
+
+    from lmforge.data import dataset_hash
+    from lmforge.optimizers.run import fingerprint, program_fingerprint
+
+    command = {
+        "program": program_spec,
+        "program_state": program_fingerprint(program),
+        "train": dataset_hash(trainset),
+        "dev": dataset_hash(devset) if devset else None,
+        "test": dataset_hash(testset) if testset else None,
+        "metric": metric_spec,
+        "optimizer": optimizer_name,
+        "config": optimizer.config(),
+        "seed": seed,
+        "inputs": input_names,
+    }
+    runs = []
+    artifacts = []
+    for model in models:
+        run_dir = out / ".runs" / fingerprint(command, model)
+        entry, path = _compile_one(
+            optimizer,
+            program,
+            name,
+            model,
+            trainset,
+            devset,
+            testset,
+            metric,
+            seed=seed,
+            budget=budget,
+            run_dir=run_dir,
+            out=out,
+            baseline=baseline,
+            progress=progress,
+            concurrency=concurrency,
+        )
+        runs.append(entry)
+        artifacts.append(path)
+    report = {
+        "title": f"lmforge compile report: {name}",
+        "program": program_spec,
+        "lmforge_version": lf.__version__,
+        "command": {k: v for k, v in command.items() if k != "program_state"},
+        "runs": runs,
+    }
+    write_json_atomic(out / "report.json", report)
+    html = _write_html(report, out / "report.html")
+    _print_summary(runs, artifacts, out / "report.json", html)
+
+
+def make_lm(model: str) -> lf.LM:
+    """The LM for a ``--model`` name."""
+    return lf.LM(model)
+
+
+def _compile_one(
+    optimizer: Any,
+    program: lf.Module,
+    name: str,
+    model: str,
+    trainset: list[lf.Example],
+    devset: list[lf.Example] | None,
+    testset: list[lf.Example] | None,
+    metric: Any,
+    *,
+    seed: int,
+    budget: Any,
+    run_dir: Path,
+    out: Path,
+    baseline: bool,
+    progress: bool,
+    concurrency: int | None,
+) -> tuple[dict[str, Any], Path]:
+    lm = make_lm(model)
+    started = time.perf_counter()
+    compiled = optimizer.compile(
+        program,
+        trainset,
+        metric=metric,
+        valset=devset,
+        lm=lm,
+        seed=seed,
+        budget=budget,
+        run_dir=run_dir,
+        progress=progress,
+        concurrency=concurrency,
+    )
+    meta: dict[str, Any] = compiled.artifact_meta
+    scores: dict[str, Any] = dict(meta.get("scores") or {})
+    extra_usage: dict[str, Any] = {}
+    held_out = testset or devset
+    with lf.use(lm=lm):
+        if testset:
+            result = lf.evaluate(
+                compiled,
+                testset,
+                metric,
+                concurrency=concurrency,
+                progress=progress,
+                description="test",
+            )
+            scores["test"] = result.score
+            scores["test_failures"] = result.num_failures
+            extra_usage["test_lm_calls"] = result.usage.get("lm_calls")
+        if baseline and held_out:
+            uncompiled = program.deepcopy()
+            uncompiled.set_lm(lm)
+            result = lf.evaluate(
+                uncompiled,
+                held_out,
+                metric,
+                concurrency=concurrency,
+                progress=progress,
+                description="baseline",
+            )
+            scores["baseline"] = result.score
+            scores["baseline_split"] = "test" if testset else "dev"
+            extra_usage["baseline_lm_calls"] = result.usage.get("lm_calls")
+    meta["scores"] = {k: v for k, v in scores.items() if k in ("dev", "test")}
+    compiled.artifact_meta = meta  # type: ignore[attr-defined]
+    path = out / f"{name}@{model_slug(model)}.json"
+    compiled.save(path)
+    info = getattr(compiled, "compile_info", {})
+    candidates = [dict(c) for c in meta.get("candidates") or []]
+    for candidate in candidates:
+        candidate["best"] = candidate.get("candidate") == meta.get("chosen_candidate")
+    entry = {
+        "model": model,
+        "optimizer": optimizer.name,
+        "config": optimizer.config(),
+        "artifact": str(path),
+        "seed": seed,
+        "scores": scores,
+        "trials": meta.get("trials") or [],
+        "candidates": candidates,
+        "prompts": _prompts(compiled, lm),
+        "usage": {
+            **meta.get("usage", {}),
+            "backend_calls": info.get("backend_calls"),
+            "cache_hits": info.get("cache_hits"),
+            "restored_steps": info.get("restored_steps"),
+            **extra_usage,
+        },
+        "estimated_lm_calls": meta.get("estimated_lm_calls"),
+        "wall_s": round(time.perf_counter() - started, 3),
+        "stopped": meta.get("stopped"),
+        "run_dir": str(run_dir),
+    }
+    return entry, path
+
+
+def _prompts(program: lf.Module, lm: lf.LM) -> dict[str, Any]:
+    prompts: dict[str, Any] = {}
+    for name, predictor in program.named_predictors():
+        placeholders = {f.name: "{" + f.name + "}" for f in predictor.signature.input_fields}
+        try:
+            text = predictor.format(placeholders, lm=lm).render()
+        except lf.LMForgeError as exc:
+            text = f"(cannot render: {exc})"
+        prompts[name] = {
+            "instructions": predictor.signature.instructions,
+            "demos": len(predictor.demos),
+            "prompt": text,
+        }
+    return prompts
+
+
+def _write_html(report: dict[str, Any], path: Path) -> Path | None:
+    try:
+        from lmforge.optimizers.report import write_html
+    except ImportError:
+        return None
+    try:
+        return write_html(report, path)  # type: ignore[no-any-return]
+    except MissingExtraError as exc:
+        typer.echo(f"lmforge: report.html skipped: {exc}", err=True)
+        return None
+
+
+def _pct(value: Any) -> str:
+    return f"{100 * value:.1f}%" if isinstance(value, int | float) else "-"
+
+
+def _print_summary(
+    runs: list[dict[str, Any]], artifacts: list[Path], report: Path, html: Path | None
+) -> None:
+    from rich.table import Table
+
+    table = Table(title="lmforge compile")
+    for column in ("model", "baseline", "dev", "test", "LM calls", "cached", "stopped", "artifact"):
+        table.add_column(column)
+    for run, artifact in zip(runs, artifacts, strict=True):
+        scores, usage = run["scores"], run["usage"]
+        table.add_row(
+            run["model"],
+            _pct(scores.get("baseline")),
+            _pct(scores.get("dev")),
+            _pct(scores.get("test")),
+            str(usage.get("backend_calls", "-")),
+            str(usage.get("cache_hits", "-")),
+            "budget" if run.get("stopped") else "-",
+            str(artifact),
+        )
+    console = make_console()
+    console.print(table)
+    console.print(
+        f"report: {report}" + (f" and {html}" if html else ""), markup=False, highlight=False
+    )

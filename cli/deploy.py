@@ -1,0 +1,187 @@
+"""``lmforge export``, ``lmforge serve`` and ``lmforge bench``: bundles, serving, load tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import warnings
+from pathlib import Path
+
+import typer
+from lmforge.errors import MissingExtraError, UsageError
+
+from .app import app, friendly
+
+__all__: list[str] = []
+
+
+@app.command("export")
+@friendly
+def export(
+    artifact: Path = typer.Argument(..., help="A compiled program (artifact JSON)."),
+    target: str = typer.Option(
+        ..., "--target", "-t", help="vllm (self-hosted vLLM) or managed (provider API)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="The bundle directory to write."),
+    force: bool = typer.Option(False, help="Replace a non-empty --out."),
+    name: str | None = typer.Option(None, help="Program name in URLs and as the OpenAI model id."),
+    model: str | None = typer.Option(
+        None, help="vllm: HF model id or folder; managed: provider model or ft: id."
+    ),
+    max_tokens: int = typer.Option(256, help="Output tokens per LM call."),
+    max_num_seqs: int = typer.Option(16, help="vLLM sequences in flight."),
+    max_model_len: int | None = typer.Option(None, help="Override the derived max-model-len."),
+    tensor_parallel_size: int = typer.Option(1, help="GPUs per vLLM replica."),
+    gpu: str | None = typer.Option(
+        None, help="GPU for the memory plan (L4, A10G, A100-80GB, H100, ...)."
+    ),
+    gpu_memory_gib: float | None = typer.Option(
+        None, help="GPU memory for the memory plan, instead of --gpu."
+    ),
+    gpu_memory_utilization: float = typer.Option(0.9, help="vLLM's share of GPU memory."),
+    dtype: str = typer.Option("bfloat16", help="Weights and KV-cache dtype."),
+    model_config: Path | None = typer.Option(
+        None, help="The model's config.json for the memory plan."
+    ),
+    lora: Path | None = typer.Option(None, help="A PEFT LoRA adapter folder to serve (vllm)."),
+    reference_data: Path | None = typer.Option(
+        None, help="Dev-set JSONL for drift reference statistics."
+    ),
+    skip_memory_check: bool = typer.Option(
+        False, help="Write the bundle even if the memory plan does not fit."
+    ),
+    api_key_env: str | None = typer.Option(
+        None, help="managed: the provider key's environment variable."
+    ),
+    fallback_model: str | None = typer.Option(
+        None, help="managed: a second model used when the first fails."
+    ),
+    image: str | None = typer.Option(None, help="The program server image name in k8s manifests."),
+) -> None:
+    """Export a compiled artifact as a served bundle for vLLM or a managed API."""
+    from lmforge.targets.export import ExportOptions, export_bundle
+
+    if target not in ("vllm", "managed"):
+        raise UsageError(f"unknown target {target!r}; use --target vllm or --target managed")
+    options = ExportOptions(
+        target=target,  # type: ignore[arg-type]
+        name=name,
+        model=model,
+        max_tokens=max_tokens,
+        max_num_seqs=max_num_seqs,
+        max_model_len=max_model_len,
+        tensor_parallel_size=tensor_parallel_size,
+        gpu=gpu,
+        gpu_memory_gib=gpu_memory_gib,
+        gpu_memory_utilization=gpu_memory_utilization,
+        dtype=dtype,
+        model_config=model_config,
+        lora=lora,
+        reference_data=reference_data,
+        skip_memory_check=skip_memory_check,
+        api_key_env=api_key_env,
+        fallback_model=fallback_model,
+        image=image,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the notes below repeat them
+        result = export_bundle(artifact, out, options, force=force)
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
+    if result.memory_plan is not None:
+        typer.echo(result.memory_plan.summary())
+    typer.echo(f"wrote {target} bundle {result.path} ({len(result.manifest['files']) + 1} files)")
+
+
+@app.command("serve")
+@friendly
+def serve(
+    bundle: Path = typer.Argument(..., help="A bundle directory written by `lmforge export`."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8080, help="Port to listen on."),
+    insecure_no_auth: bool = typer.Option(
+        False, "--insecure-no-auth", help="Serve without API keys (local use only)."
+    ),
+    max_concurrency: int | None = typer.Option(
+        None, help="Program calls in flight before answering 503."
+    ),
+    graceful_timeout: float = typer.Option(
+        30.0, help="Seconds to finish in-flight requests on shutdown."
+    ),
+) -> None:
+    """Run a bundle's program server (API keys from $LMFORGE_API_KEYS)."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise MissingExtraError("uvicorn", "serve", "lmforge serve") from None
+    from lmforge.targets.bundle import load_bundle, read_serving
+    from lmforge.targets.config import ServerConfig, api_keys_from_env
+    from lmforge.targets.server import create_app
+
+    serving = read_serving(bundle) if (bundle / "serving.json").is_file() else {}
+    limits = dict(serving.get("server", {}))
+    if max_concurrency is not None:
+        limits["max_concurrency"] = max_concurrency
+    config = ServerConfig(
+        name=serving.get("name", "program"),
+        api_keys=api_keys_from_env(),
+        insecure_no_auth=insecure_no_auth,
+        **limits,
+    )
+    program, config = load_bundle(bundle, config)
+    app_ = create_app(program, config)
+    if insecure_no_auth:
+        typer.echo("warning: serving WITHOUT authentication (--insecure-no-auth)", err=True)
+    typer.echo(
+        f"serving {config.name} on http://{host}:{port} (POST /v1/programs/{config.name})", err=True
+    )
+    uvicorn.run(
+        app_,
+        host=host,
+        port=port,
+        timeout_graceful_shutdown=int(graceful_timeout),
+        log_level="info",
+        access_log=False,
+        server_header=False,
+    )
+
+
+@app.command("bench")
+@friendly
+def bench(
+    url: str = typer.Argument(
+        ..., help="The program endpoint, e.g. http://127.0.0.1:8080/v1/programs/triage."
+    ),
+    input: str = typer.Option(
+        ..., "--input", "-i", help="Inputs as a JSON object, sent with every request."
+    ),
+    concurrency: int = typer.Option(8, help="Requests in flight."),
+    requests: int = typer.Option(100, help="Requests in total."),
+    api_key: str | None = typer.Option(
+        None, help="Bearer key (default: first of $LMFORGE_API_KEYS)."
+    ),
+) -> None:
+    """Load-test a served program: p50/p95/p99 latency, throughput and errors."""
+    from lmforge.targets.loadtest import run_load
+
+    try:
+        payload = json.loads(input)
+    except ValueError as exc:
+        raise UsageError(f"--input is not valid JSON ({exc.msg})") from None
+    if not isinstance(payload, dict):
+        raise UsageError("--input must be a JSON object of the program's inputs")
+    if concurrency < 1 or requests < 1:
+        raise UsageError("--concurrency and --requests must be at least 1")
+    key = api_key or (os.environ.get("LMFORGE_API_KEYS", "").split(",")[0].strip() or None)
+    result = asyncio.run(
+        run_load(url, payload, requests=requests, concurrency=concurrency, api_key=key)
+    )
+    s = result.summary()
+    typer.echo(
+        f"{s['ok']}/{s['requests']} ok at concurrency {s['concurrency']} in {s['wall_s']} s: "
+        f"{s['throughput_rps']} req/s; latency p50 {s['p50_ms']} ms, p95 {s['p95_ms']} ms, "
+        f"p99 {s['p99_ms']} ms; errors: {s['errors'] or 'none'}"
+    )
+    if result.errors:
+        raise typer.Exit(1)

@@ -1,0 +1,85 @@
+"""``lmforge eval``: score a compiled program on a labeled JSONL file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lmforge as lf
+import typer
+
+from .app import app, friendly
+from .loading import console as make_console
+from .loading import load_data, load_metric, program_inputs
+from .run import load_program
+
+__all__ = ["eval_command"]
+
+
+@app.command("eval")
+@friendly
+def eval_command(
+    artifact: Path = typer.Argument(..., help="A compiled program (artifact JSON)."),
+    data: Path = typer.Option(..., "--data", help="Labeled examples (JSONL)."),
+    metric_spec: str = typer.Option(
+        ..., "--metric", help="exact_match, f1, contains, or path/to/file.py:metric."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Override the model of every predictor."
+    ),
+    inputs: str | None = typer.Option(
+        None, "--inputs", help="Comma-separated input keys (default: the program's)."
+    ),
+    concurrency: int | None = typer.Option(None, "--concurrency", help="Parallel LM calls."),
+    failures: int = typer.Option(10, "--failures", help="How many failed examples to list."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the result (with every row) as JSON."
+    ),
+    progress: bool = typer.Option(
+        True, "--progress/--no-progress", help="Progress bar (on a terminal)."
+    ),
+) -> None:
+    """Score ARTIFACT on --data with --metric and print the score table."""
+    program = load_program(artifact, model=model)
+    metric = load_metric(metric_spec)
+    names = [n.strip() for n in (inputs or "").split(",") if n.strip()] or program_inputs(program)
+    examples = load_data(data, names, program, builtin_metric=":" not in metric_spec)
+    result = lf.evaluate(
+        program, examples, metric, concurrency=concurrency, progress=progress and not as_json
+    )
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        return
+    _print_table(artifact, data, result, failures)
+
+
+def _print_table(artifact: Path, data: Path, result: lf.EvaluationResult, limit: int) -> None:
+    from rich.table import Table
+
+    usage = result.usage
+    table = Table(title=f"{artifact.name} on {data.name}")
+    for column in ("metric", "score", "examples", "failed", "LM calls", "cached", "tokens", "cost"):
+        table.add_column(column)
+    tokens = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+    cost = usage.get("cost_usd")
+    table.add_row(
+        result.metric,
+        f"{result.percent:.1f}%",
+        str(result.n),
+        str(result.num_failures),
+        str(usage.get("lm_calls", 0)),
+        str(usage.get("cache_hits", 0)),
+        str(tokens),
+        f"${cost:.4f}" if cost is not None else "-",
+    )
+    console = make_console()
+    console.print(table)
+    for row in result.failures[:limit]:
+        console.print(
+            f"failed #{row.index}: {row.error_type}: {row.error}", markup=False, highlight=False
+        )
+    hidden = result.num_failures - limit
+    if hidden > 0:
+        console.print(
+            f"... and {hidden} more failed example(s) (use --json for every row)", markup=False
+        )

@@ -1,0 +1,170 @@
+"""Resolving what the command line names: programs, metrics, datasets, model file names."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lmforge as lf
+from lmforge.errors import UsageError
+from lmforge.metrics import BUILTIN
+
+__all__ = [
+    "console",
+    "load_data",
+    "load_metric",
+    "load_target",
+    "model_slug",
+    "program_inputs",
+    "resolve_object",
+]
+
+
+def model_slug(model: str) -> str:
+    """A file-name-safe form of a model name (``openai/gpt-4o-mini`` -> ``openai_gpt-4o-mini``)."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("._")
+    return slug or "model"
+
+
+def _import_file(path: Path) -> Any:
+    """Import a Python file; inside a package (``__init__.py`` files) it is imported under
+    its dotted name, so relative imports and artifact class paths work."""
+    path = path.resolve()
+    parts = [path.stem]
+    root = path.parent
+    while (root / "__init__.py").exists():
+        parts.insert(0, root.name)
+        root = root.parent
+    name = ".".join(parts)
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    if len(parts) > 1:
+        return importlib.import_module(name)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"{path}: cannot import it as Python")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def resolve_object(spec: str, what: str) -> Any:
+    """``path/to/file.py:name`` or ``package.module:name`` -> the object (dotted names allowed)."""
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise UsageError(
+            f"{what} {spec!r} must look like path/to/file.py:name or package.module:name"
+        )
+    try:
+        if target.endswith(".py") or "/" in target or "\\" in target:
+            file = Path(target)
+            if not file.is_file():
+                raise UsageError(f"{what} {spec!r}: no such file {target}")
+            module = _import_file(file)
+        else:
+            module = importlib.import_module(target)
+    except UsageError:
+        raise
+    except ImportError as exc:
+        raise UsageError(f"{what} {spec!r}: cannot import {target} ({exc})") from None
+    except Exception as exc:
+        raise UsageError(
+            f"{what} {spec!r}: importing {target} failed ({type(exc).__name__}: {exc})"
+        ) from None
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise UsageError(f"{what} {spec!r}: {target} has no attribute {attr!r}") from None
+    return obj
+
+
+def load_target(spec: str) -> tuple[lf.Module, str]:
+    """The program named on the command line and its short name: an artifact file, or
+    ``file.py:object`` (a Module instance, a Module class or a function returning one)."""
+    path = Path(spec)
+    if path.suffix == ".json" and ":" not in path.name:
+        program = lf.load(path)
+        return program, path.stem.split("@", 1)[0]
+    obj = resolve_object(spec, "program")
+    name = spec.rpartition(":")[2].split(".")[-1]
+    if isinstance(obj, lf.Module):
+        return obj.deepcopy(), name
+    if callable(obj):
+        try:
+            built = obj()
+        except TypeError as exc:
+            raise UsageError(
+                f"program {spec!r}: calling it with no arguments failed ({exc})"
+            ) from None
+        if isinstance(built, lf.Module):
+            return built, name
+    raise UsageError(
+        f"program {spec!r} is not an lf.Module (nor a class or function that builds one)"
+    )
+
+
+def load_metric(spec: str) -> Callable[..., Any]:
+    """A built-in metric name (``exact_match``, ``f1``, ``contains``) or an import path."""
+    if spec in BUILTIN:
+        return BUILTIN[spec]
+    if ":" not in spec:
+        raise UsageError(
+            f"unknown metric {spec!r}; use a built-in ({', '.join(sorted(BUILTIN))}) "
+            "or an import path like path/to/file.py:metric"
+        )
+    metric = resolve_object(spec, "metric")
+    if isinstance(metric, type):
+        metric = metric()
+    if not callable(metric):
+        raise UsageError(
+            f"metric {spec!r} is not callable as metric(example, prediction, trace=None)"
+        )
+    return metric  # type: ignore[no-any-return]
+
+
+def program_inputs(program: lf.Module) -> list[str]:
+    """The program's input names: its first predictor's input fields."""
+    predictors = program.predictors()
+    if not predictors:
+        raise UsageError(f"{type(program).__name__} has no lf.Predict inside")
+    return [f.name for f in predictors[0].signature.input_fields]
+
+
+def load_data(
+    path: Path,
+    inputs: list[str],
+    program: lf.Module,
+    *,
+    builtin_metric: bool,
+    labels: list[str] | None = None,
+) -> list[lf.Example]:
+    """Load a JSONL split; with a built-in metric, check its labels name program outputs."""
+    from lmforge.data import DataError, load_jsonl
+
+    examples = load_jsonl(path, inputs=inputs, labels=labels)
+    if builtin_metric:
+        outputs = {f.name for p in program.predictors() for f in p.signature.output_fields}
+        found = [k for k in examples[0].labels() if k in outputs]
+        if not found:
+            raise DataError(
+                f"{path}: its label field(s) {sorted(examples[0].labels())} match no "
+                f"output field of the "
+                f"program ({sorted(outputs)}); rename the label or pass a custom --metric"
+            )
+    return examples
+
+
+def console() -> Any:
+    """A rich console for stdout; off a terminal it is wide, so tables are not truncated."""
+    from rich.console import Console
+
+    probe = Console()
+    return Console(soft_wrap=True, width=None if probe.is_terminal else 200)

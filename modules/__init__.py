@@ -1,0 +1,37 @@
+"""Composed modules built on ``lf.Predict``.
+
+Each adds one idea: ``ChainOfThought`` (a reasoning field), ``Chain`` (prompt chaining),
+``ReAct`` (a tool loop), ``BestOfN`` / ``Refine`` (resampling against a reward),
+``Majority`` / ``Ensemble`` (voting), ``Retrieve`` with ``BM25Retriever`` (retrieval).
+Every module runs sync and async, batches, exposes its inner predictors to optimizers,
+and saves to / loads from an artifact without pickling.
+"""
+
+from __future__ import annotations
+
+from .chain import Chain
+from .chain_of_thought import ChainOfThought
+from .ensemble import Ensemble, Majority, majority, normalize_answer
+from .react import ReAct
+from .retrieve import BM25Retriever, Passage, Retrieve, Retriever
+from .sampling import BestOfN, Refine, Reward
+from .tools import Tool, ToolArgumentError
+
+__all__ = [
+    "BM25Retriever",
+    "BestOfN",
+    "Chain",
+    "ChainOfThought",
+    "Ensemble",
+    "Majority",
+    "Passage",
+    "ReAct",
+    "Refine",
+    "Retrieve",
+    "Retriever",
+    "Reward",
+    "Tool",
+    "ToolArgumentError",
+    "majority",
+    "normalize_answer",
+]

@@ -1,0 +1,90 @@
+"""Optimizers: compile a program against labeled data into an optimized, per-model copy.
+
+    from lmforge.optimizers import BootstrapFewShot
+
+    compiled = BootstrapFewShot(max_bootstrapped_demos=4).compile(
+        program, trainset, metric=lf.metrics.exact_match, valset=devset,
+        lm=lf.LM("openai/gpt-4o-mini"),
+    )
+    compiled.save("triage@gpt-4o-mini.json")
+
+Optimizers are looked up by name (``lmforge compile --optimizer NAME``) in
+:data:`OPTIMIZERS`; classes load on first use, so importing this package is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from lmforge.errors import UsageError
+
+if TYPE_CHECKING:
+    from .base import Optimizer
+    from .bootstrap import BootstrapFewShot
+    from .instruction_search import InstructionSearch
+    from .labeled import LabeledFewShot
+    from .mipro import MIPRO
+    from .random_search import RandomSearch
+
+__all__ = [
+    "MIPRO",
+    "OPTIMIZERS",
+    "BootstrapFewShot",
+    "InstructionSearch",
+    "LabeledFewShot",
+    "Optimizer",
+    "RandomSearch",
+    "create",
+    "optimizer_class",
+]
+
+#: Optimizer name -> ``"module:Class"`` (imported on first use).
+OPTIMIZERS: dict[str, str] = {
+    "labeled": "lmforge.optimizers.labeled:LabeledFewShot",
+    "bootstrap": "lmforge.optimizers.bootstrap:BootstrapFewShot",
+    "random": "lmforge.optimizers.random_search:RandomSearch",
+    "mipro": "lmforge.optimizers.mipro:MIPRO",
+    "instructions": "lmforge.optimizers.instruction_search:InstructionSearch",
+}
+
+_CLASSES = {path.rsplit(":", 1)[1]: path for path in OPTIMIZERS.values()}
+_CLASSES["Optimizer"] = "lmforge.optimizers.base:Optimizer"
+
+
+def _load(path: str) -> Any:
+    module_name, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def optimizer_class(name: str) -> type[Optimizer]:
+    """The optimizer class registered under ``name`` (``bootstrap``, ``random``, ...)."""
+    path = OPTIMIZERS.get(name)
+    if path is None:
+        raise UsageError(
+            f"unknown optimizer {name!r}; choose one of: {', '.join(sorted(OPTIMIZERS))}"
+        )
+    return _load(path)  # type: ignore[no-any-return]
+
+
+def create(name: str, **options: Any) -> Optimizer:
+    """Build the optimizer named ``name`` with ``options`` (its constructor arguments)."""
+    cls = optimizer_class(name)
+    try:
+        return cls(**options)
+    except TypeError as exc:
+        raise UsageError(f"optimizer {name!r}: bad option(s): {exc}") from None
+
+
+def __getattr__(name: str) -> Any:
+    path = _CLASSES.get(name)
+    if path is None:
+        for registered in OPTIMIZERS.values():
+            if registered.rsplit(":", 1)[1] == name:
+                path = registered
+                break
+    if path is None:
+        raise AttributeError(f"module 'lmforge.optimizers' has no attribute {name!r}")
+    value = _load(path)
+    globals()[name] = value
+    return value

@@ -1,0 +1,284 @@
+"""The optimizer contract: ``compile(program, trainset, *, metric, ...) -> Module``.
+
+Subclasses implement three things:
+
+- ``config()``: their settings as JSON (recorded in the artifact and in the run's identity);
+- ``estimate_calls(program, trainset, valset)``: an upper bound of the LM calls a fresh run
+  makes (printed before the run starts);
+- ``_compile(run)``: the search itself, written against :class:`lmforge.optimizers.run.Run`
+  (checkpointed steps, evaluations, seeded randomness, candidates). It returns the program
+  it chose. It may raise :class:`lmforge.BudgetExceededError` at any point (any LM call
+  can); :meth:`Optimizer.compile` then returns the best candidate recorded so far.
+
+An optimizer object only holds its settings: every ``compile`` call starts from scratch
+(or from its run directory), so one optimizer can compile many programs, also at once.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lmforge as lf
+from lmforge import settings as _settings
+from lmforge.budget import Budget, BudgetMeter, enforce
+from lmforge.errors import BudgetExceededError, UsageError
+from lmforge.trace import track
+
+from .progress import CompileProgress
+from .run import Run, RunStore, jsonable, program_fingerprint
+
+__all__ = ["Optimizer", "check_dataset", "target_model"]
+
+
+class Optimizer(abc.ABC):
+    """Base class of optimizers (see the module docstring for what subclasses implement)."""
+
+    #: The name used on the command line and in artifacts (``lmforge compile --optimizer``).
+    name: ClassVar[str] = "optimizer"
+
+    @abc.abstractmethod
+    def config(self) -> dict[str, Any]:
+        """This optimizer's settings as JSON-safe data."""
+
+    @abc.abstractmethod
+    def estimate_calls(
+        self,
+        program: lf.Module,
+        trainset: Sequence[lf.Example],
+        valset: Sequence[lf.Example] | None,
+    ) -> int:
+        """An upper bound of the LM calls a fresh, uncached run makes."""
+
+    @abc.abstractmethod
+    def _compile(self, run: Run) -> lf.Module:
+        """Search, using ``run``; return the chosen program (a copy, never ``run.student``'s
+        caller-owned original)."""
+
+    # -- the public entry point -----------------------------------------------------------
+
+    def compile(
+        self,
+        program: lf.Module,
+        trainset: Sequence[lf.Example],
+        *,
+        metric: Callable[..., Any],
+        valset: Sequence[lf.Example] | None = None,
+        lm: lf.LM | None = None,
+        seed: int = 0,
+        budget: Budget | None = None,
+        run_dir: str | Path | None = None,
+        progress: bool = True,
+        concurrency: int | None = None,
+    ) -> lf.Module:
+        """Compile ``program`` against ``trainset`` and return an optimized copy.
+
+        Args:
+            program: the program to optimize (never modified).
+            trainset: labeled ``lf.Example`` items (inputs marked with ``with_inputs``).
+            metric: ``metric(example, prediction, trace=None) -> float | bool``.
+            valset: examples to score candidates on (optimizers that need one fall back
+                to the trainset when it is missing).
+            lm: the task model; defaults to ``lf.use(lm=...)``. Predictors without their
+                own LM are pinned to it in the result, so the artifact records it.
+            seed: every random choice derives from it.
+            budget: ``lf.Budget(max_lm_calls=..., max_cost_usd=...)``; when spent, the run
+                stops and the best program found so far is returned (``artifact_meta
+                ["stopped"]`` says why).
+            run_dir: a directory for checkpoints; rerunning with the same directory and
+                inputs resumes and skips finished work.
+            progress: show progress bars and messages (only drawn on a terminal).
+            concurrency: parallel LM calls (default ``lf.use(max_concurrency=...)``).
+
+        The result carries ``artifact_meta`` (saved by ``program.save(path)``): target
+        model, optimizer name and config, seed, dataset hashes, dev score, usage, the
+        candidates considered and the lmforge version.
+        """
+        from lmforge import __version__
+        from lmforge.data import dataset_hash
+
+        if not isinstance(program, lf.Module):
+            raise UsageError(f"compile() needs an lf.Module program, got {type(program).__name__}")
+        if not program.predictors():
+            raise UsageError(
+                f"{type(program).__name__} has no lf.Predict inside; there is nothing to optimize"
+            )
+        if not callable(metric) and not callable(getattr(metric, "acall", None)):
+            raise UsageError("metric must be callable as metric(example, prediction, trace=None)")
+        train = check_dataset(trainset, "trainset")
+        if not train:
+            raise UsageError("trainset is empty; compile needs labeled examples")
+        val = check_dataset(valset, "valset") if valset is not None else None
+        limit = concurrency if concurrency is not None else _settings.current().max_concurrency
+        if limit < 1:
+            raise UsageError("concurrency must be at least 1")
+        model = lm.model if lm is not None else target_model(program)
+        student = program.deepcopy()
+        from lmforge.metrics import metric_name
+
+        identity = {
+            "optimizer": self.name,
+            "config": self.config(),
+            "seed": seed,
+            "program": program_fingerprint(student),
+            "model": model,
+            "metric": metric_name(metric),
+            "train": dataset_hash(train),
+            "dev": dataset_hash(val) if val is not None else None,
+        }
+        store = RunStore(run_dir, identity)
+        meter = BudgetMeter(
+            budget or Budget(),
+            spent_calls=int(store.state.get("budget_calls") or 0),
+            spent_cost=float(store.state.get("budget_cost") or 0.0),
+        )
+        estimate = self.estimate_calls(student, train, val)
+        started = time.perf_counter()
+        scope = lf.use(lm=lm) if lm is not None else contextlib.nullcontext()
+        with (
+            CompileProgress(f"{self.name}", enabled=progress) as bar,
+            scope,
+            enforce(meter),
+            track() as tracker,
+        ):
+            run = Run(
+                optimizer=self.name,
+                student=student,
+                trainset=train,
+                valset=val,
+                metric=metric,
+                seed=seed,
+                lm=lm,
+                store=store,
+                meter=meter,
+                progress=bar,
+                concurrency=limit,
+            )
+            run.note(self._estimate_line(estimate, train, val, budget, meter))
+            result, dev, stopped = self._search(run, val)
+            usage = run.usage(tracker)
+            backend_calls, cache_hits = tracker.lm_calls, tracker.cache_hits
+        if stopped is not None:
+            best = f"dev {100 * dev:.1f}%" if dev is not None else "no candidate was scored yet"
+            run.note(f"stopped early: {stopped}; returning the best program found so far ({best})")
+        if lm is not None:
+            for predictor in result.predictors():
+                if predictor.lm is None:
+                    predictor.lm = lm
+        result.artifact_meta = jsonable(
+            {  # type: ignore[attr-defined]
+                "target_model": model,
+                "optimizer": {"name": self.name, "config": self.config()},
+                "seed": seed,
+                "metric": metric_name(metric),
+                "datasets": {
+                    "train": {"sha256": identity["train"], "n": len(train)},
+                    "dev": {"sha256": identity["dev"], "n": len(val)} if val is not None else None,
+                },
+                "scores": {"dev": dev},
+                "usage": usage,
+                "estimated_lm_calls": estimate,
+                "stopped": stopped,
+                "candidates": [c.summary() for c in run.candidates],
+                "chosen_candidate": next(
+                    (c.number for c in run.candidates if c.program is result), None
+                ),
+                "trials": run.trials,
+                "lmforge_version": __version__,
+            }
+        )
+        result.compile_info = {  # type: ignore[attr-defined]
+            "backend_calls": backend_calls,
+            "cache_hits": cache_hits,
+            "restored_steps": store.restored,
+            "wall_s": round(time.perf_counter() - started, 3),
+            "run_dir": str(store.directory) if store.directory is not None else None,
+        }
+        return result
+
+    def _search(
+        self, run: Run, val: list[lf.Example] | None
+    ) -> tuple[lf.Module, float | None, str | None]:
+        """Run ``_compile``; on a spent budget fall back to the best so far. Returns the
+        program, its dev score (when known) and why the run stopped early (or ``None``)."""
+        stopped: str | None = None
+        result: lf.Module | None = None
+        try:
+            result = self._compile(run)
+        except BudgetExceededError as exc:
+            stopped = f"budget spent ({exc})"
+        best = run.best
+        if result is None:
+            if best is not None:
+                return best.program, best.score, stopped
+            return run.fallback or run.student, None, stopped
+        if best is not None and best.program is result:
+            return result, best.score, stopped
+        dev = None
+        if val:
+            try:
+                dev = run.evaluate(result, val, label="dev").score
+            except BudgetExceededError as exc:
+                stopped = f"budget spent ({exc}) before the final dev evaluation"
+        return result, dev, stopped
+
+    def _estimate_line(
+        self,
+        estimate: int,
+        train: list[lf.Example],
+        val: list[lf.Example] | None,
+        budget: Budget | None,
+        meter: BudgetMeter,
+    ) -> str:
+        data = f"{len(train)} train" + (f", {len(val)} dev" if val is not None else "")
+        line = (
+            f"{self.name}: at most ~{estimate} LM calls ({data}; cache hits and "
+            f"resumed steps are free)"
+        )
+        if budget is not None and not budget.unlimited:
+            limits = []
+            if budget.max_lm_calls is not None:
+                limits.append(f"{budget.max_lm_calls} calls")
+            if budget.max_cost_usd is not None:
+                limits.append(f"${budget.max_cost_usd:.2f}")
+            line += f"; budget {' / '.join(limits)}"
+            if meter.spent_calls:
+                line += f" ({meter.spent_calls} calls already spent by earlier attempts)"
+        return line
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def check_dataset(dataset: Sequence[lf.Example] | None, name: str) -> list[lf.Example]:
+    """``dataset`` as a list of ``lf.Example`` with inputs marked, or a ``UsageError``."""
+    if dataset is None:
+        return []
+    items = list(dataset)
+    for i, item in enumerate(items):
+        if not isinstance(item, lf.Example):
+            raise UsageError(
+                f"{name}[{i}] is a {type(item).__name__}, not an lf.Example; load data "
+                f"with lf.data.load_jsonl"
+            )
+        if item.input_keys is None:
+            raise UsageError(
+                f"{name}[{i}] has no inputs marked; build it with .with_inputs('field', ...)"
+            )
+    return items
+
+
+def target_model(program: lf.Module) -> str | None:
+    """The model a compile targets: the configured LM's, else the program's first pinned LM."""
+    configured = _settings.current().lm
+    if configured is not None:
+        return configured.model
+    for predictor in program.predictors():
+        if predictor.lm is not None:
+            return predictor.lm.model
+    return None

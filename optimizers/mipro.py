@@ -1,0 +1,227 @@
+"""``MIPRO``: instruction proposals x demo sets, searched with optuna's TPE over minibatches.
+
+1. Candidates (checkpointed in the run directory, computed once even with several
+   workers): demo sets (zero-shot, labeled-only, then bootstrapped on seeded shuffles of the
+   training set) and instruction candidates per predictor, written by a separate
+   ``prompt_lm`` from a data summary, the program's structure and bootstrapped demos.
+2. Search: each trial picks (instruction, demo set) per predictor with a TPE sampler and
+   scores that program on a seeded minibatch of the valset. The best candidate by mean
+   minibatch score is scored on the full valset every ``full_eval_steps`` trials and at the
+   end; the best fully scored program wins.
+
+The study lives in optuna storage (``sqlite:///<run_dir>/study.db`` by default, or any
+optuna storage URL), named from the run's identity: a killed run resumes where it stopped
+(completed trials are kept; a trial cut off by the kill is drawn again in the same slot, so
+the result matches an uninterrupted run) and several worker processes can share one study.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import lmforge as lf
+from lmforge.errors import MissingExtraError, UsageError
+
+from .base import Optimizer
+from .candidates import CandidateSpace, build_space, data_summary
+from .proposer import as_lm
+from .run import Run, fingerprint
+
+__all__ = ["AUTO", "MIPRO", "auto_plan"]
+
+#: Candidates per predictor for each ``auto`` level (instructions and demo sets each).
+AUTO: dict[str, int] = {"light": 6, "medium": 12, "heavy": 18}
+
+
+def auto_plan(level: str, num_predictors: int) -> dict[str, int]:
+    """Instruction candidates, demo sets and trials for an ``auto`` level.
+
+    Trials grow with the number of choices: ``max(2 * vars * log2(n), 1.5 * n)`` where
+    ``vars`` is two per predictor (instruction and demo set) and ``n`` the candidates.
+    """
+    if level not in AUTO:
+        raise UsageError(f"MIPRO(auto={level!r}) is not a level; use one of {', '.join(AUTO)}")
+    n = AUTO[level]
+    variables = 2 * num_predictors
+    trials = int(max(2 * variables * math.log2(n), 1.5 * n))
+    return {"num_instruction_candidates": n, "num_demo_sets": n, "num_trials": trials}
+
+
+class MIPRO(Optimizer):
+    """Search instructions and demo sets jointly (MIPROv2-style) with optuna's TPE sampler.
+
+    Args:
+        auto: ``"light"``, ``"medium"`` or ``"heavy"`` sets candidates and trials (default
+            ``"light"`` unless ``num_trials`` is given).
+        num_trials: search trials (instead of ``auto``).
+        minibatch_size: valset examples scored per trial (the full valset when smaller).
+        num_instruction_candidates: instructions per predictor, the original included.
+        num_demo_sets: demo sets, zero-shot and labeled-only included.
+        max_bootstrapped_demos / max_labeled_demos: demos per bootstrapped set.
+        full_eval_steps: score the best candidate on the full valset every this many trials.
+        prompt_lm: the model that writes instructions, an ``lf.LM`` or a model name
+            (default: the task model).
+        storage: an optuna storage URL (default: SQLite in the run directory; in memory
+            without one). Workers sharing a storage and run directory share the study.
+    """
+
+    name = "mipro"
+
+    def __init__(
+        self,
+        auto: str | None = None,
+        *,
+        num_trials: int | None = None,
+        minibatch_size: int = 25,
+        num_instruction_candidates: int | None = None,
+        num_demo_sets: int | None = None,
+        max_bootstrapped_demos: int = 4,
+        max_labeled_demos: int = 4,
+        full_eval_steps: int = 5,
+        prompt_lm: lf.LM | str | None = None,
+        storage: str | None = None,
+    ) -> None:
+        if auto is not None and num_trials is not None:
+            raise UsageError("give MIPRO either auto=... or num_trials=..., not both")
+        if num_trials is None and auto is None:
+            auto = "light"
+        if auto is not None and auto not in AUTO:
+            raise UsageError(f"MIPRO(auto={auto!r}) is not a level; use one of {', '.join(AUTO)}")
+        for label, value, least in (
+            ("num_trials", num_trials, 1),
+            ("minibatch_size", minibatch_size, 1),
+            ("num_instruction_candidates", num_instruction_candidates, 1),
+            ("num_demo_sets", num_demo_sets, 1),
+            ("max_bootstrapped_demos", max_bootstrapped_demos, 0),
+            ("max_labeled_demos", max_labeled_demos, 0),
+            ("full_eval_steps", full_eval_steps, 1),
+        ):
+            if value is not None and value < least:
+                raise UsageError(f"MIPRO({label}=...) must be at least {least}")
+        self.auto = auto
+        self.num_trials = num_trials
+        self.minibatch_size = minibatch_size
+        self.num_instruction_candidates = num_instruction_candidates
+        self.num_demo_sets = num_demo_sets
+        self.max_bootstrapped_demos = max_bootstrapped_demos
+        self.max_labeled_demos = max_labeled_demos
+        self.full_eval_steps = full_eval_steps
+        self.prompt_lm = as_lm(prompt_lm)
+        self.storage = storage
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "auto": self.auto,
+            "num_trials": self.num_trials,
+            "minibatch_size": self.minibatch_size,
+            "num_instruction_candidates": self.num_instruction_candidates,
+            "num_demo_sets": self.num_demo_sets,
+            "max_bootstrapped_demos": self.max_bootstrapped_demos,
+            "max_labeled_demos": self.max_labeled_demos,
+            "full_eval_steps": self.full_eval_steps,
+            "prompt_model": self.prompt_lm.model if self.prompt_lm is not None else None,
+        }
+
+    def plan(self, num_predictors: int) -> dict[str, int]:
+        """The resolved trial count, instruction candidates and demo sets."""
+        base = (
+            auto_plan(self.auto, num_predictors)
+            if self.auto is not None
+            else {
+                "num_instruction_candidates": 5,
+                "num_demo_sets": 5,
+                "num_trials": self.num_trials or 1,
+            }
+        )
+        if self.num_instruction_candidates is not None:
+            base["num_instruction_candidates"] = self.num_instruction_candidates
+        if self.num_demo_sets is not None:
+            base["num_demo_sets"] = self.num_demo_sets
+        return base
+
+    def estimate_calls(
+        self,
+        program: lf.Module,
+        trainset: Sequence[lf.Example],
+        valset: Sequence[lf.Example] | None,
+    ) -> int:
+        steps = len(program.predictors())
+        plan = self.plan(steps)
+        val = len(valset) if valset else len(trainset)
+        batch = min(self.minibatch_size, val)
+        proposals = 1 + steps * (plan["num_instruction_candidates"] - 1)
+        bootstraps = max(0, plan["num_demo_sets"] - 2) * len(trainset) * steps
+        trials = plan["num_trials"] * batch * steps
+        full = 0
+        if val > batch:
+            full = (2 + plan["num_trials"] // self.full_eval_steps) * val * steps
+        return proposals + bootstraps + trials + full
+
+    # -- the search -------------------------------------------------------------------------
+
+    def _compile(self, run: Run) -> lf.Module:
+        _require_optuna()
+        from . import mipro_search
+
+        baseline = run.student.deepcopy()
+        run.set_fallback(baseline)
+        plan = self.plan(len(baseline.predictors()))
+        with self._exclusive(run):
+            run.progress.phase("summarising data")
+            summary = data_summary(run, self.prompt_lm)
+            run.progress.phase("building candidates")
+            space = build_space(
+                run,
+                baseline,
+                summary=summary,
+                prompt_lm=self.prompt_lm,
+                num_instructions=plan["num_instruction_candidates"],
+                num_demo_sets=plan["num_demo_sets"],
+                max_bootstrapped=self.max_bootstrapped_demos,
+                max_labeled=self.max_labeled_demos,
+            )
+        search = mipro_search.Search(
+            run,
+            baseline,
+            space,
+            num_trials=plan["num_trials"],
+            minibatch_size=self.minibatch_size,
+            full_eval_steps=self.full_eval_steps,
+            storage=self.storage,
+            study_name=self._study_name(run, space),
+        )
+        return search.execute()
+
+    @contextlib.contextmanager
+    def _exclusive(self, run: Run) -> Iterator[None]:
+        """Workers sharing a run directory build the candidates once: the first holds a file
+        lock while it does, the others then replay its checkpoints."""
+        path = run.store.path("candidates.lock")
+        if path is None:
+            yield
+            return
+        from filelock import FileLock
+
+        with FileLock(str(path)):
+            yield
+
+    @staticmethod
+    def _study_name(run: Run, space: CandidateSpace) -> str:
+        return f"lmforge-mipro-{fingerprint(run.store.identity, space.digest())[:16]}"
+
+
+def _require_optuna() -> None:
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise MissingExtraError("optuna", "optimize", "MIPRO's trial search") from None
+
+
+def search_space(space: CandidateSpace) -> Mapping[str, tuple[int, int]]:
+    """(instruction candidates, demo sets) per predictor: the choices a trial makes."""
+    return {
+        name: (len(space.instructions[name]), len(space.demo_sets)) for name in space.instructions
+    }

@@ -1,0 +1,512 @@
+"""Run machinery shared by every optimizer: checkpoints, seeded randomness, scored
+candidates, usage accounting and budgets.
+
+An optimizer's ``_compile`` receives a :class:`Run`. Every unit of work that costs LM
+calls goes through :meth:`Run.step` (or :meth:`Run.evaluate`, which is a step): its
+JSON result is written atomically to the run directory, and when the same run is started
+again (same program, data, seed and optimizer config) the step returns the stored result
+instead of calling the LM. Optimizers are written to *replay*: they run from the top every
+time and finished steps come back instantly, so a killed run continues where it stopped
+and ends with the same result.
+
+Usage (LM calls, tokens, cost) is accounted per step and stored with it, so the totals
+written into an artifact are the same whether work was done now, answered by the LM cache,
+or restored from a checkpoint: same seed + data + cache gives byte-identical artifacts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import random
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+import lmforge as lf
+from lmforge.artifact import write_json_atomic
+from lmforge.budget import BudgetMeter
+from lmforge.errors import UsageError
+from lmforge.evaluation import aevaluate, run_sync
+from lmforge.metrics import metric_name
+from lmforge.trace import LMCall, track
+
+from .progress import CompileProgress
+
+__all__ = [
+    "Candidate",
+    "Run",
+    "RunStore",
+    "Scored",
+    "fingerprint",
+    "jsonable",
+    "program_fingerprint",
+    "work_usage",
+]
+
+RUN_FORMAT = "lmforge.run"
+RUN_VERSION = 1
+
+
+# -- hashing and JSON helpers -------------------------------------------------------------
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data (pydantic models and enums converted)."""
+    from lmforge.adapters.coerce import _json_default
+
+    return json.loads(json.dumps(value, ensure_ascii=False, default=_json_default))
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of JSON-able ``parts``."""
+    blob = json.dumps(
+        jsonable(list(parts)), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def program_fingerprint(program: lf.Module) -> str:
+    """A hash of everything learnable in ``program`` (signatures, demos, adapters, LMs)."""
+    cls = type(program)
+    return fingerprint(f"{cls.__module__}:{cls.__qualname__}", program.state())
+
+
+# -- usage ------------------------------------------------------------------------------
+
+_USAGE_KEYS = ("lm_calls", "prompt_tokens", "completion_tokens", "cost_usd")
+
+
+def work_usage(calls: Iterable[LMCall]) -> dict[str, Any]:
+    """Usage of the work done by ``calls``, cache hits included (so it does not depend on
+    what the cache held): calls, tokens and USD cost (``None`` when no price is known)."""
+    usage: dict[str, Any] = {
+        "lm_calls": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cost_usd": None,
+    }
+    for call in calls:
+        if call.response is None:
+            continue
+        usage["lm_calls"] += 1
+        usage["prompt_tokens"] += call.prompt_tokens
+        usage["completion_tokens"] += call.completion_tokens
+        if call.cost is not None:
+            usage["cost_usd"] = (usage["cost_usd"] or 0.0) + call.cost
+    return usage
+
+
+def _add_usage(total: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    for key in ("lm_calls", "prompt_tokens", "completion_tokens"):
+        total[key] = total.get(key, 0) + int(extra.get(key) or 0)
+    if extra.get("cost_usd") is not None:
+        total["cost_usd"] = (total.get("cost_usd") or 0.0) + float(extra["cost_usd"])
+
+
+def _rounded(usage: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: usage.get(k, 0) for k in _USAGE_KEYS}
+    if out["cost_usd"] is not None:
+        out["cost_usd"] = round(float(out["cost_usd"]), 8)
+    return out
+
+
+class _Restored:
+    """Usage of steps restored from checkpoints inside an enclosing step (or the run)."""
+
+    def __init__(self) -> None:
+        self.usage: dict[str, Any] = {
+            "lm_calls": 0,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "cost_usd": None,
+        }
+        self.lock = threading.Lock()
+
+    def add(self, usage: Mapping[str, Any]) -> None:
+        with self.lock:
+            _add_usage(self.usage, usage)
+
+
+_restored_stack: ContextVar[tuple[_Restored, ...]] = ContextVar(
+    "lmforge_restored_usage", default=()
+)
+
+
+# -- the checkpoint store -----------------------------------------------------------------
+
+
+class RunStore:
+    """JSON checkpoints of one run, one file per step, each written atomically.
+
+    ``directory=None`` keeps checkpoints in memory (nothing is resumable). The directory's
+    ``run.json`` records the run's identity; opening it for a different run raises
+    :class:`UsageError` rather than mixing results.
+    """
+
+    def __init__(
+        self, directory: str | Path | None, identity: Mapping[str, Any] | None = None
+    ) -> None:
+        self.directory = Path(directory) if directory is not None else None
+        self._memory: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self.restored = 0
+        self.identity = jsonable(dict(identity or {}))
+        self.state: dict[str, Any] = {"budget_calls": 0, "budget_cost": 0.0}
+        if self.directory is not None:
+            self._open()
+
+    def _open(self) -> None:
+        assert self.directory is not None
+        (self.directory / "steps").mkdir(parents=True, exist_ok=True)
+        marker = self.directory / "run.json"
+        if marker.exists():
+            try:
+                data = json.loads(marker.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise UsageError(
+                    f"{marker} is unreadable ({exc}); delete the run directory to start over"
+                ) from None
+            if data.get("identity") != self.identity:
+                raise UsageError(
+                    f"{self.directory} holds a different run (other program, data, seed "
+                    f"or optimizer "
+                    "settings); pass a new run directory or delete this one"
+                )
+            self.state.update(data.get("state") or {})
+        else:
+            self._write_marker()
+
+    def _write_marker(self) -> None:
+        assert self.directory is not None
+        write_json_atomic(
+            self.directory / "run.json",
+            {
+                "format": RUN_FORMAT,
+                "version": RUN_VERSION,
+                "identity": self.identity,
+                "state": self.state,
+            },
+        )
+
+    @property
+    def persistent(self) -> bool:
+        return self.directory is not None
+
+    def path(self, name: str) -> Path | None:
+        """A file inside the run directory for the optimizer's own use (e.g. an optuna
+        SQLite study); ``None`` for in-memory runs."""
+        return self.directory / name if self.directory is not None else None
+
+    def _file(self, key: str) -> Path:
+        assert self.directory is not None
+        return self.directory / "steps" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The stored ``{"key", "value", "usage"}`` record of step ``key``, or ``None``."""
+        with self._lock:
+            if key in self._memory:
+                return self._memory[key]  # type: ignore[no-any-return]
+        if self.directory is None:
+            return None
+        file = self._file(key)
+        try:
+            record = json.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return None  # a torn or foreign file: recompute the step
+        if not isinstance(record, dict) or record.get("key") != key:
+            return None
+        with self._lock:
+            self._memory[key] = record
+        return record
+
+    def put(self, key: str, value: Any, usage: Mapping[str, Any]) -> dict[str, Any]:
+        """Store a finished step; returns the stored record (JSON round-tripped)."""
+        record = jsonable({"key": key, "value": value, "usage": dict(usage)})
+        with self._lock:
+            self._memory[key] = record
+        if self.directory is not None:
+            write_json_atomic(self._file(key), record)
+        return record
+
+    def save_state(self, **changes: Any) -> None:
+        """Update the run's small mutable state (e.g. budget spent so far)."""
+        with self._lock:
+            self.state.update(jsonable(changes))
+            if self.directory is not None:
+                self._write_marker()
+
+
+# -- results ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Scored:
+    """A checkpointed evaluation: mean ``score`` in [0, 1], per-example ``scores`` (in
+    dataset order), failure count and the first few failure messages."""
+
+    score: float
+    scores: tuple[float, ...]
+    failures: int
+    errors: tuple[str, ...] = ()
+
+    @property
+    def n(self) -> int:
+        return len(self.scores)
+
+
+@dataclasses.dataclass(slots=True)
+class Candidate:
+    """A program an optimizer considered, with its score (``None``: not scored)."""
+
+    number: int
+    kind: str
+    program: lf.Module = dataclasses.field(repr=False)
+    score: float | None
+    info: dict[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        demos = {name: len(p.demos) for name, p in self.program.named_predictors()}
+        return jsonable(
+            {
+                "candidate": self.number,
+                "kind": self.kind,
+                "score": self.score,
+                "demos": demos,
+                **self.info,
+            }
+        )
+
+
+# -- the run ----------------------------------------------------------------------------
+
+
+class Run:
+    """Everything one ``compile`` call shares: data, metric, seed, store, budget, progress.
+
+    Created by :meth:`lmforge.optimizers.base.Optimizer.compile`; optimizers never build
+    one themselves. Attributes are read-only by convention.
+    """
+
+    def __init__(
+        self,
+        *,
+        optimizer: str,
+        student: lf.Module,
+        trainset: Sequence[lf.Example],
+        valset: Sequence[lf.Example] | None,
+        metric: Callable[..., Any],
+        seed: int,
+        lm: lf.LM | None,
+        store: RunStore,
+        meter: BudgetMeter | None,
+        progress: CompileProgress,
+        concurrency: int,
+    ) -> None:
+        self.optimizer = optimizer
+        self.student = student
+        self.trainset = list(trainset)
+        self.valset = list(valset) if valset is not None else None
+        self.metric = metric
+        self.metric_name = metric_name(metric)
+        self.seed = seed
+        self.lm = lm
+        self.store = store
+        self.meter = meter
+        self.progress = progress
+        self.concurrency = concurrency
+        self.candidates: list[Candidate] = []
+        self.trials: list[dict[str, Any]] = []
+        self.fallback: lf.Module | None = None
+        self._restored = _Restored()
+        self._seen: set[str] = set()
+        self._dataset_hashes: dict[int, tuple[Sequence[lf.Example], str]] = {}
+        self._lock = threading.Lock()
+
+    # -- randomness ---------------------------------------------------------------------
+
+    def rng(self, *tags: Any) -> random.Random:
+        """A ``random.Random`` seeded from the run's seed and ``tags`` (stable across runs)."""
+        return random.Random(int(fingerprint(self.seed, *tags), 16))
+
+    # -- steps --------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _accounting(self) -> Iterator[tuple[Any, _Restored]]:
+        inner = _Restored()
+        token = _restored_stack.set((*_restored_stack.get(), inner))
+        try:
+            with track() as tracker:
+                yield tracker, inner
+        finally:
+            _restored_stack.reset(token)
+
+    def _restore(self, record: Mapping[str, Any]) -> Any:
+        key = str(record.get("key"))
+        with self._lock:
+            counted = key in self._seen
+            self._seen.add(key)
+        if not counted:  # work done by an earlier attempt: count its usage once
+            usage = record.get("usage") or {}
+            for acc in _restored_stack.get():
+                acc.add(usage)
+            self._restored.add(usage)
+            self.store.restored += 1
+        return record["value"]
+
+    def _finish(self, key: str, value: Any, tracker: Any, inner: _Restored) -> Any:
+        with self._lock:
+            self._seen.add(key)
+        usage = work_usage(tracker.calls)
+        _add_usage(usage, inner.usage)
+        record = self.store.put(key, value, usage)
+        self._save_budget()
+        return record["value"]
+
+    def step(self, key: str, compute: Callable[[], Any]) -> Any:
+        """Run ``compute()`` once per run: its JSON-able result is checkpointed under ``key``
+        and returned (always as stored JSON, so fresh and restored results are identical)."""
+        record = self.store.get(key)
+        if record is not None:
+            return self._restore(record)
+        with self._accounting() as (tracker, inner):
+            value = compute()
+        return self._finish(key, value, tracker, inner)
+
+    async def astep(self, key: str, compute: Callable[[], Awaitable[Any]]) -> Any:
+        """Async :meth:`step`."""
+        record = self.store.get(key)
+        if record is not None:
+            return self._restore(record)
+        with self._accounting() as (tracker, inner):
+            value = await compute()
+        return self._finish(key, value, tracker, inner)
+
+    def _save_budget(self) -> None:
+        if self.meter is not None and self.store.persistent:
+            self.store.save_state(
+                budget_calls=self.meter.spent_calls, budget_cost=self.meter.spent_cost
+            )
+
+    # -- evaluation ---------------------------------------------------------------------
+
+    def dataset_hash(self, dataset: Sequence[lf.Example]) -> str:
+        # Keyed by identity; each entry keeps its dataset alive, so a temporary list's id
+        # cannot be reused by another list while the entry exists.
+        key = id(dataset)
+        cached = self._dataset_hashes.get(key)
+        if cached is None or cached[0] is not dataset:
+            from lmforge.data import dataset_hash
+
+            cached = self._dataset_hashes[key] = (dataset, dataset_hash(dataset))
+        return cached[1]
+
+    async def aevaluate(
+        self,
+        program: lf.Module,
+        dataset: Sequence[lf.Example] | None = None,
+        *,
+        label: str = "evaluate",
+    ) -> Scored:
+        """Score ``program`` on ``dataset`` (default: the valset, else the trainset),
+        checkpointed by (program state, data, metric)."""
+        data = list(
+            dataset
+            if dataset is not None
+            else (self.valset if self.valset is not None else self.trainset)
+        )
+        key = f"eval/{program_fingerprint(program)}/{self.dataset_hash(data)}/{self.metric_name}"
+
+        async def compute() -> dict[str, Any]:
+            result = await aevaluate(
+                program,
+                data,
+                self.metric,
+                concurrency=self.concurrency,
+                progress=True,
+                description=label,
+            )
+            errors = [f"{row.error_type}: {row.error}" for row in result.failures[:5]]
+            return {
+                "score": result.score,
+                "scores": result.scores,
+                "failures": result.num_failures,
+                "errors": errors,
+            }
+
+        value = await self.astep(key, compute)
+        self.progress.calls(self.live_usage())
+        return Scored(
+            float(value["score"]),
+            tuple(value["scores"]),
+            int(value["failures"]),
+            tuple(value["errors"]),
+        )
+
+    def evaluate(
+        self,
+        program: lf.Module,
+        dataset: Sequence[lf.Example] | None = None,
+        *,
+        label: str = "evaluate",
+    ) -> Scored:
+        """Sync :meth:`aevaluate`."""
+        return run_sync(self.aevaluate(program, dataset, label=label))  # type: ignore[no-any-return]
+
+    # -- candidates ---------------------------------------------------------------------
+
+    def add_candidate(
+        self, program: lf.Module, score: float | None, *, kind: str, **info: Any
+    ) -> Candidate:
+        """Record a considered program; the best scored one is :attr:`best` (ties keep the
+        earliest, so results do not depend on timing)."""
+        with self._lock:
+            candidate = Candidate(len(self.candidates), kind, program, score, jsonable(info))
+            self.candidates.append(candidate)
+        if score is not None:
+            best = self.best
+            self.progress.best(best.score if best is not None else None)
+        return candidate
+
+    def add_trial(self, score: float | None, *, kind: str = "trial", **info: Any) -> None:
+        """Record one search trial for the report's score-per-trial plot."""
+        with self._lock:
+            self.trials.append(
+                jsonable({"number": len(self.trials), "kind": kind, "score": score, **info})
+            )
+
+    @property
+    def best(self) -> Candidate | None:
+        scored = [c for c in self.candidates if c.score is not None]
+        if not scored:
+            return None
+        return max(scored, key=lambda c: (c.score, -c.number))
+
+    def set_fallback(self, program: lf.Module) -> None:
+        """The program to return if the run stops before any candidate was scored."""
+        self.fallback = program
+
+    # -- usage --------------------------------------------------------------------------
+
+    def usage(self, tracker: Any) -> dict[str, Any]:
+        """The run's work usage: this process's calls plus restored steps' stored usage."""
+        total = work_usage(tracker.calls)
+        _add_usage(total, self._restored.usage)
+        return _rounded(total)
+
+    def live_usage(self) -> dict[str, Any]:
+        meter = self.meter
+        return {
+            "backend_calls": meter.spent_calls if meter is not None else None,
+            "cost_usd": meter.spent_cost if meter is not None else None,
+        }
+
+    def note(self, message: str) -> None:
+        """Tell the user something (stderr), unless the run is quiet."""
+        self.progress.print(message)

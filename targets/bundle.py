@@ -1,0 +1,199 @@
+"""Bundles on disk: atomic writing, the manifest, verification, and loading for serving."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lmforge as lf
+from lmforge.errors import ArtifactError, UsageError
+from lmforge.lm.profiles import profile_for
+
+from .config import ServerConfig, api_keys_from_env
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "load_bundle",
+    "manifest_for",
+    "read_serving",
+    "verify_bundle",
+    "write_bundle",
+]
+
+BUNDLE_FORMAT = "lmforge.bundle"
+BUNDLE_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def dumps(document: Any) -> str:
+    """Deterministic JSON text (files must be byte-identical across exports)."""
+    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def manifest_for(files: Mapping[str, bytes], info: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "format": BUNDLE_FORMAT,
+        "version": BUNDLE_VERSION,
+        **info,
+        "files": {path: hashlib.sha256(files[path]).hexdigest() for path in sorted(files)},
+    }
+
+
+def write_bundle(out: Path, files: Mapping[str, bytes], *, force: bool = False) -> Path:
+    """Write ``files`` (relative path -> bytes) as a bundle at ``out``, all or nothing.
+
+    A non-empty ``out`` is refused unless ``force``; the bundle is built in a temporary
+    directory next to ``out`` and renamed into place.
+    """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise UsageError(
+            f"{out} exists and is not empty; pass --force to replace it, or choose another --out"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        for relative, data in sorted(files.items()):
+            path = staging / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            if relative.endswith(".py") or relative.endswith(".sh"):
+                path.chmod(0o755)
+        staging.chmod(0o755)
+        old: Path | None = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+        os.replace(staging, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def verify_bundle(directory: Path) -> dict[str, Any]:
+    """Check every file against the manifest; returns the manifest or raises ArtifactError."""
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(
+            f"{directory} is not an lmforge bundle (no {MANIFEST}); "
+            "create one with `lmforge export`"
+        ) from None
+    except ValueError as exc:
+        raise ArtifactError(f"{directory / MANIFEST} is not valid JSON ({exc})") from None
+    if manifest.get("format") != BUNDLE_FORMAT or manifest.get("version") != BUNDLE_VERSION:
+        raise ArtifactError(
+            f"{directory} holds a bundle format this lmforge cannot read; re-export it"
+        )
+    for relative, digest in manifest.get("files", {}).items():
+        path = directory / relative
+        if not path.is_file():
+            raise ArtifactError(f"bundle file {relative} is missing; re-export the bundle")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            raise ArtifactError(
+                f"bundle file {relative} was modified after export (sha256 mismatch); re-export it"
+            )
+    return manifest
+
+
+def read_serving(directory: Path) -> dict[str, Any]:
+    return json.loads((directory / "serving.json").read_text(encoding="utf-8"))
+
+
+def _vllm_lm(spec: Mapping[str, Any], predictor: Mapping[str, Any], max_tokens: int) -> lf.LM:
+    from .backends import VLLMBackend
+
+    base_url = os.environ.get(spec["base_url_env"]) or spec["base_url"]
+    backend = VLLMBackend(
+        base_url, predictor["served_model"], api_key=os.environ.get(spec["api_key_env"]) or None
+    )
+    model_type = predictor["model_type"]
+    profile = profile_for(predictor["profile_model"], model_type)
+    return lf.LM(
+        f"hosted_vllm/{predictor['served_model']}",
+        model_type=model_type,
+        backend=backend,
+        cache=False,
+        profile=profile,
+        **{"max_tokens": max_tokens, **predictor.get("defaults", {})},
+    )
+
+
+def _managed_lm(spec: Mapping[str, Any], predictor: Mapping[str, Any], max_tokens: int) -> lf.LM:
+    from lmforge.lm.litellm_backend import LiteLLMBackend
+
+    from .backends import CacheHintBackend, FallbackBackend
+
+    api_base = os.environ.get(spec.get("api_base_env") or "") or None
+    backend: Any = LiteLLMBackend(
+        api_key=os.environ.get(spec["api_key_env"]) or None, api_base=api_base
+    )
+    if spec.get("fallback_model"):
+        fallback_key = os.environ.get(spec.get("fallback_api_key_env") or "") or None
+        fallback = LiteLLMBackend(api_key=fallback_key, api_base=api_base)
+        backend = FallbackBackend(backend, fallback, spec["fallback_model"])
+    if spec.get("cache_hints"):
+        backend = CacheHintBackend(backend, spec["cache_hints"])
+    model_type = predictor["model_type"]
+    return lf.LM(
+        spec["model"],
+        model_type=model_type,
+        backend=backend,
+        cache=False,
+        profile=profile_for(predictor["profile_model"], model_type),
+        **{"max_tokens": max_tokens, **predictor.get("defaults", {})},
+    )
+
+
+def load_bundle(
+    directory: Path, config: ServerConfig | None = None
+) -> tuple[lf.Module, ServerConfig]:
+    """Rebuild a bundle's program, pointed at its served model, and its server settings.
+
+    ``config`` overrides the bundle's settings (its name, reference statistics and
+    readiness checks are filled in from the bundle when the override leaves them empty).
+    """
+    from .backends import env_key_check, http_health_check
+
+    directory = Path(directory)
+    verify_bundle(directory)
+    serving = read_serving(directory)
+    source = directory / "program_source"
+    if source.is_dir() and str(source) not in sys.path:
+        sys.path.insert(0, str(source))
+    program = lf.load(directory / "program.json")
+    backend = serving["backend"]
+    max_tokens = int(serving.get("max_tokens", 256))
+    predictors = dict(program.named_predictors())
+    for name, spec in serving["predictors"].items():
+        if name not in predictors:
+            raise ArtifactError(
+                f"serving.json names predictor {name!r} that program.json does not have; re-export"
+            )
+        make = _vllm_lm if serving["target"] == "vllm" else _managed_lm
+        predictors[name].lm = make(backend, spec, max_tokens)
+    if serving["target"] == "vllm":
+        url = os.environ.get(backend["base_url_env"]) or backend["base_url"]
+        checks = [http_health_check(url.rstrip("/") + "/health", "vLLM")]
+    else:
+        checks = [env_key_check(backend["api_key_env"], backend["model"])]
+    limits = dict(serving.get("server", {}))
+    if config is None:
+        config = ServerConfig(name=serving["name"], api_keys=api_keys_from_env(), **limits)
+    return program, config.replace(
+        name=serving["name"],
+        reference_stats=config.reference_stats or serving.get("reference_stats"),
+        readiness=config.readiness or tuple(checks),
+        structured=config.structured
+        or {n: p.get("structured_output") for n, p in serving["predictors"].items()},
+    )

@@ -1,0 +1,521 @@
+"""``export_bundle``: turn a compiled artifact into a served bundle (vllm or managed target)."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import math
+import re
+import sys
+import warnings
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import jinja2
+import lmforge as lf
+from lmforge import __version__
+from lmforge.artifact import read_artifact
+from lmforge.errors import UsageError
+from lmforge.lm.lm import DEFAULT_LOCAL_MODEL, is_secret_key
+from lmforge.lm.profiles import profile_for
+
+from .backends import constraint_to_structured
+from .bundle import dumps, manifest_for, write_bundle
+from .drift import reference_stats
+from .memory import MemoryPlan, load_model_config, plan_memory
+from .program import build_models, program_signature
+
+__all__ = ["VLLM_VERSION", "ExportOptions", "ExportResult", "export_bundle"]
+
+VLLM_VERSION = "0.32.0"
+HF_EQUIVALENTS = {DEFAULT_LOCAL_MODEL: "google/gemma-3-270m"}
+PROVIDER_KEYS = {
+    "openai": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "azure": "AZURE_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+    "mistral": "MISTRAL_API_KEY",
+    "groq": "GROQ_API_KEY",
+    "together_ai": "TOGETHERAI_API_KEY",
+    "fireworks_ai": "FIREWORKS_AI_API_KEY",
+    "deepseek": "DEEPSEEK_API_KEY",
+}
+_SUBMODULE_TEMPLATES = ("k8s/program.yaml.j2", "k8s/vllm.yaml.j2")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportOptions:
+    """Export settings (CLI flags of ``lmforge export``)."""
+
+    target: Literal["vllm", "managed"] = "vllm"
+    name: str | None = None
+    model: str | None = None
+    max_tokens: int = 256
+    max_num_seqs: int = 16
+    max_model_len: int | None = None
+    tensor_parallel_size: int = 1
+    gpu: str | None = None
+    gpu_memory_gib: float | None = None
+    gpu_memory_utilization: float = 0.9
+    dtype: str = "bfloat16"
+    model_config: Path | None = None
+    lora: Path | None = None
+    reference_data: Path | None = None
+    skip_memory_check: bool = False
+    api_key_env: str | None = None
+    fallback_model: str | None = None
+    image: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    manifest: dict[str, Any]
+    memory_plan: MemoryPlan | None
+    notes: tuple[str, ...]
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FunctionLoader(
+            lambda name: (
+                resources.files("lmforge.targets")
+                .joinpath("templates", *name.split("/"))
+                .read_text()
+            )
+        ),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,  # YAML, Dockerfile and Markdown, not HTML
+    )
+
+
+def _name(artifact: Path, given: str | None) -> str:
+    name = (
+        given
+        or re.sub(r"[^A-Za-z0-9_.-]+", "-", artifact.stem.split("@", 1)[0]).strip("-.")
+        or "program"
+    )
+    from .program import program_name
+
+    return program_name(name)
+
+
+def _kname(name: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:50] or "program"
+
+
+def _placeholder(schema: Mapping[str, Any]) -> Any:
+    if "enum" in schema:
+        return schema["enum"][0]
+    return {"integer": 1, "number": 1.0, "boolean": True, "array": [], "object": {}}.get(
+        str(schema.get("type")), "example"
+    )
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise UsageError(f"{path} line {number} is not JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise UsageError(f"{path} line {number} must be a JSON object")
+            rows.append(row)
+    return rows
+
+
+def _latency(row: Mapping[str, Any]) -> float | None:
+    if "latency_s" in row:
+        return float(row["latency_s"])
+    if "latency_ms" in row:
+        return float(row["latency_ms"]) / 1000
+    return None
+
+
+def _source_files(program: lf.Module) -> dict[str, bytes]:
+    """The program class's source when it is user code (not lmforge's own modules)."""
+    cls = type(program)
+    if cls.__module__.split(".")[0] == "lmforge":
+        return {}
+    module = sys.modules.get(cls.__module__)
+    path = inspect.getsourcefile(module) if module is not None else None
+    if path is None:
+        raise UsageError(
+            f"cannot find the source of {cls.__module__}; make it importable where you export"
+        )
+    relative = "program_source/" + cls.__module__.replace(".", "/") + ".py"
+    return {relative: Path(path).read_bytes()}
+
+
+def _tokens(text: str, tokenizer: Any) -> int:
+    if tokenizer is not None:
+        return len(tokenizer.encode(text).ids)
+    return math.ceil(len(text) / 3)  # conservative: real tokenizers average ~4 chars per token
+
+
+def _tokenizer(model: str) -> Any:
+    path = Path(model) / "tokenizer.json"
+    if not path.is_file():
+        return None
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        return None
+    return Tokenizer.from_file(str(path))
+
+
+def _predictor_specs(
+    program: lf.Module, sample_inputs: list[dict[str, Any]], default_model: str, tokenizer: Any
+) -> tuple[dict[str, dict[str, Any]], int]:
+    """Per predictor: model type, profile model, defaults, structured output; and the
+    longest rendered prompt in tokens."""
+    specs: dict[str, dict[str, Any]] = {}
+    longest = 0
+    for index, (name, predictor) in enumerate(program.named_predictors()):
+        config = (
+            predictor.lm.config(include_endpoint=False)
+            if predictor.lm is not None
+            else {"model": default_model}
+        )
+        model_type = config.get("model_type") or (
+            "text" if not profile_for(config["model"]).chat_template else "chat"
+        )
+        probe = lf.LM(config["model"], model_type=model_type, cache=False)
+        defaults = {k: v for k, v in (config.get("defaults") or {}).items() if not is_secret_key(k)}
+        inputs_list = [dict(d) for d in predictor.demos]
+        if index == 0:
+            inputs_list = sample_inputs + inputs_list
+        names = [f.name for f in predictor.signature.input_fields]
+        candidates = [
+            {n: row[n] for n in names} for row in inputs_list if all(n in row for n in names)
+        ]
+        if not candidates:
+            candidates = [{n: "" for n in names}]
+        prompt = None
+        for inputs in candidates:
+            prompt = predictor.format(inputs, lm=probe)
+            longest = max(
+                longest,
+                _tokens(prompt.text if prompt.text is not None else prompt.render(), tokenizer),
+            )
+        assert prompt is not None
+        structured: dict[str, Any] | None = None
+        if prompt.response_format is not None:
+            structured = {"response_format": prompt.response_format}
+        elif (converted := constraint_to_structured(prompt.constraint)) is not None:
+            structured = {"structured_outputs": converted}
+        specs[name] = {
+            "model_type": model_type,
+            "profile_model": config["model"],
+            "defaults": defaults,
+            "structured_output": structured,
+        }
+    return specs, longest
+
+
+def _lora(
+    options: ExportOptions, meta: Mapping[str, Any], artifact: Path
+) -> tuple[Path | None, int]:
+    path = options.lora
+    finetune = meta.get("finetune") if isinstance(meta.get("finetune"), Mapping) else {}
+    if path is None and (found := finetune.get("adapter_path") or meta.get("adapter_path")):
+        path = Path(found) if Path(found).is_absolute() else artifact.parent / found
+    if path is None:
+        return None, 0
+    config_path = Path(path) / "adapter_config.json"
+    try:
+        rank = int(json.loads(config_path.read_text())["r"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(
+            f"{path} is not a PEFT LoRA adapter folder ({type(exc).__name__}); pass --lora DIR"
+        ) from None
+    return Path(path), rank
+
+
+def export_bundle(
+    artifact: str | Path, out: str | Path, options: ExportOptions, *, force: bool = False
+) -> ExportResult:
+    """Write a bundle for ``artifact`` at ``out`` (see DESIGN.md §6 for its contents)."""
+    artifact = Path(artifact)
+    document = read_artifact(artifact)
+    program = lf.load(artifact)
+    meta: dict[str, Any] = dict(document.get("meta") or {})
+    name = _name(artifact, options.name)
+    signature = program_signature(program)
+    models = build_models(name, signature)
+    notes: list[str] = []
+    files: dict[str, bytes] = {"program.json": artifact.read_bytes(), **_source_files(program)}
+
+    rows = _records(options.reference_data) if options.reference_data else []
+    reference = None
+    if rows:
+        reference = reference_stats(
+            signature, rows, latencies=[x for r in rows if (x := _latency(r)) is not None]
+        )
+    elif isinstance(meta.get("reference_stats"), Mapping):
+        reference = dict(meta["reference_stats"])
+    elif isinstance(meta.get("devset"), list) and meta["devset"]:
+        reference = reference_stats(
+            signature, [dict(r) for r in meta["devset"] if isinstance(r, Mapping)]
+        )
+    else:
+        notes.append("no reference data: drift watch is off (pass --reference-data dev.jsonl)")
+    input_names = [f.name for f in signature.input_fields]
+    sample = [{n: r[n] for n in input_names} for r in rows if all(n in r for n in input_names)]
+    example = (
+        sample[0]
+        if sample
+        else {
+            n: _placeholder(s) for n, s in models.request.model_json_schema()["properties"].items()
+        }
+    )
+
+    first_lm = next((p.lm for p in program.predictors() if p.lm is not None), None)
+    source_model = str(
+        meta.get("model") or (first_lm.model if first_lm is not None else DEFAULT_LOCAL_MODEL)
+    )
+    engine_model = options.model or str(
+        meta.get("hf_model") or HF_EQUIVALENTS.get(source_model, "")
+    )
+    tokenizer = _tokenizer(engine_model) if options.target == "vllm" and engine_model else None
+    specs, longest = _predictor_specs(program, sample[:200], source_model, tokenizer)
+    scores = (
+        meta.get("scores")
+        if isinstance(meta.get("scores"), Mapping)
+        else {k: v for k, v in meta.items() if k.endswith("score") and isinstance(v, int | float)}
+    )
+    context: dict[str, Any] = {
+        "name": name,
+        "kname": _kname(name),
+        "target": options.target,
+        "lmforge_version": __version__,
+        "vllm_version": VLLM_VERSION,
+        "artifact_name": artifact.name,
+        "signature": repr(signature),
+        "scores": scores,
+        "has_source": any(k.startswith("program_source/") for k in files),
+        "inputs": ", ".join(f"`{n}`" for n in input_names),
+        "outputs": ", ".join(f"`{f.name}`" for f in signature.output_fields),
+        "image": options.image or f"{_kname(name)}-program:{__version__}",
+        "example_inputs": json.dumps(example, ensure_ascii=False, sort_keys=True),
+        "output_schema": json.dumps(models.response.model_json_schema(), sort_keys=True),
+        "tensor_parallel_size": options.tensor_parallel_size,
+        "lora": None,
+        "api_key_env": "",
+        "fallback_key_env": "",
+        "api_key_secret_key": "",
+        "fallback_model": options.fallback_model,
+        "memory_summary": "",
+        "cache_hints": None,
+        "structured_kinds": "",
+    }
+    server = {
+        "max_body_bytes": 1_048_576,
+        "rate_limit_per_minute": 600,
+        "rate_limit_burst": 60,
+        "max_concurrency": max(8, options.max_num_seqs * 2),
+        "request_timeout_s": 120.0,
+    }
+    plan: MemoryPlan | None = None
+    if options.target == "vllm":
+        backend, plan = _vllm_files(
+            options, context, files, specs, longest, engine_model, artifact, meta, notes
+        )
+    elif options.target == "managed":
+        backend = _managed_backend(options, context, source_model)
+    else:
+        raise UsageError(
+            f"unknown target {options.target!r}; use --target vllm or --target managed"
+        )
+    serving = {
+        "format": "lmforge.serving",
+        "version": 1,
+        "name": name,
+        "target": options.target,
+        "max_tokens": options.max_tokens,
+        "backend": backend,
+        "predictors": specs,
+        "server": server,
+        "reference_stats": reference,
+    }
+    files["serving.json"] = dumps(serving).encode()
+    env = _env()
+    files["Dockerfile"] = env.get_template("Dockerfile.j2").render(context).encode()
+    files["compose.yaml"] = env.get_template("compose.yaml.j2").render(context).encode()
+    kcontext = {**context, "name": context["kname"]}
+    files["k8s/program.yaml"] = env.get_template("k8s/program.yaml.j2").render(kcontext).encode()
+    if options.target == "vllm":
+        files["k8s/vllm.yaml"] = (
+            env.get_template("k8s/vllm.yaml.j2")
+            .render({**kcontext, "vllm_yaml": files["vllm.yaml"].decode()})
+            .encode()
+        )
+    files["README.md"] = env.get_template("README.md.j2").render(context).encode()
+    files["smoke_test.py"] = env.get_template("smoke_test.py.j2").render(context).encode()
+    info = {
+        "name": name,
+        "target": options.target,
+        "lmforge_version": __version__,
+        "engine": {"vllm": VLLM_VERSION}
+        if options.target == "vllm"
+        else {"litellm": "provider API"},
+        "model": engine_model if options.target == "vllm" else backend["model"],
+        "adapter": context["lora"],
+        "scores": scores,
+        "artifact_sha256": document["sha256"],
+    }
+    manifest = manifest_for(files, info)
+    files["manifest.json"] = dumps(manifest).encode()
+    path = write_bundle(Path(out), files, force=force)
+    return ExportResult(path, manifest, plan, tuple(notes))
+
+
+def _vllm_files(
+    options: ExportOptions,
+    context: dict[str, Any],
+    files: dict[str, bytes],
+    specs: dict[str, dict[str, Any]],
+    longest: int,
+    engine_model: str,
+    artifact: Path,
+    meta: Mapping[str, Any],
+    notes: list[str],
+) -> tuple[dict[str, Any], MemoryPlan | None]:
+    if not engine_model:
+        raise UsageError(
+            "the vllm target needs the model vLLM should load: pass --model HF_ID_OR_PATH"
+        )
+    served = context["name"]
+    lora_path, rank = _lora(options, meta, artifact)
+    if lora_path is not None:
+        lora_name = f"{served}-lora"
+        for item in sorted(lora_path.iterdir()):
+            if item.is_file():
+                files[f"adapters/{lora_name}/{item.name}"] = item.read_bytes()
+        context["lora"] = {"name": lora_name, "rank": rank, "path": f"/bundle/adapters/{lora_name}"}
+    for spec in specs.values():
+        spec["served_model"] = context["lora"]["name"] if context["lora"] else served
+    model_config = None
+    if options.model_config is not None:
+        model_config = load_model_config(options.model_config)
+    elif (Path(engine_model) / "config.json").is_file():
+        model_config = load_model_config(engine_model)
+    max_len = options.max_model_len or max(
+        512, math.ceil((longest * 1.25 + options.max_tokens) / 256) * 256
+    )
+    if model_config and model_config.get("max_position_embeddings"):
+        max_len = min(max_len, int(model_config["max_position_embeddings"]))
+    plan = None
+    if model_config is None:
+        notes.append(
+            "memory plan skipped: pass --model-config PATH/config.json "
+            "(no local config for the model)"
+        )
+    else:
+        weights = (
+            sum(p.stat().st_size for p in Path(engine_model).glob("*.safetensors")) or None
+            if Path(engine_model).is_dir()
+            else None
+        )
+        plan = plan_memory(
+            model_config,
+            gpu=options.gpu,
+            gpu_memory_gib=options.gpu_memory_gib,
+            max_model_len=max_len,
+            max_num_seqs=options.max_num_seqs,
+            dtype=options.dtype,
+            tensor_parallel_size=options.tensor_parallel_size,
+            gpu_memory_utilization=options.gpu_memory_utilization,
+            weights_bytes=weights,
+        )
+        if plan.status == "does_not_fit" and not options.skip_memory_check:
+            raise UsageError(plan.summary() + " (or pass --skip-memory-check)")
+        if plan.status != "fits":
+            warnings.warn(plan.summary(), stacklevel=2)
+            notes.append(plan.summary())
+        files["memory_plan.json"] = dumps(plan.to_json()).encode()
+        context["memory_summary"] = (
+            f"{plan.needed_bytes / 1024**3:.2f} GiB of {plan.budget_bytes / 1024**3:.2f} GiB: "
+            f"{plan.status}"
+        )
+    kinds = sorted(
+        {
+            k
+            for s in specs.values()
+            for k in (s["structured_output"] or {}).get("structured_outputs", {})
+        }
+        | {
+            "response_format"
+            for s in specs.values()
+            if (s["structured_output"] or {}).get("response_format")
+        }
+    )
+    context.update(
+        model=engine_model,
+        max_model_len=max_len,
+        served_model_name=served,
+        max_num_seqs=options.max_num_seqs,
+        dtype=options.dtype,
+        gpu_memory_utilization=options.gpu_memory_utilization,
+        structured_kinds=", ".join(kinds) or "no",
+    )
+    files["vllm.yaml"] = _env().get_template("vllm.yaml.j2").render(context).encode()
+    backend = {
+        "kind": "vllm",
+        "base_url": "http://127.0.0.1:8000",
+        "base_url_env": "LMFORGE_VLLM_URL",
+        "api_key_env": "VLLM_API_KEY",
+        "served_model": served,
+        "max_model_len": max_len,
+    }
+    return backend, plan
+
+
+def _managed_backend(
+    options: ExportOptions, context: dict[str, Any], source_model: str
+) -> dict[str, Any]:
+    model = options.model or source_model
+    if model.startswith("local/"):
+        raise UsageError(
+            "the managed target needs a provider model: "
+            "pass --model openai/gpt-4o-mini (or an ft: id)"
+        )
+    provider = (
+        model.split("/", 1)[0] if "/" in model else ("openai" if model.startswith("ft:") else model)
+    )
+    key_env = options.api_key_env or PROVIDER_KEYS.get(provider)
+    if key_env is None:
+        raise UsageError(
+            f"no known API key variable for provider {provider!r}; pass --api-key-env NAME"
+        )
+    fallback_env = None
+    if options.fallback_model:
+        fallback_provider = options.fallback_model.split("/", 1)[0]
+        fallback_env = PROVIDER_KEYS.get(fallback_provider, key_env)
+    hints = {"anthropic": "anthropic", "openai": "openai"}.get(
+        profile_for(model).prompt_cache or ""
+    )
+    context.update(
+        model=model,
+        api_key_env=key_env,
+        fallback_key_env=fallback_env or "",
+        api_key_secret_key=_kname(key_env),
+        cache_hints=hints,
+    )
+    return {
+        "kind": "litellm",
+        "model": model,
+        "api_key_env": key_env,
+        "api_base_env": "LMFORGE_PROVIDER_API_BASE",
+        "fallback_model": options.fallback_model,
+        "fallback_api_key_env": fallback_env,
+        "cache_hints": hints,
+    }

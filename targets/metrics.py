@@ -1,0 +1,136 @@
+"""Prometheus metrics of one program server (a registry per app, never the global one)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from lmforge.errors import LMError, ParseError
+from lmforge.trace import Tracker
+
+__all__ = ["ServerMetrics"]
+
+_LATENCY_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+)
+
+
+def _prometheus() -> Any:
+    try:
+        import prometheus_client
+    except ImportError:
+        from lmforge.errors import MissingExtraError
+
+        raise MissingExtraError(
+            "prometheus-client", "serve", "the program server's /metrics"
+        ) from None
+    return prometheus_client
+
+
+class ServerMetrics:
+    """Counters and histograms for requests, predictors, tokens, errors and drift."""
+
+    def __init__(self) -> None:
+        prom = _prometheus()
+        self.registry = prom.CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = prom.Counter(
+            "lmforge_requests",
+            "Program requests by route and outcome.",
+            ["program", "route", "status"],
+            registry=r,
+        )
+        self.latency = prom.Histogram(
+            "lmforge_request_latency_seconds",
+            "Program call latency.",
+            ["program"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.predictor_latency = prom.Histogram(
+            "lmforge_predictor_latency_seconds",
+            "LM call latency per predictor.",
+            ["program", "predictor"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens = prom.Counter(
+            "lmforge_tokens",
+            "Tokens used per predictor.",
+            ["program", "predictor", "kind"],
+            registry=r,
+        )
+        self.parse_failures = prom.Counter(
+            "lmforge_parse_failures",
+            "LM answers that did not parse.",
+            ["program", "predictor"],
+            registry=r,
+        )
+        self.cache_hits = prom.Counter(
+            "lmforge_cache_hits",
+            "LM calls answered from the cache.",
+            ["program", "predictor"],
+            registry=r,
+        )
+        self.lm_errors = prom.Counter(
+            "lmforge_lm_errors",
+            "LM call failures by error type.",
+            ["program", "predictor", "type"],
+            registry=r,
+        )
+        self.rejected = prom.Counter(
+            "lmforge_rejected_requests",
+            "Requests refused before reaching the program.",
+            ["reason"],
+            registry=r,
+        )
+        self.in_flight = prom.Gauge(
+            "lmforge_in_flight_requests", "Program calls in progress.", registry=r
+        )
+        self.drift = prom.Gauge(
+            "lmforge_drift_score",
+            "Population stability index of a statistic against the reference.",
+            ["program", "statistic"],
+            registry=r,
+        )
+
+    def record_calls(self, program: str, tracker: Tracker, names: Mapping[int, str]) -> None:
+        """Per-predictor metrics from one request's trace."""
+        latencies = {id(call.request): call.latency for call in tracker.calls}
+        for record in tracker.predictions:
+            name = names.get(id(record.predictor), "unknown")
+            call = record.lm_call
+            error = record.error
+            if isinstance(error, ParseError):
+                self.parse_failures.labels(program, name).inc()
+            elif isinstance(error, LMError):
+                self.lm_errors.labels(program, name, type(error).__name__).inc()
+            if call is None:
+                continue
+            latency = latencies.get(id(call.request))
+            if latency is not None:
+                self.predictor_latency.labels(program, name).observe(latency)
+            response = call.response
+            if response is None:
+                continue
+            if response.cache_hit:
+                self.cache_hits.labels(program, name).inc()
+            self.tokens.labels(program, name, "prompt").inc(response.usage.prompt_tokens)
+            self.tokens.labels(program, name, "completion").inc(response.usage.completion_tokens)
+
+    def render(self) -> tuple[bytes, str]:
+        prom = _prometheus()
+        return prom.generate_latest(self.registry), prom.CONTENT_TYPE_LATEST

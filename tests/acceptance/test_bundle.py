@@ -1,0 +1,262 @@
+"""vllm bundles checked structurally, and served against a fake vLLM over real HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi")
+import httpx
+import lmforge as lf
+import yaml
+from fastapi import FastAPI, Request
+from lmforge.errors import ArtifactError, UsageError
+from lmforge.targets import create_app, load_bundle
+from lmforge.targets.config import ServerConfig
+from lmforge.targets.export import ExportOptions, export_bundle
+
+KEY = "bundle-key-0123456789abcdef"
+GEMMA = {
+    "hidden_size": 640,
+    "num_hidden_layers": 18,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 1,
+    "head_dim": 256,
+    "intermediate_size": 2048,
+    "vocab_size": 262144,
+    "max_position_embeddings": 32768,
+}
+
+
+@contextlib.contextmanager
+def serve(app: Any) -> Iterator[str]:
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def artifact(tmp_path: Path) -> Path:
+    sig = lf.Signature.parse("ticket: str -> team: Literal['billing', 'tech']")
+    demos = [
+        {"ticket": "charged twice", "team": "billing"},
+        {"ticket": "app crashes", "team": "tech"},
+    ]
+    program = lf.Predict(sig, lm=lf.LM("local/gemma-3-270m", cache=False), demos=demos)
+    path = tmp_path / "triage@gemma.json"
+    program.save(path, meta={"scores": {"dev": 0.95}})
+    (tmp_path / "config.json").write_text(json.dumps(GEMMA))
+    rows = [
+        {"ticket": f"ticket {'x' * i}", "team": "billing" if i % 3 else "tech"} for i in range(40)
+    ]
+    (tmp_path / "dev.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    return path
+
+
+def _export(artifact: Path, out: Path, **changes: Any) -> Any:
+    options = ExportOptions(
+        target="vllm",
+        model_config=artifact.parent / "config.json",
+        gpu="L4",
+        reference_data=artifact.parent / "dev.jsonl",
+        **changes,
+    )
+    return export_bundle(artifact, out, options)
+
+
+def _k8s(api: Any, document: dict[str, Any]) -> Any:
+    kinds = {"Deployment": "V1Deployment", "Service": "V1Service", "ConfigMap": "V1ConfigMap"}
+    model = api._ApiClient__deserialize(document, kinds[document["kind"]])
+    # Round trip: a field the models do not know would be dropped and the documents differ.
+    assert api.sanitize_for_serialization(model) == document
+    return model
+
+
+def test_k8s_manifests_are_valid_kubernetes_objects(artifact: Path, tmp_path: Path) -> None:
+    kubernetes = pytest.importorskip("kubernetes")
+    bundle = _export(artifact, tmp_path / "bundle").path
+    api = kubernetes.client.ApiClient()
+    objects = [
+        _k8s(api, d)
+        for f in sorted((bundle / "k8s").glob("*.yaml"))
+        for d in yaml.safe_load_all(f.read_text())
+        if d
+    ]
+    kinds = sorted(type(o).__name__ for o in objects)
+    assert kinds == ["V1ConfigMap", "V1Deployment", "V1Deployment", "V1Service", "V1Service"]
+    text = "\n".join(f.read_text() for f in (bundle / "k8s").glob("*.yaml"))
+    assert KEY not in text and "secretKeyRef" in text
+    for deployment in (o for o in objects if type(o).__name__ == "V1Deployment"):
+        container = deployment.spec.template.spec.containers[0]
+        assert container.startup_probe and container.readiness_probe and container.liveness_probe
+        if container.name == "vllm":
+            assert container.resources.limits["nvidia.com/gpu"] == "1"
+            shm = next(v for v in deployment.spec.template.spec.volumes if v.name == "shm")
+            assert shm.empty_dir.medium == "Memory"
+            assert any(m.mount_path == "/dev/shm" for m in container.volume_mounts)
+
+
+def test_compose_vllm_yaml_and_manifest(artifact: Path, tmp_path: Path) -> None:
+    result = _export(artifact, tmp_path / "bundle")
+    bundle = result.path
+    compose = yaml.safe_load((bundle / "compose.yaml").read_text())
+    vllm, program = compose["services"]["vllm"], compose["services"]["program"]
+    assert (
+        vllm["image"] == "vllm/vllm-openai:v0.32.0"
+        and "ports" not in vllm
+        and vllm["expose"] == ["8000"]
+    )
+    assert vllm["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert vllm["ipc"] == "host" and vllm["healthcheck"]["start_period"]
+    assert (
+        program["depends_on"] == {"vllm": {"condition": "service_healthy"}}
+        and program["healthcheck"]
+    )
+    assert {"hf-cache", "vllm-cache"} <= set(compose["volumes"])
+    engine = yaml.safe_load((bundle / "vllm.yaml").read_text())
+    assert engine["served-model-name"] == "triage" and engine["enable-prefix-caching"] is True
+    assert engine["generation-config"] == "vllm" and engine["max-model-len"] >= 512
+    assert "api-key" not in engine
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["scores"] == {"dev": 0.95} and manifest["engine"] == {"vllm": "0.32.0"}
+    assert set(manifest["files"]) == {
+        p.relative_to(bundle).as_posix()
+        for p in bundle.rglob("*")
+        if p.is_file() and p.name != "manifest.json"
+    }
+    serving = json.loads((bundle / "serving.json").read_text())
+    assert serving["predictors"]["self"]["structured_output"] == {
+        "structured_outputs": {"choice": [" billing", " tech"]}
+    }
+    assert serving["reference_stats"]["statistics"]["label.team"]["shares"][
+        "tech"
+    ] == pytest.approx(14 / 40)
+    assert result.memory_plan is not None and result.memory_plan.status == "fits"
+
+
+def test_export_is_atomic_reproducible_and_refuses_non_empty(
+    artifact: Path, tmp_path: Path
+) -> None:
+    first = _export(artifact, tmp_path / "a").path
+    second = _export(artifact, tmp_path / "b").path
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
+    assert all((first / f).read_bytes() == (second / f).read_bytes() for f in files)
+    with pytest.raises(UsageError, match="--force"):
+        _export(artifact, tmp_path / "a")
+    export_bundle(
+        artifact,
+        tmp_path / "a",
+        ExportOptions(target="vllm", model_config=tmp_path / "config.json"),
+        force=True,
+    )
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".a.")]  # no staging left behind
+    with pytest.raises(UsageError, match="max-num-seqs"):
+        _export(artifact, tmp_path / "c", max_num_seqs=100_000)
+    assert not (tmp_path / "c").exists()
+
+
+def test_tampered_bundle_is_refused(artifact: Path, tmp_path: Path) -> None:
+    bundle = _export(artifact, tmp_path / "bundle").path
+    (bundle / "serving.json").write_text(
+        (bundle / "serving.json").read_text().replace("600", "6000")
+    )
+    with pytest.raises(ArtifactError, match=r"serving\.json was modified"):
+        load_bundle(bundle, ServerConfig(api_keys=(KEY,)))
+
+
+def test_served_bundle_sends_choice_constraints_to_vllm(
+    artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[dict[str, Any]] = []
+    fake = FastAPI()
+
+    @fake.get("/health")
+    async def health() -> dict[str, str]:
+        return {}
+
+    @fake.post("/v1/completions")
+    async def completions(request: Request) -> dict[str, Any]:
+        body = await request.json()
+        seen.append({**body, "auth": request.headers.get("authorization")})
+        return {
+            "choices": [{"text": body["structured_outputs"]["choice"][1], "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 40, "completion_tokens": 2},
+        }
+
+    bundle = _export(artifact, tmp_path / "bundle").path
+    with serve(fake) as vllm_url:
+        monkeypatch.setenv("LMFORGE_VLLM_URL", vllm_url)
+        monkeypatch.setenv("VLLM_API_KEY", "vllm-secret-value")
+        monkeypatch.setenv("LMFORGE_API_KEYS", KEY)
+        with serve(create_app(bundle)) as url:
+            headers = {"Authorization": f"Bearer {KEY}"}
+            assert httpx.get(f"{url}/ready", headers=headers).status_code == 200
+            answer = httpx.post(
+                f"{url}/v1/programs/triage", json={"ticket": "it crashes"}, headers=headers
+            )
+        monkeypatch.setenv("LMFORGE_VLLM_URL", "http://127.0.0.1:9")  # nothing listens there
+        with serve(create_app(bundle)) as url:
+            not_ready = httpx.get(f"{url}/ready", headers=headers)
+    assert not_ready.status_code == 503
+    assert (
+        "vLLM at http://127.0.0.1:9/health is not reachable" in not_ready.json()["error"]["message"]
+    )
+    assert answer.status_code == 200 and answer.json() == {"team": "tech"}
+    request = seen[0]
+    assert request["model"] == "triage" and request["max_tokens"] == 256
+    assert request["structured_outputs"] == {"choice": [" billing", " tech"]}
+    assert request["prompt"].index("charged twice") < request["prompt"].index(
+        "it crashes"
+    )  # static prefix first
+    assert request["auth"] == "Bearer vllm-secret-value"
+
+
+def test_cli_export_and_serve_options(artifact: Path, tmp_path: Path) -> None:
+    from lmforge.cli.main import _COMMAND_MODULES, app
+    from typer.testing import CliRunner
+
+    assert "deploy" in _COMMAND_MODULES
+    import lmforge.cli.deploy  # noqa: F401  (registers the commands)
+
+    runner = CliRunner()
+    out = tmp_path / "cli-bundle"
+    args = [
+        "export",
+        str(artifact),
+        "--target",
+        "vllm",
+        "--out",
+        str(out),
+        "--model-config",
+        str(tmp_path / "config.json"),
+        "--gpu",
+        "H100",
+    ]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "fits" in first.output and (out / "vllm.yaml").is_file()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "--force" in again.output

@@ -1,0 +1,234 @@
+"""``lmforge compile`` and ``lmforge eval`` in-process with a fake model: per-model artifacts,
+the report, resuming from the run directory, and one-line errors (exit 2) for bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lmforge as lf
+import lmforge.cli.compile as compile_cli
+import lmforge.cli.eval as eval_cli
+import pytest
+from lmforge.cli.app import app
+from optimizer_fakes import TRAIN, VAL, Router
+from typer.testing import CliRunner
+
+PROGRAM = """
+import lmforge as lf
+
+program = lf.Predict("ticket -> team")
+
+
+def metric(example, prediction, trace=None):
+    return prediction.team == example.team
+"""
+
+
+def write_jsonl(path: Path, examples: list[lf.Example]) -> Path:
+    path.write_text("".join(json.dumps(ex.to_dict()) + "\n" for ex in examples))
+    return path
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "prog.py").write_text(PROGRAM)
+    write_jsonl(tmp_path / "train.jsonl", TRAIN)
+    write_jsonl(tmp_path / "dev.jsonl", VAL)
+    write_jsonl(tmp_path / "test.jsonl", VAL[:3])
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def routers(monkeypatch: pytest.MonkeyPatch) -> list[Router]:
+    """Every --model gets a fresh fake router (recorded, to count calls)."""
+    made: list[Router] = []
+
+    def make_lm(model: str) -> lf.LM:
+        router = Router(needs_demos=True)
+        made.append(router)
+        return router.lm(model=model)
+
+    monkeypatch.setattr(compile_cli, "make_lm", make_lm)
+    return made
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args))
+
+
+def compile_args(*extra: str) -> list[str]:
+    return [
+        "compile",
+        "prog.py:program",
+        "--train",
+        "train.jsonl",
+        "--dev",
+        "dev.jsonl",
+        "--test",
+        "test.jsonl",
+        "--metric",
+        "exact_match",
+        "--out",
+        "out",
+        "--no-progress",
+        *extra,
+    ]
+
+
+def test_compile_writes_one_artifact_per_model_and_a_report(
+    workdir: Path, routers: list[Router]
+) -> None:
+    result = invoke(
+        *compile_args(
+            "--optimizer",
+            "random",
+            "-o",
+            "num_candidates=2",
+            "-o",
+            "max_labeled_demos=2",
+            "--model",
+            "vendor/model-a",
+            "--model",
+            "local/b:q4",
+        )
+    )
+    assert result.exit_code == 0, result.output
+    assert "at most ~" in result.stderr
+    first = workdir / "out" / "program@vendor_model-a.json"
+    second = workdir / "out" / "program@local_b_q4.json"
+    assert first.exists() and second.exists()
+    meta = json.loads(first.read_text())["meta"]
+    assert meta["target_model"] == "vendor/model-a"
+    assert set(meta["scores"]) == {"dev", "test"} and meta["scores"]["test"] == 1.0
+    assert json.loads(first.read_text())["predictors"]["self"]["lm"]["model"] == "vendor/model-a"
+    report = json.loads((workdir / "out" / "report.json").read_text())
+    assert [run["model"] for run in report["runs"]] == ["vendor/model-a", "local/b:q4"]
+    run = report["runs"][0]
+    assert run["scores"]["baseline"] < run["scores"]["test"]
+    assert len(run["candidates"]) == 5 and sum(c["best"] for c in run["candidates"]) == 1
+    assert "Ticket: {ticket}" in run["prompts"]["self"]["prompt"]
+    assert "program@vendor_model-a.json" in result.stdout
+
+
+def test_rerunning_the_command_resumes_from_the_run_directory(
+    workdir: Path, routers: list[Router]
+) -> None:
+    args = compile_args(
+        "--optimizer", "bootstrap", "-o", "max_labeled_demos=2", "--model", "m/x", "--no-baseline"
+    )
+    assert invoke(*args).exit_code == 0
+    before = (workdir / "out" / "program@m_x.json").read_bytes()
+    assert invoke(*args).exit_code == 0
+    compile_calls = [r for r in routers[1].requests if r.as_text().count("Ticket:") > 1]
+    # the second run only re-scores the test split; bootstrapping and dev scoring were restored
+    assert len(routers[1].requests) == 3
+    assert len(compile_calls) == 3
+    assert (workdir / "out" / "program@m_x.json").read_bytes() == before
+    assert len(list((workdir / "out" / ".runs").iterdir())) == 1
+
+
+def test_eval_prints_the_score_table(
+    workdir: Path, routers: list[Router], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (
+        invoke(*compile_args("--optimizer", "labeled", "-o", "k=3", "--model", "m/x")).exit_code
+        == 0
+    )
+    real_load = eval_cli.load_program
+
+    def load_with_fake(path: Path, model: str | None = None) -> lf.Module:
+        program = real_load(path, model=None)
+        program.set_lm(Router(needs_demos=True).lm())
+        return program
+
+    monkeypatch.setattr(eval_cli, "load_program", load_with_fake)
+    result = invoke(
+        "eval",
+        "out/program@m_x.json",
+        "--data",
+        "dev.jsonl",
+        "--metric",
+        "prog.py:metric",
+        "--no-progress",
+    )
+    assert result.exit_code == 0, result.output
+    assert "100.0%" in result.stdout and "metric" in result.stdout
+    as_json = invoke(
+        "eval", "out/program@m_x.json", "--data", "dev.jsonl", "--metric", "exact_match", "--json"
+    )
+    data = json.loads(as_json.stdout)
+    assert data["score"] == 1.0 and len(data["rows"]) == len(VAL)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"train_line": "{not json"}, "train.jsonl line 9: not valid JSON"),
+        (
+            {"train_line": '{"ticket": "no label"}'},
+            "train.jsonl line 9: missing label field(s) 'team'",
+        ),
+        ({"metric": "nowhere_module:metric"}, "cannot import nowhere_module"),
+        ({"metric": "prog.py:no_such_metric"}, "has no attribute 'no_such_metric'"),
+        ({"metric": "accuracy"}, "unknown metric 'accuracy'"),
+        ({"optimizer": "genetic"}, "unknown optimizer 'genetic'"),
+        ({"program": "prog.py:nothing"}, "has no attribute 'nothing'"),
+        ({"option": "oops"}, "must look like name=value"),
+    ],
+)
+def test_bad_inputs_are_one_line_errors(
+    workdir: Path, routers: list[Router], change: dict[str, str], expected: str
+) -> None:
+    if "train_line" in change:
+        with (workdir / "train.jsonl").open("a") as handle:
+            handle.write(change["train_line"] + "\n")
+    args = [
+        "compile",
+        change.get("program", "prog.py:program"),
+        "--train",
+        "train.jsonl",
+        "--dev",
+        "dev.jsonl",
+        "--metric",
+        change.get("metric", "exact_match"),
+        "--optimizer",
+        change.get("optimizer", "labeled"),
+        "--model",
+        "m/x",
+        "--out",
+        "out",
+        "--no-progress",
+    ]
+    if "option" in change:
+        args += ["-o", change["option"]]
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert expected in lines[0]
+    assert not routers or not routers[0].requests
+
+
+def test_labels_must_match_a_program_output_for_builtin_metrics(
+    workdir: Path, routers: list[Router]
+) -> None:
+    write_jsonl(
+        workdir / "train.jsonl", [ex.copy(department=ex.team).without("team") for ex in TRAIN]
+    )
+    result = invoke(
+        "compile",
+        "prog.py:program",
+        "--train",
+        "train.jsonl",
+        "--metric",
+        "exact_match",
+        "--model",
+        "m/x",
+        "--out",
+        "out",
+    )
+    assert result.exit_code == 2
+    assert "match no output field of the program" in result.stderr

@@ -1,0 +1,318 @@
+"""The program server against FunctionLM: validation, security limits, batch, metrics, drift,
+the OpenAI shim (official SDK over real HTTP) and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi")
+import httpx
+import lmforge as lf
+from lmforge.lm.types import LMRequest
+from lmforge.targets import DriftMonitor, ServerConfig, create_app, reference_stats
+from lmforge.testing import FunctionLM
+
+KEY = "test-key-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+SIG = lf.Signature.parse("ticket: str, priority: int -> team: Literal['billing', 'tech']")
+
+
+def _team(request: LMRequest) -> str:
+    text = request.as_text().rsplit("Ticket", 1)[-1].lower()
+    return "[[ ## team ## ]]\n" + ("billing" if "refund" in text else "tech")
+
+
+def _app(lm: Any = None, sig: Any = SIG, **changes: Any) -> Any:
+    program = lf.Predict(sig, lm=lm or FunctionLM(_team))
+    return create_app(program, ServerConfig(name="triage", api_keys=(KEY,), **changes))
+
+
+def _client(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+@contextlib.contextmanager
+def _serve(app: Any, **options: Any) -> Iterator[tuple[str, Any]]:
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}", server
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+async def test_typed_call_and_schema_errors() -> None:
+    async with _client(_app()) as client:
+        ok = await client.post(
+            "/v1/programs/triage", json={"ticket": "refund me", "priority": 2}, headers=AUTH
+        )
+        assert ok.status_code == 200 and ok.json() == {"team": "billing"}
+        assert ok.headers["x-request-id"]
+        bad = await client.post(
+            "/v1/programs/triage", json={"ticket": "x", "priority": "high"}, headers=AUTH
+        )
+        assert bad.status_code == 422
+        error = bad.json()["error"]
+        assert error["type"] == "invalid_input" and "priority" in error["message"]
+        assert error["request_id"] == bad.headers["x-request-id"]
+        extra = await client.post(
+            "/v1/programs/triage", json={"ticket": "x", "priority": 1, "x": 1}, headers=AUTH
+        )
+        assert extra.status_code == 422 and "x: Extra inputs" in extra.json()["error"]["message"]
+        schema = (await client.get("/openapi.json", headers=AUTH)).json()
+        assert schema["components"]["schemas"]["TriageRequest"]["required"] == [
+            "ticket",
+            "priority",
+        ]
+        assert schema["components"]["schemas"]["TriageResponse"]["properties"]["team"]["enum"] == [
+            "billing",
+            "tech",
+        ]
+
+
+async def test_auth_required_except_health() -> None:
+    async with _client(_app()) as client:
+        assert (await client.get("/health")).status_code == 200
+        body = {"ticket": "x", "priority": 1}
+        missing = await client.post("/v1/programs/triage", json=body)
+        assert missing.status_code == 401 and missing.json()["error"]["type"] == "unauthorized"
+        wrong = await client.post(
+            "/v1/programs/triage", json=body, headers={"Authorization": "Bearer " + "z" * 24}
+        )
+        assert wrong.status_code == 401
+        assert (await client.get("/metrics")).status_code == 401
+        assert (
+            await client.post("/v1/programs/triage", json=body, headers=AUTH)
+        ).status_code == 200
+
+
+def test_refuses_to_start_without_keys() -> None:
+    with pytest.raises(lf.UsageError, match="LMFORGE_API_KEYS"):
+        ServerConfig(name="triage")
+    assert ServerConfig(name="triage", insecure_no_auth=True).api_keys == ()
+
+
+async def test_rate_limit_answers_429_with_retry_after() -> None:
+    async with _client(_app(rate_limit_per_minute=60, rate_limit_burst=2)) as client:
+        body = {"ticket": "x", "priority": 1}
+        codes = [
+            (await client.post("/v1/programs/triage", json=body, headers=AUTH)).status_code
+            for _ in range(2)
+        ]
+        limited = await client.post("/v1/programs/triage", json=body, headers=AUTH)
+        assert codes == [200, 200]
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+        assert limited.json()["error"]["type"] == "rate_limited"
+
+
+async def test_saturation_answers_503() -> None:
+    release = asyncio.Event()
+
+    async def slow(request: LMRequest) -> str:
+        await release.wait()
+        return "[[ ## team ## ]]\ntech"
+
+    async with _client(_app(FunctionLM(slow), max_concurrency=1)) as client:
+        body = {"ticket": "x", "priority": 1}
+        first = asyncio.create_task(client.post("/v1/programs/triage", json=body, headers=AUTH))
+        await asyncio.sleep(0.05)
+        second = await client.post("/v1/programs/triage", json=body, headers=AUTH)
+        release.set()
+        assert second.status_code == 503 and second.headers["retry-after"] == "1"
+        assert second.json()["error"]["type"] == "saturated"
+        assert (await first).status_code == 200
+
+
+async def test_body_size_limit() -> None:
+    async with _client(_app(max_body_bytes=200)) as client:
+        big = await client.post(
+            "/v1/programs/triage", json={"ticket": "x" * 500, "priority": 1}, headers=AUTH
+        )
+        assert big.status_code == 413 and big.json()["error"]["type"] == "body_too_large"
+
+        async def chunks() -> Any:  # no Content-Length: counted while reading
+            yield b'{"ticket": "' + b"y" * 300 + b'", "priority": 1}'
+
+        streamed = await client.post("/v1/programs/triage", content=chunks(), headers=AUTH)
+        assert streamed.status_code == 413
+
+
+async def test_batch_endpoint_keeps_order_and_reports_item_errors() -> None:
+    def reply(request: LMRequest) -> str:
+        if "boom" in request.as_text().rsplit("Ticket", 1)[-1]:
+            return "no markers and no answer"
+        return _team(request)
+
+    sig = lf.Signature.parse("ticket: str -> team: Literal['billing', 'tech'], note: str")
+    async with _client(
+        _app(FunctionLM(lambda r: reply(r) + "\n[[ ## note ## ]]\nok"), sig=sig)
+    ) as client:
+        items = [{"ticket": "refund"}, {"ticket": "crash"}, {"ticket": "boom"}]
+        response = await client.post(
+            "/v1/programs/triage:batch", json={"items": items}, headers=AUTH
+        )
+        results = response.json()["results"]
+        assert [r.get("output", {}).get("team") for r in results[:2]] == ["billing", "tech"]
+        assert results[2]["error"]["type"] == "parse_error"
+
+
+async def test_metrics_counters_move() -> None:
+    async with _client(_app()) as client:
+
+        def value(text: str, prefix: str) -> float:
+            lines = [line for line in text.splitlines() if line.startswith(prefix)]
+            return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+        before = (await client.get("/metrics", headers=AUTH)).text
+        for _ in range(3):
+            await client.post(
+                "/v1/programs/triage", json={"ticket": "refund", "priority": 1}, headers=AUTH
+            )
+        await client.post(
+            "/v1/programs/triage", json={"ticket": "x"}, headers={"Authorization": "Bearer nope"}
+        )
+        after = (await client.get("/metrics", headers=AUTH)).text
+        ok = 'lmforge_requests_total{program="triage",route="call",status="200"}'
+        assert value(after, ok) - value(before, ok) == 3
+        assert (
+            value(
+                after, 'lmforge_predictor_latency_seconds_count{predictor="self",program="triage"}'
+            )
+            == 3
+        )
+        assert (
+            value(after, 'lmforge_tokens_total{kind="prompt",predictor="self",program="triage"}')
+            > 0
+        )
+        assert value(after, 'lmforge_rejected_requests_total{reason="unauthorized"}') == 1
+
+
+async def test_drift_endpoint_reacts_to_shifted_inputs() -> None:
+    sig = lf.Signature.parse("ticket: str -> team: Literal['billing', 'tech']")
+    dev = [
+        {"ticket": "refund " + "a" * (i % 20), "team": "billing" if i % 2 else "tech"}
+        for i in range(200)
+    ]
+    reference = reference_stats(sig, dev)
+    async with _client(_app(sig=sig, reference_stats=reference, rate_limit_burst=500)) as client:
+        for row in dev[:60]:
+            await client.post("/v1/programs/triage", json={"ticket": row["ticket"]}, headers=AUTH)
+        stable = (await client.get("/v1/programs/triage/drift", headers=AUTH)).json()["statistics"]
+        for _ in range(120):
+            await client.post("/v1/programs/triage", json={"ticket": "x" * 400}, headers=AUTH)
+        shifted = (await client.get("/v1/programs/triage/drift", headers=AUTH)).json()["statistics"]
+        metrics = (await client.get("/metrics", headers=AUTH)).text
+    length = "input_length.ticket"
+    assert stable[length]["level"] == "stable"
+    assert (
+        shifted[length]["level"] == "significant"
+        and shifted[length]["score"] > stable[length]["score"] + 1
+    )
+    assert 'lmforge_drift_score{program="triage",statistic="input_length.ticket"}' in metrics
+
+
+def test_drift_monitor_needs_a_window() -> None:
+    monitor = DriftMonitor(reference_stats(SIG, [{"ticket": "a", "priority": 1}] * 5), window=10)
+    monitor.observe({"ticket": "a", "priority": 1}, None, None)
+    assert monitor.report()["input_length.ticket"]["level"] == "insufficient_data"
+
+
+def test_openai_sdk_chat_and_stream() -> None:
+    openai = pytest.importorskip("openai")
+    sig = lf.Signature.parse("ticket: str -> team: Literal['billing', 'tech']")
+    with _serve(_app(sig=sig)) as (url, _):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
+        answer = client.chat.completions.create(
+            model="triage", messages=[{"role": "user", "content": "refund!"}]
+        )
+        assert answer.choices[0].message.content == "billing"
+        assert answer.usage is not None and answer.usage.prompt_tokens > 0
+        stream = client.chat.completions.create(
+            model="triage", messages=[{"role": "user", "content": "it crashes"}], stream=True
+        )
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+        assert text == "tech"
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(
+                model="other", messages=[{"role": "user", "content": "x"}]
+            )
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(
+                base_url=f"{url}/v1", api_key="wrong-key-000000000", max_retries=0
+            ).models.list()
+
+
+async def test_chat_shim_multi_input_takes_json() -> None:
+    async with _client(_app()) as client:
+        ok = await client.post(
+            "/v1/chat/completions",
+            headers=AUTH,
+            json={
+                "model": "triage",
+                "messages": [{"role": "user", "content": '{"ticket": "refund", "priority": 3}'}],
+            },
+        )
+        assert ok.json()["choices"][0]["message"]["content"] == "billing"
+        bad = await client.post(
+            "/v1/chat/completions",
+            headers=AUTH,
+            json={"model": "triage", "messages": [{"role": "user", "content": "refund"}]},
+        )
+        assert bad.status_code == 422 and "JSON object" in bad.json()["error"]["message"]
+        typed = await client.post(
+            "/v1/chat/completions",
+            headers=AUTH,
+            json={
+                "model": "triage",
+                "messages": [{"role": "user", "content": '{"ticket": "a", "priority": "x"}'}],
+            },
+        )
+        assert typed.status_code == 422 and "priority" in typed.json()["error"]["message"]
+
+
+def test_graceful_shutdown_finishes_in_flight_request() -> None:
+    started = threading.Event()
+
+    def slow(request: LMRequest) -> str:
+        started.set()
+        time.sleep(0.8)
+        return "[[ ## team ## ]]\ntech"
+
+    result: dict[str, Any] = {}
+    with _serve(_app(FunctionLM(slow)), timeout_graceful_shutdown=10) as (url, server):
+
+        def call() -> None:
+            result["response"] = httpx.post(
+                f"{url}/v1/programs/triage",
+                json={"ticket": "x", "priority": 1},
+                headers=AUTH,
+                timeout=10,
+            )
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        assert started.wait(5)
+        server.should_exit = True  # what SIGTERM does
+        caller.join(10)
+    assert result["response"].status_code == 200 and result["response"].json() == {"team": "tech"}
