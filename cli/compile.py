@@ -303,7 +303,7 @@ def _print_summary(
     from rich.table import Table
 
     table = Table(title="lmforge compile")
-    for column in ("model", "baseline", "dev", "test", "LM calls", "cached", "stopped", "artifact"):
+    for column in ("model", "baseline", "dev", "test", "compile LM calls", "cached", "stopped", "artifact"):
         table.add_column(column)
     for run, artifact in zip(runs, artifacts, strict=True):
         scores, usage = run["scores"], run["usage"]

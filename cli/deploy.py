@@ -167,7 +167,7 @@ def bench(
 
     try:
         payload = json.loads(input)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise UsageError(f"--input is not valid JSON ({exc.msg})") from None
     if not isinstance(payload, dict):
         raise UsageError("--input must be a JSON object of the program's inputs")

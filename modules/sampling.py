@@ -119,7 +119,8 @@ class BestOfN(_Resampler):
 
     ``reward(inputs, prediction) -> float`` scores an attempt. Attempts that raise are
     skipped; more than ``fail_count`` of them (default ``n``) re-raises the last error, as
-    does having no successful attempt at all.
+    does having no successful attempt at all. Usage errors and a spent budget are raised at
+    once. Rewards are saved by import path, so use a module-level function.
     """
 
     def forward(self, **inputs: Any) -> lf.Prediction:

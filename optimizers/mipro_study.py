@@ -3,7 +3,8 @@
 Imported only when a search runs (optuna is an optional dependency).
 
 Replayable sampling: trial parameters are drawn by a TPE sampler seeded from the run's seed
-and the trial's *slot* (how many trials had completed when it started). With one worker,
+and the trial's *slot* (how many trials had completed, or were running in other workers,
+when it started). With one worker,
 a run that is killed and resumed therefore draws exactly the parameters an uninterrupted
 run would have drawn: a trial cut off by the kill is simply drawn again in the same slot.
 """
@@ -71,7 +72,10 @@ class SlotSampler(BaseSampler):
             return self._per_trial[number][0]
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        slot = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        # Completed trials plus trials other workers are running now: a lone worker gets
+        # consecutive slots; concurrent workers get distinct ones (distinct draws).
+        busy = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        slot = sum(1 for t in busy if t.number != trial.number)
         digest = hashlib.sha256(f"{self._seed}:{slot}".encode()).hexdigest()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # multivariate TPE is marked experimental

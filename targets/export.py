@@ -124,7 +124,7 @@ def _records(path: Path) -> list[dict[str, Any]]:
         if line.strip():
             try:
                 row = json.loads(line)
-            except ValueError as exc:
+            except json.JSONDecodeError as exc:
                 raise UsageError(f"{path} line {number} is not JSON ({exc.msg})") from None
             if not isinstance(row, dict):
                 raise UsageError(f"{path} line {number} must be a JSON object")
@@ -180,7 +180,7 @@ def _predictor_specs(
     specs: dict[str, dict[str, Any]] = {}
     longest = 0
     for index, (name, predictor) in enumerate(program.named_predictors()):
-        config = (
+        config: dict[str, Any] = (
             predictor.lm.config(include_endpoint=False)
             if predictor.lm is not None
             else {"model": default_model}
@@ -189,7 +189,8 @@ def _predictor_specs(
             "text" if not profile_for(config["model"]).chat_template else "chat"
         )
         probe = lf.LM(config["model"], model_type=model_type, cache=False)
-        defaults = {k: v for k, v in (config.get("defaults") or {}).items() if not is_secret_key(k)}
+        stored: dict[str, Any] = dict(config.get("defaults") or {})
+        defaults = {k: v for k, v in stored.items() if not is_secret_key(k)}
         inputs_list = [dict(d) for d in predictor.demos]
         if index == 0:
             inputs_list = sample_inputs + inputs_list
@@ -225,7 +226,9 @@ def _lora(
     options: ExportOptions, meta: Mapping[str, Any], artifact: Path
 ) -> tuple[Path | None, int]:
     path = options.lora
-    finetune = meta.get("finetune") if isinstance(meta.get("finetune"), Mapping) else {}
+    finetune: Mapping[str, Any] = (
+        meta["finetune"] if isinstance(meta.get("finetune"), Mapping) else {}
+    )
     if path is None and (found := finetune.get("adapter_path") or meta.get("adapter_path")):
         path = Path(found) if Path(found).is_absolute() else artifact.parent / found
     if path is None:

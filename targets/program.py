@@ -78,9 +78,9 @@ class ProgramModels:
             f"{request.__name__[: -len('Request')]}BatchRequest",
             __config__=pydantic.ConfigDict(extra="forbid"),
             items=(
-                list[request],
+                list[request],  # type: ignore[valid-type]
                 pydantic.Field(..., min_length=1, description="Inputs, one object per call."),
-            ),  # type: ignore[valid-type]
+            ),
         )
 
 

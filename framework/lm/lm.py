@@ -81,12 +81,20 @@ class LM:
         api_base: str | None = None,
         timeout: float | None = 120.0,
         client: Literal["auto", "http", "litellm"] = "auto",
+        lora: str | os.PathLike[str] | None = None,
         **defaults: Any,
     ) -> None:
         if client not in _CLIENTS:
             raise UsageError(f"client must be 'auto', 'http' or 'litellm', not {client!r}")
         self.client = client
         self.model = resolve_model_name(model)
+        if lora is not None and not self.model.startswith("local/"):
+            raise UsageError(
+                f"lora= runs GGUF LoRA adapters on local/... models, not {self.model}; "
+                "call a managed fine-tune by its ft: model id"
+            )
+        # A GGUF LoRA applied on top of a local model (see lmforge.lm.lora).
+        self.lora: Path | None = Path(lora).expanduser().resolve() if lora is not None else None
         self.profile = profile or profile_for(self.model, model_type or "chat")
         self.model_type: Literal["chat", "text"] = model_type or (
             "chat" if self.profile.chat_template else "text"
@@ -123,6 +131,8 @@ class LM:
         if self.model.startswith("local/"):
             from .local import LocalBackend
 
+            if self.lora is not None:
+                return LocalBackend.for_model(self.model, lora=str(self.lora))
             return LocalBackend.for_model(self.model)
         if self.client == "http" or (
             self.client == "auto" and self.api_base and self.model.startswith(_HTTP_PREFIXES)
@@ -154,6 +164,10 @@ class LM:
             prompt = None
         extras = {k: params.pop(k) for k in ("response_format", "constraint", "tools", "rollout_id") if k in params}
         merged = {**self.defaults, **{k: v for k, v in params.items() if v is not None}}
+        if self.lora is not None:  # the adapter's content is part of what decides the answer
+            from .lora import file_digest
+
+            merged["lora_sha256"] = file_digest(self.lora)
         return LMRequest(
             model=self.model,
             messages=tuple(messages) if messages is not None else None,
@@ -257,6 +271,8 @@ class LM:
             data["api_base"] = self.api_base
         if self.client != "auto":
             data["client"] = self.client
+        if self.lora is not None:
+            data["lora"] = str(self.lora)
         return data
 
     @classmethod
@@ -273,6 +289,7 @@ class LM:
             model_type=data.get("model_type"),
             api_base=api_base,
             client=client,
+            lora=data.get("lora"),
             **defaults,
         )
 

@@ -579,3 +579,17 @@ def test_litellm_text_completion_mode(fake_litellm: _FakeLiteLLM) -> None:
     assert "messages" not in sent
     assert sent["prompt"].endswith("Question: Capital of France?\nCity:")
     assert sent["stop"] == ["\n\n", "\nQuestion:"]
+
+
+def test_unusable_cache_directory_says_how_to_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("LMFORGE_CACHE_DIR", str(blocker / "cache"))
+    predictor = lf.Predict("question -> answer", lm=cached_lm())
+    with pytest.raises(lf.UsageError, match=r"LMFORGE_CACHE_DIR.*cache=False") as info:
+        predictor(question="q")
+    assert "\n" not in str(info.value)
+    with lf.use(cache=False):
+        assert predictor(question="q").answer == "fine"

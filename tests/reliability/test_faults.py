@@ -1,0 +1,103 @@
+"""Runs against a fake LM server that injects faults at 20%: every run completes, every
+example is accounted for, retries stay within their bounds."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+import lmforge as lf
+from lmforge.lm.retry import RetryPolicy
+
+from .fault_server import FaultPlan, FaultServer
+
+pytestmark = pytest.mark.reliability
+
+TEAMS = ("billing", "technical", "shipping")
+WORDS = {"billing": "invoice refund charge", "technical": "crash error login", "shipping": "parcel courier late"}
+MAX_ATTEMPTS = 4
+
+
+class Route(lf.Signature):
+    """Route the ticket."""
+
+    ticket: str = lf.InputField()
+    team: Literal["billing", "technical", "shipping"] = lf.OutputField()
+
+
+def answer(prompt: str) -> str:
+    """Reply like a perfect chat model: the team whose words the last ticket contains."""
+    ticket = re.findall(r"\[\[ ## ticket ## \]\]\n(.*?)\n", prompt)[-1]
+    team = next(t for t, words in WORDS.items() if any(w in ticket for w in words.split()))
+    return f"[[ ## team ## ]]\n{team}\n\n[[ ## completed ## ]]"
+
+
+def dataset(n: int) -> list[lf.Example]:
+    items = []
+    for i in range(n):
+        team = TEAMS[i % 3]
+        word = WORDS[team].split()[i % 3]
+        items.append(lf.Example(ticket=f"ticket {i} about my {word}", team=team).with_inputs("ticket"))
+    return items
+
+
+def metric(example: lf.Example, prediction: lf.Prediction, trace: object = None) -> bool:
+    return bool(example.team == prediction.team)
+
+
+@pytest.fixture
+def faulty() -> Iterator[FaultServer]:
+    plan = FaultPlan.uniform(0.20, slow_seconds=1.5, retry_after=0.01, seed=7, max_requests=5000)
+    server = FaultServer(answer, plan)
+    with server.running():
+        yield server
+
+
+def lm_for(server: FaultServer, tmp_path: Path) -> lf.LM:
+    return lf.LM(
+        "hosted_vllm/fake",
+        api_base=server.base_url,
+        api_key="sk-fault-test",
+        timeout=0.5,
+        cache=tmp_path / "cache",
+        retry=RetryPolicy(max_attempts=MAX_ATTEMPTS, base_delay=0.01, max_delay=0.05, max_total_seconds=5),
+    )
+
+
+def test_evaluate_under_faults_accounts_for_every_example(faulty: FaultServer, tmp_path: Path) -> None:
+    data = dataset(60)
+    lm = lm_for(faulty, tmp_path)
+    with lf.use(lm=lm, adapter=lf.ChatAdapter()):
+        result = lf.evaluate(lf.Predict(Route), data, metric, concurrency=8, progress=False)
+
+    assert result.n == 60 and [row.index for row in result.rows] == list(range(60))
+    for row in result.rows:
+        assert (row.prediction is not None) != row.failed
+        if row.failed:
+            assert row.error_type in {"ParseError", "LMTimeoutError", "RateLimitError", "ProviderError"}
+            assert row.score == 0.0
+    # Retries absorb most faults: only what failed MAX_ATTEMPTS times or came back
+    # truncated (a well-formed reply with a cut answer is not retried) is a failure.
+    assert result.score >= 0.85, result.summary()
+    assert faulty.stats.requests <= 60 * MAX_ATTEMPTS
+    assert sum(faulty.stats.faults.values()) > 0
+
+
+def test_bootstrap_compile_under_faults_completes(faulty: FaultServer, tmp_path: Path) -> None:
+    from lmforge.optimizers import BootstrapFewShot
+
+    data = dataset(30)
+    lm = lm_for(faulty, tmp_path)
+    with lf.use(lm=lm, adapter=lf.ChatAdapter()):
+        compiled = BootstrapFewShot(max_bootstrapped_demos=3, max_labeled_demos=3).compile(
+            lf.Predict(Route), data[:20], metric=metric, valset=data[20:], progress=False
+        )
+        result = lf.evaluate(compiled, data[20:], metric, concurrency=4, progress=False)
+    demos = compiled.predictors()[0].demos
+    assert 0 < len(demos) <= 6
+    assert all(d["team"] in TEAMS for d in demos)
+    assert result.n == 10
