@@ -40,7 +40,7 @@ from .example import Example, Prediction
 from .inspection import inspect
 from .lm import LM, LMRequest, LMResponse, ModelProfile, RetryPolicy
 from .module import BatchError, Module
-from .predict import Predict
+from .predict import Predict, request_config
 from .settings import Settings, use
 from .signature import InputField, OutputField, Signature
 from .trace import track
@@ -88,6 +88,7 @@ __all__ = [
     "evaluate",
     "inspect",
     "load",
+    "request_config",
     "metrics",
     "track",
     "use",

@@ -108,10 +108,21 @@ def save(program: Module, path: str | os.PathLike[str], *, meta: Mapping[str, An
             f"{target / 'program.json'}"
         )
     try:
+        document = _bundled(document, target.parent)
         write_json_atomic(target, document)
     except OSError as exc:
         raise ArtifactError(f"cannot write {target}: {exc.strerror or exc}") from None
     return target
+
+
+def _bundled(document: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """``document`` with the LoRA adapter files it uses copied next to it (relative paths)."""
+    from .lm.lora import bundle_files
+
+    body = bundle_files(document, directory)
+    if body == {k: v for k, v in document.items() if k != "sha256"}:
+        return document
+    return {**body, "sha256": _digest(body)}
 
 
 def write_json_atomic(path: Path, document: Any) -> None:
@@ -187,12 +198,16 @@ def load(
     if program is None:
         program = _rebuild(data["program"], path)
     try:
-        program.load_state(data["predictors"], allow_endpoints=allow_endpoints)
+        from .lm.lora import resolve_files, resolve_meta
+
+        predictors = resolve_files(data["predictors"], Path(path).parent)
+        program.load_state(predictors, allow_endpoints=allow_endpoints)
     except ArtifactError as exc:
         raise ArtifactError(f"{path}: {exc}") from None
     except LMForgeError as exc:
         raise ArtifactError(f"{path}: {exc}") from None
-    program.artifact_meta = dict(data.get("meta") or {})  # type: ignore[attr-defined]
+    meta = resolve_meta(dict(data.get("meta") or {}), Path(path).parent)
+    program.artifact_meta = meta  # type: ignore[attr-defined]
     return program
 
 

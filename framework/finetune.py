@@ -44,7 +44,12 @@ __all__ = [
 ]
 
 DATA_FORMAT = "lmforge.finetune-data"
-_FILES = ("train.chat.jsonl", "train.completion.jsonl", "validation.chat.jsonl", "validation.completion.jsonl")
+_FILES = (
+    "train.chat.jsonl",
+    "train.completion.jsonl",
+    "validation.chat.jsonl",
+    "validation.completion.jsonl",
+)
 
 
 def _canonical(value: Any) -> str:
@@ -125,7 +130,9 @@ def target_text(adapter: Adapter, signature: Signature, outputs: Mapping[str, An
             parts.append(f" {value}" if i == 0 else f"\n{field.label}: {value}")
         return "".join(parts)
     if isinstance(adapter, ChatAdapter):
-        return adapter.render("assistant", fields=[(f.name, render_value(outputs[f.name])) for f in fields])
+        return adapter.render(
+            "assistant", fields=[(f.name, render_value(outputs[f.name])) for f in fields]
+        )
     if isinstance(adapter, JSONAdapter):
         return render_value({f.name: outputs[f.name] for f in fields})
     raise UsageError(
@@ -160,7 +167,11 @@ def render_example(
     expected = {f.name: outputs[f.name] for f in signature.output_fields}
     if _canonical(_plain(parsed)) != _canonical(_plain(expected)):
         raise ParseError(f"the target for {name} does not parse back into its outputs", raw=answer)
-    messages = prompt.messages if prompt.messages is not None else ({"role": "user", "content": prompt.text or ""},)
+    messages = (
+        prompt.messages
+        if prompt.messages is not None
+        else ({"role": "user", "content": prompt.text or ""},)
+    )
     text = prompt.text if prompt.text is not None else _as_text(prompt.messages or ())
     request = lm.request(messages=prompt.messages, prompt=prompt.text)
     if request.prompt is not None:
@@ -224,7 +235,9 @@ class TrainingData:
             total += 1
             unique.setdefault(example.key, example)
         if not unique:
-            raise UsageError("no training examples: the teacher produced no traces that pass the metric")
+            raise UsageError(
+                "no training examples: the teacher produced no traces that pass the metric"
+            )
         keys = sorted(unique)
         content = hashlib.sha256("\n".join(keys).encode()).hexdigest()
         n = len(keys)
@@ -265,10 +278,12 @@ class TrainingData:
         }
 
     def jsonl(self, split: str, form: str) -> str:
-        """The JSONL text of ``split`` (``train``/``validation``) in ``form`` (``chat``/``completion``)."""
+        """The JSONL text of ``split`` (train, validation) in ``form`` (chat, completion)."""
         items = {"train": self.train, "validation": self.validation}.get(split)
         if items is None or form not in ("chat", "completion"):
-            raise UsageError(f"unknown split/form {split!r}/{form!r}; use train|validation and chat|completion")
+            raise UsageError(
+                f"unknown split/form {split!r}/{form!r}; use train|validation and chat|completion"
+            )
         render: Callable[[TrainingExample], dict[str, Any]] = (
             TrainingExample.chat_record if form == "chat" else TrainingExample.completion_record
         )
@@ -289,10 +304,13 @@ class TrainingData:
             _write_text_atomic(target / name, text)
             paths[name] = target / name
             digests[name] = hashlib.sha256(text.encode()).hexdigest()
-        write_json_atomic(target / "examples.json", {
-            "train": [e.to_json() for e in self.train],
-            "validation": [e.to_json() for e in self.validation],
-        })
+        write_json_atomic(
+            target / "examples.json",
+            {
+                "train": [e.to_json() for e in self.train],
+                "validation": [e.to_json() for e in self.validation],
+            },
+        )
         write_json_atomic(target / "data.json", {**self.manifest(), "files": digests})
         return paths
 

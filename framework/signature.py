@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, get_type_hints
@@ -166,7 +167,7 @@ class Signature:
                 f"{cls.__name__}: field(s) {', '.join(missing)} need a value of "
                 "lf.InputField() or lf.OutputField()"
             )
-        doc = (cls.__doc__ or "").strip()
+        doc = inspect.cleandoc(cls.__doc__ or "")
         cls.__lf_signature__ = Signature(fields, instructions=doc, name=cls.__name__)
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Signature:

@@ -70,6 +70,7 @@ class LoadSettings:
     n_ctx: int
     n_threads: int = 1
     n_threads_batch: int = 1
+    lora: str | None = None  # a GGUF LoRA adapter applied on load (llama.cpp lora_path)
 
 
 class _Loaded:
@@ -129,7 +130,9 @@ def _int_setting(name: str, value: Any, source: str) -> int:
 class LocalBackend:
     """Runs GGUF models in-process with llama-cpp-python (``local/...`` models)."""
 
-    def __init__(self, model: str, *, context_window: int = 8192, **load: int) -> None:
+    def __init__(
+        self, model: str, *, context_window: int = 8192, lora: str | None = None, **load: int
+    ) -> None:
         unknown = set(load) - set(_LOAD_KEYS)
         if unknown:
             raise UsageError(
@@ -137,18 +140,22 @@ class LocalBackend:
             )
         self.model = model
         self.context_window = context_window
+        self.lora = lora
         self._load = dict(load)
         self._path: Path | None = None
         self._path_lock = threading.Lock()
 
     @classmethod
-    def for_model(cls, model: str, **load: int) -> LocalBackend:
-        """The backend for ``local/<name>`` or ``local/<path-to-file.gguf>``."""
+    def for_model(cls, model: str, *, lora: str | None = None, **load: int) -> LocalBackend:
+        """The backend for ``local/<name>`` or ``local/<path-to-file.gguf>`` (with an
+        optional GGUF LoRA adapter file ``lora``)."""
         if not model.startswith("local/") or model == "local/":
             raise UsageError(
                 f"local models are named local/<name> or local/<file.gguf>, got {model!r}"
             )
-        return cls(model, context_window=profile_for(model, "text").context_window, **load)
+        return cls(
+            model, context_window=profile_for(model, "text").context_window, lora=lora, **load
+        )
 
     # -- settings and loading -------------------------------------------------------------
 
@@ -165,7 +172,7 @@ class LocalBackend:
                 values[key] = _int_setting(key, os.environ[_ENV[key]], f"${_ENV[key]}")
         values.setdefault("n_ctx", min(self.context_window, MAX_DEFAULT_CONTEXT))
         values.setdefault("n_threads_batch", default_batch_threads())
-        return LoadSettings(**values)
+        return LoadSettings(**values, lora=self.lora)
 
     @property
     def path(self) -> Path:
@@ -192,6 +199,7 @@ class LocalBackend:
                             n_threads_batch=settings.n_threads_batch,
                             n_batch=min(512, settings.n_ctx),
                             verbose=False,
+                            **({"lora_path": settings.lora} if settings.lora else {}),
                         )
                     except (ValueError, RuntimeError, OSError) as exc:
                         llama, error = None, exc

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import ArtifactError, UsageError
 
-__all__ = ["bundle_files", "file_digest", "resolve_files"]
+__all__ = ["bundle_files", "file_digest", "resolve_files", "resolve_meta"]
 
 _BLOCK = 1 << 20
 _digests: dict[tuple[str, int, int], str] = {}
@@ -38,7 +38,9 @@ def file_digest(path: str | os.PathLike[str]) -> str:
     try:
         stat = source.stat()
     except OSError:
-        raise UsageError(f"no LoRA adapter at {source}; pass the path of an existing adapter file") from None
+        raise UsageError(
+            f"no LoRA adapter at {source}; pass the path of an existing adapter file"
+        ) from None
     key = (str(source.resolve()), stat.st_size, stat.st_mtime_ns)
     with _lock:
         cached = _digests.get(key)
@@ -88,9 +90,14 @@ def bundle_files(document: dict[str, Any], directory: Path) -> dict[str, Any]:
         if isinstance(lm, Mapping) and lm.get("lora"):
             source = Path(str(lm["lora"]))
             if not source.is_absolute():
-                raise UsageError(f"predictor {name}: its LoRA path {source} must be absolute to be saved")
+                raise UsageError(
+                    f"predictor {name}: its LoRA path {source} must be absolute to be saved"
+                )
             digest = file_digest(source)
-            state = {**state, "lm": {**lm, "lora": _copy(source, directory, digest), "lora_sha256": digest}}
+            state = {
+                **state,
+                "lm": {**lm, "lora": _copy(source, directory, digest), "lora_sha256": digest},
+            }
         predictors[name] = state
     if predictors:
         body["predictors"] = predictors
@@ -100,7 +107,11 @@ def bundle_files(document: dict[str, Any], directory: Path) -> dict[str, Any]:
         source = Path(str(finetune["adapter_path"]))
         if source.is_absolute() and source.exists():
             digest = file_digest(source)
-            finetune = {**finetune, "adapter_path": _copy(source, directory, digest), "adapter_sha256": digest}
+            finetune = {
+                **finetune,
+                "adapter_path": _copy(source, directory, digest),
+                "adapter_sha256": digest,
+            }
             body["meta"] = {**meta, "finetune": finetune}  # type: ignore[dict-item]
     return body
 
@@ -129,3 +140,14 @@ def resolve_files(predictors: Mapping[str, Any], directory: Path) -> dict[str, A
             state = {**state, "lm": {**lm, "lora": str(path)}}
         resolved[name] = state
     return resolved
+
+
+def resolve_meta(meta: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """``meta`` with a relative ``finetune.adapter_path`` made absolute against ``directory``
+    (so saving the loaded program elsewhere carries the adapter folder along)."""
+    finetune = meta.get("finetune")
+    if isinstance(finetune, Mapping) and finetune.get("adapter_path"):
+        path = Path(str(finetune["adapter_path"]))
+        if not path.is_absolute():
+            return {**meta, "finetune": {**finetune, "adapter_path": str(directory / path)}}
+    return meta
