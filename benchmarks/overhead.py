@@ -220,17 +220,27 @@ def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def measure_import(python: str, module: str, runs: int, env: dict[str, str]) -> dict[str, float]:
-    """Median wall time of ``import module`` in fresh processes, and its importtime total."""
+    """Median wall and CPU time of ``import module`` in fresh processes, and its importtime."""
+    import resource
+
     with tempfile.TemporaryDirectory() as cwd:
 
-        def wall(code: str) -> float:
+        def timed(code: str) -> tuple[float, float]:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             subprocess.run([python, "-c", code], cwd=cwd, env=env, check=True, capture_output=True)
-            return (time.perf_counter() - start) * 1e3
+            wall = (time.perf_counter() - start) * 1e3
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1e3
+            return wall, cpu
 
-        wall(f"import {module}")  # warm the OS file cache
-        bare = statistics.median(wall("pass") for _ in range(runs))
-        walls = [wall(f"import {module}") for _ in range(runs)]
+        timed(f"import {module}")  # warm the OS file cache
+        bare_runs = [timed("pass") for _ in range(runs)]
+        import_runs = [timed(f"import {module}") for _ in range(runs)]
+        bare = statistics.median(w for w, _ in bare_runs)
+        walls = [w for w, _ in import_runs]
+        cpu_ms = statistics.median(c for _, c in import_runs)
+        bare_cpu = statistics.median(c for _, c in bare_runs)
         totals = []
         for _ in range(runs):
             proc = subprocess.run(
@@ -259,6 +269,8 @@ def measure_import(python: str, module: str, runs: int, env: dict[str, str]) -> 
         "wall_ms": wall_ms,
         "net_wall_ms": wall_ms - bare,
         "bare_python_ms": bare,
+        "cpu_ms": cpu_ms,
+        "net_cpu_ms": cpu_ms - bare_cpu,
         "importtime_ms": statistics.median(totals),
         "modules": int(modules),
     }
@@ -328,7 +340,11 @@ def main(argv: list[str] | None = None) -> int:
         cache_dir = tempfile.mkdtemp(prefix="dspy-cache-")
         frameworks["dspy"] = (args.dspy_python, "dspy", _child_env({"DSPY_CACHEDIR": cache_dir}))
     results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "load_before": round(os.getloadavg()[0], 2),
+        }
     }
     for name, (python, module, env) in frameworks.items():
         entry: dict[str, Any] = {}
@@ -336,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             entry["import"] = measure_import(python, module, args.import_runs, env)
         entry["per_call"] = run_child(python, name, args, env)
         results[name] = entry
+    results["machine"]["load_after"] = round(os.getloadavg()[0], 2)
     print(render(results))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
@@ -345,7 +362,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def render(results: dict[str, Any]) -> str:
     names = [n for n in ("lmforge", "dspy") if n in results]
-    lines = [f"machine: {results['machine']['cpus']} CPUs, Python {results['machine']['python']}"]
+    machine = results["machine"]
+    lines = [
+        f"machine: {machine['cpus']} CPUs, Python {machine['python']}, "
+        f"load average {machine['load_before']} before / {machine.get('load_after', '?')} after"
+    ]
     for n in names:
         lines.append(f"{n} {results[n]['per_call'].get('version', '?')}")
     header = f"{'measure':<34}" + "".join(f"{n:>14}" for n in names)
@@ -363,6 +384,8 @@ def render(results: dict[str, Any]) -> str:
         for key, label in (
             ("wall_ms", "import, wall"),
             ("net_wall_ms", "import, wall minus bare python"),
+            ("cpu_ms", "import, CPU (user+sys)"),
+            ("net_cpu_ms", "import, CPU minus bare python"),
             ("importtime_ms", "import, -X importtime total"),
         ):
             row(label, [results[n]["import"][key] for n in names], "ms")

@@ -91,6 +91,7 @@ def main() -> None:
         "--serial", type=int, default=60, help="requests for the concurrency-1 measurement"
     )
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--_server-port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     latency = args.latency_ms / 1000
@@ -169,6 +170,9 @@ def main() -> None:
         "errors": dict(loaded.errors) or dict(serial.errors),
     }
     print(json.dumps(result, indent=2))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=2)
     ok = result["added_p50_ms"] < 2.0 and result["fraction_of_ideal"] >= 0.9
     print(
         f"added p50 {result['added_p50_ms']} ms (target < 2); throughput "

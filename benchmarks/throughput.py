@@ -249,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         "calls": args.calls,
         "latency_s": args.latency,
         "cpus": os.cpu_count(),
+        "load_before": round(os.getloadavg()[0], 2),
     }
     try:
         for client in args.clients:
@@ -260,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+    results["load_after"] = round(os.getloadavg()[0], 2)
     print(render(results, runs, args.concurrency))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
@@ -293,8 +295,9 @@ def _run_dspy(args: argparse.Namespace, base: str) -> dict[str, Any]:
 def render(results: dict[str, Any], clients: list[str], levels: list[int]) -> str:
     lines = [
         f"{results['calls']} calls, {results['latency_s'] * 1e3:.0f} ms server latency, "
-        f"{results['cpus']} CPUs; fraction of ideal (higher is better), req/s, "
-        "client CPU ms/request",
+        f"{results['cpus']} CPUs, load average {results['load_before']} before / "
+        f"{results['load_after']} after",
+        "cells: fraction of ideal (higher is better), requests/s, client CPU ms per request",
         "",
         f"{'client':<28}" + "".join(f"{'c=' + str(c):>24}" for c in levels),
     ]

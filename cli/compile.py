@@ -23,7 +23,7 @@ from lmforge.errors import MissingExtraError, UsageError
 
 from .app import app, friendly
 from .loading import console as make_console
-from .loading import load_data, load_metric, load_target, model_slug, program_inputs
+from .loading import load_data, load_lm, load_metric, load_target, model_slug, program_inputs
 
 __all__ = ["compile_command", "make_lm", "parse_options"]
 
@@ -165,8 +165,8 @@ def compile_command(
 
 
 def make_lm(model: str) -> lf.LM:
-    """The LM for a ``--model`` name."""
-    return lf.LM(model)
+    """The LM for a ``--model`` value (a model name or ``path/to/lms.py:name``)."""
+    return load_lm(model)
 
 
 def _compile_one(
@@ -188,6 +188,7 @@ def _compile_one(
     concurrency: int | None,
 ) -> tuple[dict[str, Any], Path]:
     lm = make_lm(model)
+    model = lm.model
     started = time.perf_counter()
     compiled = optimizer.compile(
         program,
@@ -303,7 +304,16 @@ def _print_summary(
     from rich.table import Table
 
     table = Table(title="lmforge compile")
-    for column in ("model", "baseline", "dev", "test", "compile LM calls", "cached", "stopped", "artifact"):
+    for column in (
+        "model",
+        "baseline",
+        "dev",
+        "test",
+        "compile LM calls",
+        "cached",
+        "stopped",
+        "artifact",
+    ):
         table.add_column(column)
     for run, artifact in zip(runs, artifacts, strict=True):
         scores, usage = run["scores"], run["usage"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -109,6 +110,12 @@ def serve(
     graceful_timeout: float = typer.Option(
         30.0, help="Seconds to finish in-flight requests on shutdown."
     ),
+    artifact_lm: bool = typer.Option(
+        False,
+        "--artifact-lm",
+        help="Call the model recorded in the artifact (e.g. the embedded local model) instead "
+        "of the bundle's vLLM or provider backend.",
+    ),
 ) -> None:
     """Run a bundle's program server (API keys from $LMFORGE_API_KEYS)."""
     try:
@@ -129,7 +136,12 @@ def serve(
         insecure_no_auth=insecure_no_auth,
         **limits,
     )
-    program, config = load_bundle(bundle, config)
+    program, config = load_bundle(bundle, config, artifact_lms=artifact_lm)
+    # One access line per request (method, path, status, latency, key id, request id);
+    # never bodies or keys.
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     app_ = create_app(program, config)
     if insecure_no_auth:
         typer.echo("warning: serving WITHOUT authentication (--insecure-no-auth)", err=True)

@@ -10,7 +10,7 @@ import typer
 
 from .app import app, friendly
 from .loading import console as make_console
-from .loading import load_data, load_metric, program_inputs
+from .loading import is_lm_spec, load_data, load_lm, load_metric, program_inputs
 from .run import load_program
 
 __all__ = ["eval_command"]
@@ -40,7 +40,11 @@ def eval_command(
     ),
 ) -> None:
     """Score ARTIFACT on --data with --metric and print the score table."""
-    program = load_program(artifact, model=model)
+    if model is not None and is_lm_spec(model):
+        program = load_program(artifact)
+        program.set_lm(load_lm(model))
+    else:
+        program = load_program(artifact, model=model)
     metric = load_metric(metric_spec)
     names = [n.strip() for n in (inputs or "").split(",") if n.strip()] or program_inputs(program)
     examples = load_data(data, names, program, builtin_metric=":" not in metric_spec)

@@ -168,3 +168,25 @@ def console() -> Any:
 
     probe = Console()
     return Console(soft_wrap=True, width=None if probe.is_terminal else 200)
+
+
+_LM_SPEC = re.compile(r"\.py:[A-Za-z_][\w.]*$")
+
+
+def is_lm_spec(model: str) -> bool:
+    """Whether ``--model`` names a Python object (``path/to/lms.py:name``), not a model."""
+    return bool(_LM_SPEC.search(model))
+
+
+def load_lm(model: str) -> lf.LM:
+    """The LM for a ``--model`` value: a model name (``openai/gpt-4o-mini``), or
+    ``path/to/lms.py:name`` naming an ``lf.LM`` (or a function returning one) for models
+    that need settings beyond a name (endpoints, defaults, custom backends)."""
+    if not is_lm_spec(model):
+        return lf.LM(model)
+    obj = resolve_object(model, "model")
+    if not isinstance(obj, lf.LM) and callable(obj):
+        obj = obj()
+    if not isinstance(obj, lf.LM):
+        raise UsageError(f"model {model!r} is not an lf.LM (nor a function that returns one)")
+    return obj

@@ -46,6 +46,7 @@ OPTIMIZERS: dict[str, str] = {
     "random": "lmforge.optimizers.random_search:RandomSearch",
     "mipro": "lmforge.optimizers.mipro:MIPRO",
     "instructions": "lmforge.optimizers.instruction_search:InstructionSearch",
+    "finetune": "lmforge.optimizers.finetune.optimizer:Finetune",
 }
 
 _CLASSES = {path.rsplit(":", 1)[1]: path for path in OPTIMIZERS.values()}

@@ -117,6 +117,14 @@ class Optimizer(abc.ABC):
         if limit < 1:
             raise UsageError("concurrency must be at least 1")
         model = lm.model if lm is not None else target_model(program)
+        if (
+            lm is None
+            and _settings.current().lm is None
+            and any(p.lm is None for p in program.predictors())
+        ):
+            raise UsageError(
+                "compile() has no task model: pass lm=lf.LM('...') or use `with lf.use(lm=...):`"
+            )
         student = program.deepcopy()
         from lmforge.metrics import metric_name
 

@@ -35,6 +35,11 @@ __all__ = [
 _SCALAR_PATTERNS = {"integer": r"-?\d+", "number": r"-?\d+(\.\d+)?", "boolean": r"(true|false)"}
 
 
+def _escape(text: str) -> str:
+    """A regex for the literal ``text`` that stays readable (spaces and newlines plain)."""
+    return re.escape(text).replace("\\ ", " ").replace("\\\n", "\\n")
+
+
 def constraint_to_structured(constraint: OutputConstraint | None) -> dict[str, Any] | None:
     """vLLM ``structured_outputs`` for an adapter's output constraint, or None when it has
     no exact equivalent (the request is then sent unconstrained)."""
@@ -46,9 +51,9 @@ def constraint_to_structured(constraint: OutputConstraint | None) -> dict[str, A
     parts: list[str] = []
     for segment in segments:
         if segment.text is not None:
-            parts.append(re.escape(segment.text))
+            parts.append(_escape(segment.text))
         elif segment.choices:
-            parts.append("(" + "|".join(re.escape(c) for c in segment.choices) + ")")
+            parts.append("(" + "|".join(_escape(c) for c in segment.choices) + ")")
         elif segment.schema is None:
             parts.append(r"[^\n]*")
         else:

@@ -16,7 +16,7 @@ import lmforge as lf
 from lmforge.errors import ArtifactError, UsageError
 from lmforge.lm.profiles import profile_for
 
-from .config import ServerConfig, api_keys_from_env
+from .config import ReadinessCheck, ServerConfig, api_keys_from_env
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -156,12 +156,14 @@ def _managed_lm(spec: Mapping[str, Any], predictor: Mapping[str, Any], max_token
 
 
 def load_bundle(
-    directory: Path, config: ServerConfig | None = None
+    directory: Path, config: ServerConfig | None = None, *, artifact_lms: bool = False
 ) -> tuple[lf.Module, ServerConfig]:
     """Rebuild a bundle's program, pointed at its served model, and its server settings.
 
     ``config`` overrides the bundle's settings (its name, reference statistics and
     readiness checks are filled in from the bundle when the override leaves them empty).
+    ``artifact_lms`` keeps the LMs recorded in the artifact (e.g. the embedded local
+    model) instead of the bundle's engine: for trying a bundle without vLLM or a provider.
     """
     from .backends import env_key_check, http_health_check
 
@@ -180,9 +182,16 @@ def load_bundle(
             raise ArtifactError(
                 f"serving.json names predictor {name!r} that program.json does not have; re-export"
             )
+        if artifact_lms:
+            continue
         make = _vllm_lm if serving["target"] == "vllm" else _managed_lm
         predictors[name].lm = make(backend, spec, max_tokens)
-    if serving["target"] == "vllm":
+    checks: list[ReadinessCheck] = []
+    if artifact_lms:
+        for predictor in predictors.values():
+            if predictor.lm is None:
+                predictor.lm = lf.LM(cache=False)
+    elif serving["target"] == "vllm":
         url = os.environ.get(backend["base_url_env"]) or backend["base_url"]
         checks = [http_health_check(url.rstrip("/") + "/health", "vLLM")]
     else:

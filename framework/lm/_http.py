@@ -65,10 +65,12 @@ class HTTPStreamPool:
     while it sat idle is sent again once on a fresh connection.
     """
 
-    def __init__(self, host: str, port: int, *, max_connections: int) -> None:
+    def __init__(
+        self, host: str, port: int, *, max_connections: int, host_header: str | None = None
+    ) -> None:
         self._host = host
         self._port = port
-        self._host_header = f"{host}:{port}".encode()
+        self._host_header = (host_header or f"{host}:{port}").encode()
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(max_connections)
 

@@ -67,14 +67,19 @@ class ResponseCache:
                         ) from None
         return self._store
 
-    def get(self, request: LMRequest) -> LMResponse | None:
-        data: Any = self._open().get(request.cache_key())
+    @staticmethod
+    def key(request: LMRequest, endpoint: str | None = None) -> str:
+        """The request's key; ``endpoint`` separates servers that share a model name."""
+        return request.cache_key() if not endpoint else f"{endpoint}|{request.cache_key()}"
+
+    def get(self, request: LMRequest, endpoint: str | None = None) -> LMResponse | None:
+        data: Any = self._open().get(self.key(request, endpoint))
         if data is None:
             return None
         return LMResponse.from_json(data, cache_hit=True)
 
-    def put(self, request: LMRequest, response: LMResponse) -> None:
-        self._open().set(request.cache_key(), response.to_json())
+    def put(self, request: LMRequest, response: LMResponse, endpoint: str | None = None) -> None:
+        self._open().set(self.key(request, endpoint), response.to_json())
 
     def clear(self) -> None:
         self._open().clear()

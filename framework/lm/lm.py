@@ -66,6 +66,11 @@ class LM:
     ``cache`` is ``True`` (the default directory), ``False``, a directory path or a
     :class:`ResponseCache`. Credentials (``api_key``) are kept out of requests, cache keys,
     traces and artifacts.
+
+    ``client`` picks how OpenAI-compatible servers are called: ``"auto"`` uses lmforge's
+    lean HTTP client for ``hosted_vllm/...`` and ``openai/...`` models given an
+    ``api_base`` and litellm otherwise; ``"http"`` always uses the HTTP client (OpenAI,
+    vLLM, llama.cpp server and compatible hosts); ``"litellm"`` always uses litellm.
     """
 
     def __init__(
@@ -183,7 +188,7 @@ class LM:
         response: LMResponse | None = None
         if use_cache:
             assert self.cache is not None
-            response = self.cache.get(request)
+            response = self.cache.get(request, self.api_base)
         if response is None:
             _budget.reserve()
             try:
@@ -195,7 +200,7 @@ class LM:
             _budget.charge(response.cost)
             if use_cache:
                 assert self.cache is not None
-                self.cache.put(request, response)
+                self.cache.put(request, response, self.api_base)
         self._record(request, response, started, None)
         return response
 
@@ -206,7 +211,7 @@ class LM:
         response: LMResponse | None = None
         if use_cache:
             assert self.cache is not None
-            response = self.cache.get(request)
+            response = self.cache.get(request, self.api_base)
         if response is None:
             _budget.reserve()
             try:
@@ -218,7 +223,7 @@ class LM:
             _budget.charge(response.cost)
             if use_cache:
                 assert self.cache is not None
-                self.cache.put(request, response)
+                self.cache.put(request, response, self.api_base)
         self._record(request, response, started, None)
         return response
 

@@ -183,6 +183,13 @@ class LocalBackend:
                     self._path = resolve_model_path(self.model)
         return self._path
 
+    def warm_up(self, params: Mapping[str, Any] | None = None) -> LoadSettings:
+        """Prepare the model file and load the model now rather than on the first call;
+        returns the settings it was loaded with."""
+        settings = self.load_settings(params)
+        self._loaded(settings)
+        return settings
+
     def _loaded(self, settings: LoadSettings) -> _Loaded:
         llama_cpp = _llama_cpp()
         path = self.path

@@ -70,8 +70,10 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
 
 
 def models_dir() -> Path:
-    """Where packaged model files are assembled: ``<lmforge cache dir>/models``."""
-    return default_cache_dir() / "models"
+    """Where packaged model files are assembled: ``$LMFORGE_MODELS_DIR``, else
+    ``<lmforge cache dir>/models``."""
+    env = os.environ.get("LMFORGE_MODELS_DIR")
+    return Path(env).expanduser() if env else default_cache_dir() / "models"
 
 
 def resolve_model_path(model: str, *, progress: bool = True) -> Path:
@@ -135,8 +137,10 @@ def _progress(label: str, total: int, enabled: bool) -> Iterator[Callable[[int],
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
+    from ..progress import terminal_progress
+
     console = Console(stderr=True)
-    if not console.is_terminal:
+    if not terminal_progress():
         sys.stderr.write(f"lmforge: {label} ({total / 1e6:.0f} MB)...\n")
         yield lambda _n: None
         return

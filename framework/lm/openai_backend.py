@@ -211,6 +211,7 @@ class OpenAIBackend:
                         parts.hostname or "localhost",
                         parts.port or 80,
                         max_connections=self._max_connections,
+                        host_header=parts.netloc,
                     )
                     pools[key] = pool
         path = parts.path + (f"?{parts.query}" if parts.query else "")
@@ -238,7 +239,7 @@ class OpenAIBackend:
         kind = httpx.AsyncClient if is_async else httpx.Client
 
         def make() -> Any:
-            return kind(timeout=self._timeout, limits=limits, verify=verify, trust_env=False)
+            return kind(timeout=self._timeout, limits=limits, verify=verify)
 
         return ClientShards(make, max(1, -(-self._max_connections // size)))
 

@@ -260,3 +260,15 @@ def test_cli_export_and_serve_options(artifact: Path, tmp_path: Path) -> None:
     assert "fits" in first.output and (out / "vllm.yaml").is_file()
     again = runner.invoke(app, args)
     assert again.exit_code == 2 and "--force" in again.output
+
+
+@pytest.mark.local_model
+def test_tryout_serves_the_bundle_with_the_embedded_model(artifact: Path, tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp")
+    from lmforge.targets.tryout import tryout
+
+    result = tryout(
+        artifact, tmp_path / "tryout-bundle", {"ticket": "I was charged twice for my order"}
+    )
+    assert (result.bundle / "vllm.yaml").is_file() and result.files >= 10
+    assert result.answer["team"] in ("billing", "tech")

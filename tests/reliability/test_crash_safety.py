@@ -89,3 +89,48 @@ def test_sigkill_during_save_never_leaves_a_partial_artifact(tmp_path: Path, del
         program = lf.load(target)  # a complete, verified artifact or nothing at all
         assert len(program.demos) == 300  # type: ignore[attr-defined]
         assert json.loads(target.read_text())["meta"] == {"round": 1}
+
+
+EXPORTER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    import lmforge as lf
+    from lmforge.targets.export import ExportOptions, export_bundle
+
+    artifact, out = Path(sys.argv[1]), Path(sys.argv[2])
+    sig = lf.Signature.parse("ticket: str -> team: Literal['billing', 'tech']")
+    demos = [{"ticket": "t" * 3000 + str(i), "team": "billing"} for i in range(200)]
+    lf.Predict(sig, lm=lf.LM("openai/gpt-4o-mini", cache=False), demos=demos).save(artifact)
+    export_bundle(artifact, out, ExportOptions(target="managed"))
+    print("ready", flush=True)
+    while True:
+        export_bundle(artifact, out, ExportOptions(target="managed"), force=True)
+    """
+)
+
+
+@pytest.mark.parametrize("delay", [0.02, 0.15, 0.4])
+def test_sigkill_during_export_never_leaves_a_partial_bundle(
+    tmp_path: Path, delay: float, subprocess_env: dict[str, str]
+) -> None:
+    pytest.importorskip("fastapi")
+    from lmforge.targets.bundle import verify_bundle
+
+    out = tmp_path / "bundles" / "triage"
+    script = tmp_path / "exporter.py"
+    script.write_text(EXPORTER)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "triage.json"), str(out)],
+        stdout=subprocess.PIPE, text=True, env=subprocess_env,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    time.sleep(delay)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    # Only the bundle itself is visible next to it: staging copies are hidden dot-folders.
+    visible = [p.name for p in out.parent.iterdir() if not p.name.startswith(".")]
+    assert visible in ([], ["triage"])
+    if out.exists():
+        manifest = verify_bundle(out)  # every file present and matching its sha256
+        assert manifest["name"] == "triage"

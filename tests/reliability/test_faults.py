@@ -13,6 +13,7 @@ import pytest
 import lmforge as lf
 from lmforge.lm.retry import RetryPolicy
 
+from ._support import chat_reply, scaled
 from .fault_server import FaultPlan, FaultServer
 
 pytestmark = pytest.mark.reliability
@@ -52,7 +53,7 @@ def metric(example: lf.Example, prediction: lf.Prediction, trace: object = None)
 @pytest.fixture
 def faulty() -> Iterator[FaultServer]:
     plan = FaultPlan.uniform(0.20, slow_seconds=1.5, retry_after=0.01, seed=7, max_requests=5000)
-    server = FaultServer(answer, plan)
+    server = FaultServer(chat_reply, plan)
     with server.running():
         yield server
 
@@ -101,3 +102,81 @@ def test_bootstrap_compile_under_faults_completes(faulty: FaultServer, tmp_path:
     assert 0 < len(demos) <= 6
     assert all(d["team"] in TEAMS for d in demos)
     assert result.n == 10
+
+
+def test_mipro_compile_under_faults_completes(faulty: FaultServer, tmp_path: Path) -> None:
+    pytest.importorskip("optuna")
+    from lmforge.optimizers import MIPRO
+
+    data = dataset(24)
+    lm = lm_for(faulty, tmp_path)
+    optimizer = MIPRO(
+        num_trials=4, minibatch_size=4, num_instruction_candidates=2, num_demo_sets=2,
+        max_bootstrapped_demos=2, max_labeled_demos=2, prompt_lm=lm,
+    )
+    with lf.use(adapter=lf.ChatAdapter()):
+        compiled = optimizer.compile(
+            lf.Predict(Route), data[:12], metric=metric, valset=data[12:], lm=lm,
+            run_dir=tmp_path / "run", progress=False, concurrency=4,
+        )
+        result = lf.evaluate(compiled, data[12:], metric, concurrency=4, progress=False)
+    assert result.n == 12 and len(result.rows) == 12
+    assert result.score >= 0.75, result.summary()
+    meta = compiled.artifact_meta  # type: ignore[attr-defined]
+    assert meta["optimizer"]["name"] == "mipro"
+    assert sum(faulty.stats.faults.values()) > 0
+
+
+# The program server's deliberate answers to a failing model (see targets/server.py: lm_error).
+DELIBERATE = {200, 502, 503, 504}
+
+
+async def test_served_program_under_faults_answers_only_deliberate_codes(
+    faulty: FaultServer, tmp_path: Path
+) -> None:
+    pytest.importorskip("fastapi")
+    import asyncio
+
+    import httpx
+
+    from lmforge.targets import ServerConfig, create_app
+
+    key = "reliability-key-0123456789"
+    lm = lf.LM(
+        "hosted_vllm/fake", api_base=faulty.base_url, api_key="sk-fault-test", timeout=0.5,
+        cache=False,
+        retry=RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.02, max_total_seconds=2),
+    )
+    program = lf.Predict(Route, lm=lm, adapter=lf.ChatAdapter())
+    app = create_app(
+        program, ServerConfig(name="route", api_keys=(key,), max_concurrency=64, rate_limit_burst=1000)
+    )
+    requests = scaled(120, 600)
+    statuses: list[int] = []
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test",
+        headers={"Authorization": f"Bearer {key}"}, timeout=30,
+    ) as client:
+        semaphore = asyncio.Semaphore(8)
+
+        async def one(i: int) -> None:
+            async with semaphore:
+                if i % 2:
+                    response = await client.post("/v1/programs/route", json={"ticket": f"my invoice {i}"})
+                else:
+                    response = await client.post("/v1/chat/completions", json={
+                        "model": "route", "messages": [{"role": "user", "content": f"parcel {i} late"}]})
+                statuses.append(response.status_code)
+                assert response.status_code in DELIBERATE, response.text
+                body = response.json()  # never a plain-text traceback
+                if response.status_code != 200:
+                    assert set(body) == {"error"} and {"type", "message"} <= set(body["error"])
+                    if response.status_code == 503:
+                        assert "Retry-After" in response.headers
+                elif i % 2:
+                    assert body["team"] in TEAMS
+
+        await asyncio.gather(*(one(i) for i in range(requests)))
+    assert len(statuses) == requests
+    assert statuses.count(200) >= requests * 0.7, sorted(statuses)
+    assert sum(faulty.stats.faults.values()) > 0

@@ -1,0 +1,239 @@
+"""Security: an API key never reaches anything lmforge writes or prints; every server route
+but ``/health`` needs authentication; a loaded artifact cannot redirect the LM to another
+endpoint unless the caller allows it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+import lmforge as lf
+from lmforge.lm.retry import RetryPolicy
+
+from ._support import TEAMS, WORDS, chat_reply
+from .fault_server import FaultPlan, FaultServer
+
+pytestmark = pytest.mark.reliability
+
+SECRET = "sk-lmforge-canary-" + "7c1e9d0b4a2f86e3" * 2
+SERVER_KEY = "server-key-0123456789abcdef"
+EVIL = "http://203.0.113.7:9/v1"
+
+
+def _forms(secret: str) -> list[bytes]:
+    """The secret as it could appear: raw, URL-quoted, JSON-escaped, and its tail alone."""
+    return sorted({secret.encode(), quote(secret).encode(), json.dumps(secret)[1:-1].encode(),
+                   secret[-16:].encode()})
+
+
+def _leaks(blob: bytes) -> list[bytes]:
+    return [form for form in _forms(SECRET) if form in blob]
+
+
+def _scan(roots: list[Path]) -> dict[str, list[bytes]]:
+    found: dict[str, list[bytes]] = {}
+    for root in roots:
+        for path in [root] if root.is_file() else sorted(root.rglob("*")):
+            if path.is_file():
+                leaks = _leaks(path.read_bytes())
+                if leaks:
+                    found[str(path)] = leaks
+    return found
+
+
+def _rows(n: int) -> list[dict[str, str]]:
+    rows = []
+    for i in range(n):
+        team = TEAMS[i % 3]
+        rows.append({"ticket": f"ticket {i}: my {WORDS[team].split()[i % 3]}", "team": team})
+    return rows
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, str]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def model_server() -> Iterator[FaultServer]:
+    server = FaultServer(chat_reply, FaultPlan(max_requests=5000))
+    with server.running():
+        yield server
+
+
+def test_api_key_never_written_or_printed(
+    model_server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str],
+) -> None:
+    pytest.importorskip("fastapi")
+    import asyncio
+
+    import httpx
+
+    from lmforge.optimizers import BootstrapFewShot
+    from lmforge.targets import create_app
+    from lmforge.targets.export import ExportOptions, export_bundle
+
+    work = tmp_path / "work"
+    work.mkdir()
+    cache_dir = tmp_path / "cache"
+    for name in ("OPENAI_API_KEY", "HOSTED_VLLM_API_KEY", "LMFORGE_TEST_KEY"):
+        monkeypatch.setenv(name, SECRET)
+    monkeypatch.setenv("LMFORGE_CACHE_DIR", str(cache_dir))
+    monkeypatch.setenv("LMFORGE_API_KEYS", SERVER_KEY)
+    caplog.set_level(logging.DEBUG)
+    train = _write_jsonl(work / "train.jsonl", _rows(12))
+    dev = _write_jsonl(work / "dev.jsonl", _rows(9)[3:])
+
+    # 1. In-process: evaluate, compile (with a run directory), save.
+    lm = lf.LM("hosted_vllm/fake", api_base=model_server.base_url, api_key=SECRET,
+               cache=cache_dir / "lm", retry=RetryPolicy(max_attempts=2, base_delay=0.01))
+    trainset = lf.data.load_jsonl(train, inputs=["ticket"])
+    devset = lf.data.load_jsonl(dev, inputs=["ticket"])
+    program = lf.Predict("ticket -> team: Literal['billing', 'technical', 'shipping']",
+                         adapter=lf.ChatAdapter())
+    with lf.use(lm=lm), lf.track() as tracker:
+        result = lf.evaluate(program, devset, lf.metrics.exact_match, progress=False)
+        compiled = BootstrapFewShot(max_bootstrapped_demos=2).compile(
+            program, trainset, metric=lf.metrics.exact_match, valset=devset, lm=lm,
+            run_dir=work / "run", progress=False)
+    assert result.score == 1.0, result.summary()
+    artifact = work / "router.json"
+    compiled.save(artifact, meta={"note": "security scan"})
+    (work / "eval.json").write_text(json.dumps(result.to_json() if hasattr(result, "to_json")
+                                               else result.summary(), default=str))
+    print(repr(lm), repr(compiled), lf.inspect(compiled), tracker.totals())
+
+    # 2. The CLI: compile and export, with the key only in the environment.
+    (work / "lms.py").write_text(textwrap.dedent(f"""
+        import os
+        import lmforge as lf
+        lm = lf.LM("hosted_vllm/fake", api_base={model_server.base_url!r},
+                   api_key=os.environ["LMFORGE_TEST_KEY"])
+    """))
+    (work / "prog.py").write_text(
+        "import lmforge as lf\n"
+        "program = lf.Predict(\"ticket -> team: Literal['billing', 'technical', 'shipping']\")\n")
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+    env.pop("LMFORGE_BLOCK_NETWORK", None)
+    outputs = []
+    for args in (
+        ["compile", f"{work / 'prog.py'}:program", "--train", str(train), "--dev", str(dev),
+         "--metric", "exact_match", "--optimizer", "bootstrap", "--model", f"{work / 'lms.py'}:lm",
+         "--out", str(work / "compiled")],
+        ["export", str(artifact), "--target", "managed", "--out", str(work / "bundle_cli")],
+    ):
+        done = subprocess.run([sys.executable, "-m", "lmforge.cli.main", *args], env=env, cwd=work,
+                              capture_output=True, timeout=300)
+        outputs.append(done.stdout + done.stderr)
+        assert done.returncode == 0, (done.stdout + done.stderr).decode()[-2000:]
+    assert list((work / "compiled").glob("*.json"))
+
+    # 3. Export in-process and serve the bundle; the provider endpoint is the fake server.
+    bundle = export_bundle(artifact, work / "bundle", ExportOptions(target="managed")).path
+    monkeypatch.setenv("LMFORGE_PROVIDER_API_BASE", model_server.base_url)
+    app = create_app(bundle)
+    bodies: list[bytes] = []
+
+    async def serve() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
+                                     headers={"Authorization": f"Bearer {SERVER_KEY}"}) as client:
+            for path, body in (("/v1/programs/router", {"ticket": "my invoice"}),
+                               ("/v1/chat/completions", {"model": "router", "messages": [
+                                   {"role": "user", "content": "parcel late"}]}),
+                               ("/v1/programs/router", {"ticket": 5})):
+                response = await client.post(path, json=body)
+                bodies.append(response.content)
+            for path in ("/ready", "/metrics", "/v1/programs/router", "/openapi.json"):
+                bodies.append((await client.get(path)).content)
+
+    asyncio.run(serve())
+    assert b'"team"' in bodies[0] or b"billing" in bodies[0], bodies[0]
+
+    captured = capfd.readouterr()
+    streams = {
+        "log records": "\n".join(f"{r.name} {r.getMessage()} {r.args!r}" for r in caplog.records).encode(),
+        "stdout/stderr": (captured.out + captured.err).encode(),
+        "cli output": b"\n".join(outputs),
+        "server responses": b"\n".join(bodies),
+    }
+    leaks = {name: _leaks(blob) for name, blob in streams.items() if _leaks(blob)}
+    leaks.update(_scan([work, cache_dir, Path(os.environ.get("TMPDIR", "/nonexistent"))
+                        if False else work]))
+    assert any(cache_dir.rglob("*.db")) or any(cache_dir.rglob("*")), "nothing was cached"
+    assert not leaks, f"the API key was found in: {sorted(leaks)}"
+
+
+def test_every_route_but_health_requires_auth() -> None:
+    pytest.importorskip("fastapi")
+    import asyncio
+
+    import httpx
+
+    from lmforge.targets import ServerConfig, create_app
+    from lmforge.testing import FunctionLM
+
+    program = lf.Predict("ticket -> team", lm=FunctionLM(lambda r: "[[ ## team ## ]]\nbilling"))
+    app = create_app(program, ServerConfig(name="router", api_keys=(SERVER_KEY,)))
+    routes = [(path, method) for route in app.routes
+              for path in [getattr(route, "path", "")] for method in sorted(getattr(route, "methods", None) or {"GET"})]
+    assert len(routes) >= 8
+
+    async def walk() -> dict[tuple[str, str], int]:
+        seen = {}
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            for path, method in routes:
+                concrete = path.replace("{name}", "router")
+                for headers in ({}, {"Authorization": "Bearer wrong-key-0123456789abcdef"},
+                                {"Authorization": SERVER_KEY}):
+                    response = await client.request(method, concrete, headers=headers, json={})
+                    seen[(f"{method} {concrete}", headers.get("Authorization", ""))] = response.status_code
+                    if path != "/health":
+                        assert response.status_code == 401, (method, path, headers, response.text)
+                        assert response.json()["error"]["type"], response.text
+                        assert "WWW-Authenticate" in response.headers or response.status_code == 401
+        return seen
+
+    seen = asyncio.run(walk())
+    assert seen[("GET /health", "")] == 200
+
+
+def _rehash(document: dict[str, Any]) -> dict[str, Any]:
+    body = {k: v for k, v in document.items() if k != "sha256"}
+    blob = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return {**body, "sha256": hashlib.sha256(blob.encode()).hexdigest()}
+
+
+def test_loaded_artifact_cannot_redirect_the_lm(tmp_path: Path) -> None:
+    path = tmp_path / "program.json"
+    lf.Predict("q -> a", lm=lf.LM("openai/gpt-4o-mini", api_base=EVIL, api_key=SECRET)).save(path)
+    text = path.read_text()
+    assert SECRET not in text
+    assert lf.load(path).lm.api_base is None  # type: ignore[attr-defined]
+    assert lf.load(path, allow_endpoints=True).lm.api_base == EVIL  # type: ignore[attr-defined]
+
+    # A hand-edited artifact smuggling endpoints in through every LM setting.
+    document = json.loads(text)
+    lm_config = document["predictors"]["self"]["lm"]
+    lm_config["defaults"] = {**lm_config.get("defaults", {}), "base_url": EVIL, "api_base": EVIL}
+    lm_config["base_url"] = EVIL
+    path.write_text(json.dumps(_rehash(document)))
+    try:
+        loaded = lf.load(path)
+    except lf.LMForgeError as exc:  # refusing the file outright is fine too
+        assert "endpoint" in str(exc) or "api_base" in str(exc) or "base_url" in str(exc), exc
+        return
+    lm = loaded.lm  # type: ignore[attr-defined]
+    assert lm.api_base is None
+    assert EVIL not in json.dumps(getattr(lm, "defaults", {}), default=str)

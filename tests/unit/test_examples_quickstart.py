@@ -1,0 +1,56 @@
+"""``lmforge quickstart`` with a fake LM: every step runs and the summary is written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lmforge as lf
+import pytest
+from lmforge.cli.app import app
+from lmforge.cli.quickstart import STEPS, run_quickstart
+from lmforge.examples import load_split
+from lmforge.lm.types import LMRequest
+from lmforge.testing import FunctionLM
+from typer.testing import CliRunner
+
+
+def keyword_router() -> FunctionLM:
+    """A weak fake: knows the labels of the training tickets only, else says 'account'."""
+    truth = {e.ticket: e.team for e in load_split("tickets", "train")}
+    truth.update({e.ticket: e.team for e in load_split("tickets", "test")[:10]})
+
+    def reply(request: LMRequest) -> str:
+        ticket = [ln for ln in (request.prompt or "").splitlines() if ln.startswith("Ticket: ")][-1]
+        demos = (request.prompt or "").count("\nTeam: ")
+        label = truth.get(ticket[len("Ticket: ") :], "account") if demos else "account"
+        return " " + label
+
+    return FunctionLM(reply, model_type="text", model="test/router")
+
+
+def test_quickstart_steps_produce_scores_artifact_and_summary(tmp_path: Path) -> None:
+    run = run_quickstart("ticket", tmp_path / "out", keyword_router())
+    labels = [label for label, _ in run.rows]
+    assert labels == [
+        "model",
+        "zero-shot score (test)",
+        "compiled with",
+        "compiled score (test)",
+        "artifact",
+    ]
+    assert run.zero_shot is not None and run.compiled_score is not None
+    assert run.zero_shot.score == pytest.approx(0.2)  # 'account' is right for 4 of 20
+    assert run.compiled_score.score > run.zero_shot.score
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["example"] == "ticket" and summary["model"] == "test/router"
+    assert summary["compiled"] == run.compiled_score.score
+    program = lf.load(Path(summary["artifact"]))
+    assert program.predictors()[0].demos
+    assert len(STEPS) >= 5
+
+
+def test_quickstart_rejects_unknown_examples(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["quickstart", "--example", "nope", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "ticket" in result.output
