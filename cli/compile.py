@@ -20,6 +20,7 @@ import lmforge as lf
 import typer
 from lmforge.artifact import write_json_atomic
 from lmforge.errors import MissingExtraError, UsageError
+from lmforge.optimizers import OPTIMIZERS
 
 from .app import app, friendly
 from .loading import console as make_console
@@ -68,7 +69,7 @@ def compile_command(
         ..., "--metric", help="exact_match, f1, contains, or path/to/file.py:metric."
     ),
     optimizer_name: str = typer.Option(
-        "bootstrap", "--optimizer", help="labeled, bootstrap, random, ..."
+        "bootstrap", "--optimizer", help=f"One of: {', '.join(OPTIMIZERS)}."
     ),
     models: list[str] = typer.Option(
         ..., "--model", "-m", help="Target model; repeat for several."
@@ -95,7 +96,11 @@ def compile_command(
         True, "--progress/--no-progress", help="Progress bars (on a terminal)."
     ),
 ) -> None:
-    """Compile PROGRAM for each --model and write one artifact per model plus a report."""
+    """Compile PROGRAM for each --model and write one artifact per model plus a report.
+
+    Checkpoints are kept in OUT/.runs/: rerunning the same command after an interruption
+    resumes without redoing finished work (delete OUT/.runs to start over).
+    """
     from lmforge.budget import Budget
     from lmforge.optimizers import create
 

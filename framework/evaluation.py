@@ -177,6 +177,8 @@ async def aevaluate(
     semaphore = asyncio.Semaphore(limit)
     name = metric_name(metric)
     stopped: list[BudgetExceededError] = []
+    mistakes: dict[int, UsageError] = {}
+    spent_before = _budget.exhausted()
     done = [0, 0.0]
 
     with (
@@ -188,7 +190,9 @@ async def aevaluate(
             async with semaphore:
                 if stopped:
                     return None
-                row = await _run_one(program, metric, index, example, failure_score, stopped)
+                row = await _run_one(
+                    program, metric, index, example, failure_score, stopped, mistakes
+                )
             if row is not None:
                 done[0] += 1
                 done[1] += row.score
@@ -199,9 +203,13 @@ async def aevaluate(
     if stopped:
         raise stopped[0]
     reason = _budget.exhausted()
-    if reason is not None:
-        raise BudgetExceededError(reason)
+    if reason is not None and spent_before is None:
+        raise BudgetExceededError(reason)  # a budget stop swallowed inside the program
     rows = tuple(row for row in outcomes if row is not None)
+    if rows and len(mistakes) == len(rows):
+        # every example failed with a usage mistake (no LM configured, wrong field names):
+        # that is a bug in the call, not a score of zero
+        raise mistakes[min(mistakes)]
     mean = sum(row.score for row in rows) / len(rows) if rows else 0.0
     return EvaluationResult(score=mean, rows=rows, usage=tracker.totals(), metric=name)
 
@@ -213,6 +221,7 @@ async def _run_one(
     example: Example,
     failure_score: float,
     stopped: list[BudgetExceededError],
+    mistakes: dict[int, UsageError],
 ) -> EvaluationRow | None:
     try:
         prediction = await program.acall(**example.inputs())
@@ -220,6 +229,8 @@ async def _run_one(
         stopped.append(exc)
         return None
     except Exception as exc:
+        if isinstance(exc, UsageError):
+            mistakes[index] = exc
         return EvaluationRow(
             index, example, None, failure_score, type(exc).__name__, _one_line(exc)
         )
@@ -229,6 +240,8 @@ async def _run_one(
         stopped.append(exc)
         return None
     except Exception as exc:
+        if isinstance(exc, UsageError):
+            mistakes[index] = exc
         return EvaluationRow(
             index,
             example,
@@ -256,7 +269,9 @@ def evaluate(
     8). Returns an :class:`EvaluationResult` with the mean score in [0, 1], one row per
     example and the LM usage. An example whose program call or metric raises scores
     ``failure_score`` and is listed in ``result.failures``. A spent budget
-    (:class:`lmforge.BudgetExceededError`) stops the evaluation and is raised.
+    (:class:`lmforge.BudgetExceededError`) stops the evaluation and is raised, and so is the
+    :class:`lmforge.UsageError` when *every* example failed with one (e.g. no LM configured,
+    or a metric comparing fields the program does not output).
     """
     coroutine = aevaluate(
         program,

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import lmforge as lf
 from lmforge import settings as _settings
+from lmforge.artifact import write_json_atomic
 from lmforge.budget import Budget, BudgetMeter, enforce
 from lmforge.errors import BudgetExceededError, UsageError
 from lmforge.trace import track
@@ -68,7 +69,7 @@ class Optimizer(abc.ABC):
         *,
         metric: Callable[..., Any],
         valset: Sequence[lf.Example] | None = None,
-        lm: lf.LM | None = None,
+        lm: lf.LM | str | None = None,
         seed: int = 0,
         budget: Budget | None = None,
         run_dir: str | Path | None = None,
@@ -83,7 +84,8 @@ class Optimizer(abc.ABC):
             metric: ``metric(example, prediction, trace=None) -> float | bool``.
             valset: examples to score candidates on (optimizers that need one fall back
                 to the trainset when it is missing).
-            lm: the task model; defaults to ``lf.use(lm=...)``. Predictors without their
+            lm: the task model (an ``lf.LM`` or a model name); defaults to
+                ``lf.use(lm=...)``. Predictors without their
                 own LM are pinned to it in the result, so the artifact records it.
             seed: every random choice derives from it.
             budget: ``lf.Budget(max_lm_calls=..., max_cost_usd=...)``; when spent, the run
@@ -91,7 +93,8 @@ class Optimizer(abc.ABC):
                 ["stopped"]`` says why).
             run_dir: a directory for checkpoints; rerunning with the same directory and
                 inputs resumes and skips finished work.
-            progress: show progress bars and messages (only drawn on a terminal).
+            progress: show progress bars (drawn only on a terminal). The call estimate
+                and early-stop notices always go to stderr as one-line messages.
             concurrency: parallel LM calls (default ``lf.use(max_concurrency=...)``).
 
         The result carries ``artifact_meta`` (saved by ``program.save(path)``): target
@@ -101,6 +104,7 @@ class Optimizer(abc.ABC):
         from lmforge import __version__
         from lmforge.data import dataset_hash
 
+        task_lm: lf.LM | None = lf.LM(lm) if isinstance(lm, str) else lm
         if not isinstance(program, lf.Module):
             raise UsageError(f"compile() needs an lf.Module program, got {type(program).__name__}")
         if not program.predictors():
@@ -113,12 +117,14 @@ class Optimizer(abc.ABC):
         if not train:
             raise UsageError("trainset is empty; compile needs labeled examples")
         val = check_dataset(valset, "valset") if valset is not None else None
+        if val is not None and not val:
+            raise UsageError("valset is empty; pass labeled examples or valset=None")
         limit = concurrency if concurrency is not None else _settings.current().max_concurrency
         if limit < 1:
             raise UsageError("concurrency must be at least 1")
-        model = lm.model if lm is not None else target_model(program)
+        model = task_lm.model if task_lm is not None else target_model(program)
         if (
-            lm is None
+            task_lm is None
             and _settings.current().lm is None
             and any(p.lm is None for p in program.predictors())
         ):
@@ -146,7 +152,7 @@ class Optimizer(abc.ABC):
         )
         estimate = self.estimate_calls(student, train, val)
         started = time.perf_counter()
-        scope = lf.use(lm=lm) if lm is not None else contextlib.nullcontext()
+        scope = lf.use(lm=task_lm) if task_lm is not None else contextlib.nullcontext()
         with (
             CompileProgress(f"{self.name}", enabled=progress) as bar,
             scope,
@@ -160,7 +166,7 @@ class Optimizer(abc.ABC):
                 valset=val,
                 metric=metric,
                 seed=seed,
-                lm=lm,
+                lm=task_lm,
                 store=store,
                 meter=meter,
                 progress=bar,
@@ -173,12 +179,12 @@ class Optimizer(abc.ABC):
         if stopped is not None:
             best = f"dev {100 * dev:.1f}%" if dev is not None else "no candidate was scored yet"
             run.note(f"stopped early: {stopped}; returning the best program found so far ({best})")
-        if lm is not None:
+        if task_lm is not None:
             for predictor in result.predictors():
                 if predictor.lm is None:
-                    predictor.lm = lm
-        result.artifact_meta = jsonable(
-            {  # type: ignore[attr-defined]
+                    predictor.lm = task_lm
+        meta = jsonable(
+            {
                 "target_model": model,
                 "optimizer": {"name": self.name, "config": self.config()},
                 "seed": seed,
@@ -199,6 +205,10 @@ class Optimizer(abc.ABC):
                 "lmforge_version": __version__,
             }
         )
+        result.artifact_meta = meta  # type: ignore[attr-defined]
+        summary = store.path("result.json")
+        if summary is not None:  # every candidate and trial, next to the checkpoints
+            write_json_atomic(summary, meta)
         result.compile_info = {  # type: ignore[attr-defined]
             "backend_calls": backend_calls,
             "cache_hits": cache_hits,

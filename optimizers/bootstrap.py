@@ -22,7 +22,15 @@ from .base import Optimizer
 from .labeled import labeled_demos
 from .run import Run, fingerprint, jsonable, program_fingerprint
 
-__all__ = ["BootstrapFewShot", "acollect_traces", "assemble", "default_teacher", "example_key"]
+__all__ = [
+    "BootstrapFewShot",
+    "acollect_traces",
+    "assemble",
+    "bootstrap_program",
+    "check_same_structure",
+    "default_teacher",
+    "example_key",
+]
 
 #: Examples started together before checking whether enough traces passed. Fixed (not the
 #: concurrency) so which examples are tried does not depend on how many run at once.
@@ -30,6 +38,7 @@ CHUNK = 8
 
 
 def example_key(example: lf.Example) -> str:
+    """A stable key of one example (its fields and input keys) for checkpoint names."""
     return fingerprint(example.to_dict(), list(example.input_keys or ()))
 
 
@@ -207,6 +216,7 @@ def assemble(
 
 
 def check_same_structure(student: lf.Module, teacher: lf.Module) -> None:
+    """Raise ``UsageError`` unless the teacher's predictors have the student's names."""
     ours = [name for name, _ in student.named_predictors()]
     theirs = [name for name, _ in teacher.named_predictors()]
     if sorted(ours) != sorted(theirs):

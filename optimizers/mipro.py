@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import lmforge as lf
@@ -56,8 +56,10 @@ class MIPRO(Optimizer):
     Args:
         auto: ``"light"``, ``"medium"`` or ``"heavy"`` sets candidates and trials (default
             ``"light"`` unless ``num_trials`` is given).
-        num_trials: search trials (instead of ``auto``).
+        num_trials: search trials (instead of ``auto``; then 5 instruction candidates and 5
+            demo sets unless given).
         minibatch_size: valset examples scored per trial (the full valset when smaller).
+            Without a valset, candidates are scored on the trainset.
         num_instruction_candidates: instructions per predictor, the original included.
         num_demo_sets: demo sets, zero-shot and labeled-only included.
         max_bootstrapped_demos / max_labeled_demos: demos per bootstrapped set.
@@ -219,9 +221,3 @@ def _require_optuna() -> None:
     except ImportError:
         raise MissingExtraError("optuna", "optimize", "MIPRO's trial search") from None
 
-
-def search_space(space: CandidateSpace) -> Mapping[str, tuple[int, int]]:
-    """(instruction candidates, demo sets) per predictor: the choices a trial makes."""
-    return {
-        name: (len(space.instructions[name]), len(space.demo_sets)) for name in space.instructions
-    }

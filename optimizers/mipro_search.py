@@ -56,8 +56,6 @@ class Search:
     # -- entry point --------------------------------------------------------------------------
 
     def execute(self) -> lf.Module:
-        import optuna
-
         run = self.run
         if self.minibatched:
             baseline = run.evaluate(self.baseline, self.valset, label="baseline (full)")
@@ -65,37 +63,45 @@ class Search:
         sampler = ms.SlotSampler(run.seed, n_startup_trials=max(2, min(10, self.num_trials // 3)))
         with ms.quiet_optuna():
             study = ms.open_study(self.storage_url, self.study_name, sampler)
-            released = ms.release_dead_trials(study)
-            done = len(ms.completed_trials(study))
-            if done or released:
-                run.note(
-                    f"resuming study {self.study_name}: {done} of {self.num_trials} trial(s) done"
-                )
-            self._enqueue_baseline(study)
-            self._catch_up(study)
-            remaining = self.num_trials - done
-            run.progress.phase("trials", total=self.num_trials)
-            run.progress.advance(min(done, self.num_trials))
-            if remaining > 0:
-                study.optimize(
-                    lambda trial: self._objective(trial, sampler),
-                    n_trials=remaining,
-                    catch=(),
-                    callbacks=[
-                        optuna.study.MaxTrialsCallback(
-                            self.num_trials, states=(optuna.trial.TrialState.COMPLETE,)
-                        ),
-                        lambda study, trial: self._after_trial(study, trial),
-                    ],
-                )
-            completed = ms.completed_trials(study)
-            self._catch_up(study, final=True)
-        self._replay(completed)
-        self._record(completed)
+            try:
+                self._search(study, sampler)
+                self._catch_up(study, final=True)
+                self._replay(ms.completed_trials(study))
+            finally:
+                # also when a budget stop cut the search short: the report shows the trials
+                # and, with full-valset trials, the best of them is returned
+                self._record(ms.completed_trials(study))
         best = run.best
         return best.program if best is not None else self.baseline
 
     # -- trials -------------------------------------------------------------------------------
+
+    def _search(self, study: Any, sampler: ms.SlotSampler) -> None:
+        """Run this worker's share of the remaining trials."""
+        import optuna
+
+        run = self.run
+        released = ms.release_dead_trials(study)
+        done = len(ms.completed_trials(study))
+        if done or released:
+            run.note(f"resuming study {self.study_name}: {done} of {self.num_trials} trial(s) done")
+        self._enqueue_baseline(study)
+        self._catch_up(study)
+        remaining = self.num_trials - done
+        run.progress.phase("trials", total=self.num_trials)
+        run.progress.advance(min(done, self.num_trials))
+        if remaining <= 0:
+            return
+        complete = (optuna.trial.TrialState.COMPLETE,)
+        study.optimize(
+            lambda trial: self._objective(trial, sampler),
+            n_trials=remaining,
+            catch=(),
+            callbacks=[
+                optuna.study.MaxTrialsCallback(self.num_trials, states=complete),
+                lambda study, trial: self._after_trial(study, trial),
+            ],
+        )
 
     def _objective(self, trial: Any, sampler: ms.SlotSampler) -> float:
         slot = sampler.slot(trial.number)

@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,12 +124,32 @@ def open_study(url: str | None, name: str, sampler: BaseSampler) -> optuna.Study
             sampler=sampler,
         )
     kwargs: dict[str, Any] = {}
+    lock: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if url.startswith("sqlite:"):
         path = url.split("sqlite:///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            from filelock import FileLock
+
+            # workers starting together must not both create the schema
+            lock = FileLock(f"{path}.lock")
         # several worker processes may share one SQLite file: wait for locks instead of failing
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    with lock:
+        for attempt in range(3):
+            try:
+                return _open(url, name, sampler, kwargs)
+            except UsageError:
+                raise
+            except Exception as exc:  # SQLAlchemy raises many types (bad URL, schema race)
+                if attempt == 2:
+                    reason = f"{type(exc).__name__}: {_first_line(exc)}"
+                    raise UsageError(f"cannot open optuna storage {url!r}: {reason}") from None
+                time.sleep(0.5 * (attempt + 1))  # another worker may be creating the schema
+    raise AssertionError("unreachable")
+
+
+def _open(url: str, name: str, sampler: BaseSampler, kwargs: dict[str, Any]) -> optuna.Study:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # heartbeat options are marked experimental
@@ -139,13 +160,13 @@ def open_study(url: str | None, name: str, sampler: BaseSampler) -> optuna.Study
         raise UsageError(
             f"optuna storage {url!r} needs a database driver that is missing ({exc})"
         ) from None
-    except Exception as exc:  # SQLAlchemy raises many types for bad URLs
-        raise UsageError(
-            f"cannot open optuna storage {url!r}: {type(exc).__name__}: {exc}"
-        ) from None
     return optuna.create_study(
         storage=storage, study_name=name, direction="maximize", sampler=sampler, load_if_exists=True
     )
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().split("\n", 1)[0][:300]
 
 
 def worker_id() -> dict[str, Any]:
@@ -179,10 +200,12 @@ def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 @contextlib.contextmanager
 def quiet_optuna() -> Iterator[None]:
-    """Silence optuna's per-trial INFO logging for the block (restored afterwards)."""
+    """Silence optuna's per-trial logging for the block (restored afterwards): lmforge
+    reports progress itself, and a trial stopped by a spent budget or an interrupt is not
+    an error worth a traceback (the exception itself still propagates)."""
     logger = logging.getLogger("optuna")
     level = logger.level
-    logger.setLevel(logging.WARNING)
+    logger.setLevel(logging.ERROR)
     try:
         yield
     finally:

@@ -3,7 +3,9 @@
 An :class:`~lmforge.lm.types.OutputConstraint` is a sequence of segments: fixed text, a
 closed set of ``choices``, a value matching a JSON ``schema``, or free text on one line.
 This module turns it into one GBNF grammar whose language is exactly the completions the
-adapter can parse. JSON schemas are converted by llama.cpp's own converter
+adapter can parse. Plain string values (``str``, ``str | None``) are raw text on one
+line, as the completion adapter writes and reads them; other typed values are JSON.
+JSON schemas are converted by llama.cpp's own converter
 (``llama_cpp.llama_grammar.SchemaConverter``); this module only glues segments together
 and keeps JSON on one line (the completion format is line-oriented).
 
@@ -119,6 +121,27 @@ def _visit_schema(converter: Any, schema: Mapping[str, Any], name: str) -> str:
         ) from None
 
 
+_STRING_KEYS = {"type", "title", "description", "default", "examples"}
+
+
+def _is_plain_text(schema: Mapping[str, Any]) -> bool:
+    """Whether a segment's schema is an unconstrained string, or such a string or null.
+
+    In the line-oriented completion format these values are written as raw text, not as
+    quoted JSON (the adapter renders and parses them that way), so they get the free
+    one-line rule; the adapter reads ``null``/``None`` as a missing optional value.
+    """
+    if schema.get("type") == "string" and set(schema) <= _STRING_KEYS:
+        return True
+    options = schema.get("anyOf") or schema.get("oneOf")
+    if isinstance(options, list) and set(schema) - {"anyOf", "oneOf"} <= _STRING_KEYS:
+        kinds = [o for o in options if isinstance(o, Mapping)]
+        strings = [o for o in kinds if o.get("type") == "string" and set(o) <= _STRING_KEYS]
+        nulls = [o for o in kinds if o.get("type") == "null"]
+        return len(kinds) == len(options) == len(strings) + len(nulls) and len(strings) == 1
+    return False
+
+
 @functools.lru_cache(maxsize=256)
 def _compile_constraint(key: str) -> str:
     segments: list[dict[str, Any]] = json.loads(key)
@@ -138,7 +161,7 @@ def _compile_constraint(key: str) -> str:
             ordered = sorted(dict.fromkeys(choices), key=lambda c: (-len(c), c))
             extra[base] = " | ".join(escape_literal(c) for c in ordered)
             parts.append(base)
-        elif "schema" in segment:
+        elif "schema" in segment and not _is_plain_text(segment["schema"]):
             parts.append(_visit_schema(converter, segment["schema"], base))
         else:
             extra["line"] = _LINE

@@ -288,7 +288,7 @@ class LM:
             if is_secret_key(key) or key in _ENDPOINT_KEYS:
                 defaults.pop(key)
         api_base = data.get("api_base") if allow_endpoints else None
-        client = data.get("client") or "auto"
+        client: Any = data.get("client") or "auto"  # validated by the constructor
         return cls(
             str(data["model"]),
             model_type=data.get("model_type"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-__all__ = ["ModelProfile", "profile_for"]
+__all__ = ["BASE_MODEL", "LOCAL_GEMMA_3_270M", "ModelProfile", "profile_for"]
 
 StructuredOutput = Literal["json_schema", "json_object", "grammar", "none"]
 AdapterName = Literal["chat", "json", "completion"]
@@ -45,10 +45,22 @@ BASE_MODEL = ModelProfile(
     prompt_cache="prefix",
 )
 
+#: The embedded model: Gemma 3 270M *base* (its GGUF has no ``tokenizer.chat_template``),
+#: trained with a 32k context; run by llama.cpp, so outputs are constrained by grammars.
+LOCAL_GEMMA_3_270M = ModelProfile(
+    chat_template=False,
+    structured_output="grammar",
+    context_window=32768,
+    native_tools=False,
+    default_adapter="completion",
+    prompt_cache="prefix",
+)
+
 # Exact model names first, then provider prefixes. Entries are data: extend by passing
-# ``profile=`` to ``lf.LM`` rather than editing this table.
+# ``profile=`` to ``lf.LM`` rather than editing this table. A ``local/<file.gguf>`` is
+# taken to be a base model; pass ``profile=`` (and ``model_type="chat"``) for chat GGUFs.
 _EXACT: dict[str, ModelProfile] = {
-    "local/gemma-3-270m": BASE_MODEL,
+    "local/gemma-3-270m": LOCAL_GEMMA_3_270M,
 }
 _PREFIXES: tuple[tuple[str, ModelProfile], ...] = (
     ("local/", BASE_MODEL),

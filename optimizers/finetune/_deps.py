@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+from collections.abc import Iterator
 from typing import Any
 
 from lmforge.errors import MissingExtraError
 
-__all__ = ["require"]
+__all__ = ["quiet_transformers", "require"]
 
 # Import name -> distribution name, in the order they are checked.
 _PACKAGES = {
@@ -30,3 +32,18 @@ def require(*names: str, purpose: str = "Fine-tuning with LocalLoRA") -> list[An
         except ImportError:
             raise MissingExtraError(_PACKAGES.get(name, name), "finetune", purpose) from None
     return modules
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Hide transformers' own loading/saving progress bars inside the block (lmforge
+    draws its own progress); the previous setting is restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()

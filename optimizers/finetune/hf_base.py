@@ -15,10 +15,11 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from lmforge.errors import UsageError
 
-from ._deps import require
+from ._deps import quiet_transformers, require
 
 __all__ = ["hf_base_folder"]
 
@@ -55,23 +56,26 @@ def _dequantised(gguf: Path) -> Path:
         torch, transformers = require("torch", "transformers")
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(
-                str(gguf.parent), gguf_file=gguf.name
-            )
-            model = transformers.AutoModelForCausalLM.from_pretrained(
-                str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
-            )
-            quantizer = getattr(model, "hf_quantizer", None)
-            if quantizer is not None:
-                quantizer.remove_quantization_config(model)
-            model.save_pretrained(str(staging), safe_serialization=True)
-            tokenizer.save_pretrained(str(staging))
-            del model
+            with quiet_transformers():
+                _convert(torch, transformers, gguf, staging)
             os.replace(staging, target)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _convert(torch: Any, transformers: Any, gguf: Path, out: Path) -> None:
+    """Dequantise ``gguf`` to float32 and save it (without the GGUF quantizer) in ``out``."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+    )
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)
+    model.save_pretrained(str(out), safe_serialization=True)
+    tokenizer.save_pretrained(str(out))
 
 
 def _gguf_digest(gguf: Path, digest: object) -> str:

@@ -33,7 +33,7 @@ from lmforge.artifact import write_json_atomic
 from lmforge.errors import UsageError
 from lmforge.finetune import TrainingData, TrainingExample, TunedModel
 
-from ._deps import require
+from ._deps import quiet_transformers, require
 
 __all__ = ["LocalLoRA"]
 
@@ -139,6 +139,19 @@ class LocalLoRA:
         )
 
     def _train(
+        self,
+        data: TrainingData,
+        workdir: Path,
+        identity: dict[str, Any],
+        *,
+        seed: int,
+        progress: bool,
+    ) -> dict[str, Any]:
+        require("torch", "transformers", "peft", "accelerate", "safetensors")
+        with quiet_transformers():
+            return self._run(data, workdir, identity, seed=seed, progress=progress)
+
+    def _run(
         self,
         data: TrainingData,
         workdir: Path,

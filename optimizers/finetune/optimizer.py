@@ -20,6 +20,7 @@ import lmforge as lf
 from lmforge.errors import ParseError, UsageError
 from lmforge.evaluation import run_sync
 from lmforge.finetune import Finetuner, TrainingData, TrainingExample, render_example
+from lmforge.lm.lm import is_secret_key
 
 from ..base import Optimizer, target_model
 from ..bootstrap import acollect_traces, bootstrap_program, check_same_structure, default_teacher
@@ -126,7 +127,9 @@ class Finetune(Optimizer):
             "max_rounds": self.max_rounds,
             "metric_threshold": self.metric_threshold,
             "validation_fraction": self.validation_fraction,
-            "finetuner_options": self.finetuner_options,
+            "finetuner_options": {
+                k: v for k, v in self.finetuner_options.items() if not is_secret_key(k)
+            },
             "fewshot_after": self.fewshot_after,
             "fewshot_options": self.fewshot_options if self.fewshot_after else None,
         }

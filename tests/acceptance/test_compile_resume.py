@@ -177,3 +177,35 @@ def test_killed_compile_resumes_without_redoing_finished_trials(
     report = json.loads((out / "report.json").read_text())
     minibatch = [t for t in report["runs"][0]["trials"] if t["kind"] == "minibatch"]
     assert len(minibatch) == TRIALS
+
+
+def test_two_workers_share_one_study(
+    tmp_path: Path, python: str, subprocess_env: dict[str, str]
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    write_split(data / "train.jsonl", 8, 0)
+    write_split(data / "dev.jsonl", 12, 3)
+    write_split(data / "test.jsonl", 6, 7)
+    out = tmp_path / "out"
+    logs = [tmp_path / "worker-1.log", tmp_path / "worker-2.log"]
+    workers = [
+        subprocess.Popen(
+            command(python, data, out),
+            env={**subprocess_env, "MIPRO_CALL_LOG": str(log)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for log in logs
+    ]
+    outputs = [worker.communicate(timeout=300) for worker in workers]
+    for worker, (_, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err
+    trials = completed_trials(out)
+    # each worker stops once the study has TRIALS finished trials; one in flight may finish too
+    assert TRIALS <= len(trials) <= TRIALS + 1
+    assert len(list(out.glob(".runs/*/study.db"))) == 1
+    prompt_calls = [log.read_text().count("prompt") for log in logs]
+    assert sorted(prompt_calls)[0] == 0 < sorted(prompt_calls)[1]  # candidates were built once
+    assert all(log.read_text().count("task") > 0 for log in logs)  # both ran trials

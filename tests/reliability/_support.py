@@ -62,7 +62,9 @@ def serve_in_thread(app: Any) -> Iterator[str]:
 
 def team_for(ticket: str) -> str:
     """The team whose words the ticket contains (``billing`` when none does)."""
-    return next((t for t, words in WORDS.items() if any(w in ticket for w in words.split())), "billing")
+    return next(
+        (t for t, words in WORDS.items() if any(w in ticket for w in words.split())), "billing"
+    )
 
 
 def chat_reply(prompt: str) -> str:
@@ -78,3 +80,17 @@ def chat_reply(prompt: str) -> str:
     tickets = re.findall(r"\[\[ ## ticket ## \]\]\n(.*?)\n", prompt)
     team = team_for(tickets[-1]) if tickets else "billing"
     return f"[[ ## team ## ]]\n{team}\n\n[[ ## completed ## ]]"
+
+
+REPORT_ENV = "LMFORGE_RELIABILITY_REPORT"
+
+
+def record(check: str, **figures: Any) -> None:
+    """Append a check's key figures to the runner's report file (a no-op outside the runner)."""
+    target = os.environ.get(REPORT_ENV)
+    if not target:
+        return
+    import json
+
+    with open(target, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"check": check, **figures}, default=str, sort_keys=True) + "\n")

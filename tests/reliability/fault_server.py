@@ -104,7 +104,9 @@ class FaultServer:
             self.stats.requests += 1
             over = self.stats.requests > self.plan.max_requests
         if over:
-            await _send(writer, 503, {"error": {"message": "request budget of the fault server spent"}})
+            await _send(
+                writer, 503, {"error": {"message": "request budget of the fault server spent"}}
+            )
             return False
         if path == "/health":
             await _send(writer, 200, {"status": "ok"})
@@ -119,8 +121,12 @@ class FaultServer:
             with self._lock:
                 self.stats.faults[fault] += 1
         if fault == "rate_limit":
-            await _send(writer, 429, {"error": {"message": "rate limited"}},
-                        {"Retry-After": str(self.plan.retry_after)})
+            await _send(
+                writer,
+                429,
+                {"error": {"message": "rate limited"}},
+                {"Retry-After": str(self.plan.retry_after)},
+            )
             return True
         if fault == "server_error":
             await _send(writer, 500, {"error": {"message": "injected failure"}})
@@ -173,6 +179,7 @@ class FaultServer:
         try:
             yield self
         finally:
+
             async def stop() -> None:
                 server_box["server"].close()
                 tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
@@ -192,17 +199,31 @@ class FaultServer:
 
 def _completion_body(path: str, payload: dict[str, Any], text: str) -> dict[str, Any]:
     words = len(text.split())
-    usage = {"prompt_tokens": len(_prompt_text(payload).split()), "completion_tokens": words,
-             "total_tokens": words + len(_prompt_text(payload).split())}
+    usage = {
+        "prompt_tokens": len(_prompt_text(payload).split()),
+        "completion_tokens": words,
+        "total_tokens": words + len(_prompt_text(payload).split()),
+    }
     created = int(time.time())
     if path.endswith("/completions") and not path.endswith("/chat/completions"):
-        return {"id": "cmpl-fault", "object": "text_completion", "created": created,
-                "model": payload.get("model", "fake"),
-                "choices": [{"index": 0, "text": text, "finish_reason": "stop"}], "usage": usage}
-    return {"id": "chatcmpl-fault", "object": "chat.completion", "created": created,
+        return {
+            "id": "cmpl-fault",
+            "object": "text_completion",
+            "created": created,
             "model": payload.get("model", "fake"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": "stop"}], "usage": usage}
+            "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+            "usage": usage,
+        }
+    return {
+        "id": "chatcmpl-fault",
+        "object": "chat.completion",
+        "created": created,
+        "model": payload.get("model", "fake"),
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        ],
+        "usage": usage,
+    }
 
 
 async def _read_request(reader: asyncio.StreamReader) -> tuple[str, bytes] | None:
@@ -221,17 +242,31 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, bytes] | Non
     return path, body
 
 
-async def _send(writer: asyncio.StreamWriter, status: int, body: dict[str, Any],
-                headers: dict[str, str] | None = None) -> None:
+async def _send(
+    writer: asyncio.StreamWriter,
+    status: int,
+    body: dict[str, Any],
+    headers: dict[str, str] | None = None,
+) -> None:
     await _send_raw(writer, status, json.dumps(body).encode(), headers)
 
 
-async def _send_raw(writer: asyncio.StreamWriter, status: int, data: bytes,
-                    headers: dict[str, str] | None = None) -> None:
-    reason = {200: "OK", 400: "Bad Request", 429: "Too Many Requests", 500: "Internal Server Error",
-              503: "Service Unavailable"}.get(status, "Status")
-    lines = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json",
-             f"Content-Length: {len(data)}", "Connection: keep-alive"]
+async def _send_raw(
+    writer: asyncio.StreamWriter, status: int, data: bytes, headers: dict[str, str] | None = None
+) -> None:
+    reason = {
+        200: "OK",
+        400: "Bad Request",
+        429: "Too Many Requests",
+        500: "Internal Server Error",
+        503: "Service Unavailable",
+    }.get(status, "Status")
+    lines = [
+        f"HTTP/1.1 {status} {reason}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(data)}",
+        "Connection: keep-alive",
+    ]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + data)
     await writer.drain()
@@ -245,8 +280,10 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=300.0, help="stop after this long")
     args = parser.parse_args()
-    server = FaultServer(lambda prompt: "ok", FaultPlan.uniform(args.fault_rate, latency=args.latency,
-                                                                 max_requests=args.max_requests))
+    server = FaultServer(
+        lambda prompt: "ok",
+        FaultPlan.uniform(args.fault_rate, latency=args.latency, max_requests=args.max_requests),
+    )
     server.port = args.port
     with server.running():
         print(f"fault server on {server.base_url} for {args.seconds:.0f}s", flush=True)

@@ -63,7 +63,8 @@ class LoadReport:
             f"{self.clients} clients x {self.seconds:g} s: {self.requests} requests, "
             f"{sum(self.errors.values())} errors, {self.throughput_rps:.0f} req/s, "
             f"p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms, "
-            f"RSS {self.rss_start_mib:.1f} -> {self.rss_end_mib:.1f} MiB (max {self.rss_max_mib:.1f})"
+            f"RSS {self.rss_start_mib:.1f} -> {self.rss_end_mib:.1f} MiB "
+            f"(max {self.rss_max_mib:.1f})"
         )
 
 
@@ -77,9 +78,8 @@ def serve(port: int, latency: float) -> None:
     """Run the program server (blocks); used as the child process."""
     import logging
 
-    import uvicorn
-
     import lmforge as lf
+    import uvicorn
     from lmforge.targets import ServerConfig, create_app
     from lmforge.testing import FunctionLM
 
@@ -91,12 +91,22 @@ def serve(port: int, latency: float) -> None:
 
     logging.getLogger("lmforge.server").setLevel(logging.WARNING)
     config = ServerConfig(
-        name="route", api_keys=(KEY,), rate_limit_per_minute=1e9, rate_limit_burst=10**6,
+        name="route",
+        api_keys=(KEY,),
+        rate_limit_per_minute=1e9,
+        rate_limit_burst=10**6,
         max_concurrency=4096,
     )
     program = lf.Predict(SIGNATURE, lm=FunctionLM(answer), adapter=lf.ChatAdapter())
-    uvicorn.run(create_app(program, config), host="127.0.0.1", port=port, log_level="warning",
-                access_log=False, backlog=4096, timeout_graceful_shutdown=5)
+    uvicorn.run(
+        create_app(program, config),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        backlog=4096,
+        timeout_graceful_shutdown=5,
+    )
 
 
 def rss_bytes(pid: int) -> int:
@@ -133,7 +143,9 @@ async def _wait_ready(base: str, deadline: float) -> None:
             await asyncio.sleep(0.1)
 
 
-async def _drive(base: str, pid: int, clients: int, seconds: float) -> tuple[list[float], Counter[str], list[int]]:
+async def _drive(
+    base: str, pid: int, clients: int, seconds: float
+) -> tuple[list[float], Counter[str], list[int]]:
     import aiohttp
 
     latencies: list[float] = []
@@ -159,7 +171,7 @@ async def _drive(base: str, pid: int, clients: int, seconds: float) -> tuple[lis
                         errors["wrong answer"] += 1
                     else:
                         latencies.append(time.perf_counter() - started)
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
                 errors[type(exc).__name__] += 1
 
     async def sample_memory() -> None:
@@ -171,7 +183,9 @@ async def _drive(base: str, pid: int, clients: int, seconds: float) -> tuple[lis
     connector = aiohttp.TCPConnector(limit=clients, force_close=False)
     timeout = aiohttp.ClientTimeout(total=30)
     headers = {"Authorization": f"Bearer {KEY}"}
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, headers=headers
+    ) as session:
         await asyncio.gather(sample_memory(), *(client(i, session) for i in range(clients)))
     return latencies, errors, samples
 
@@ -181,8 +195,17 @@ def run_load(clients: int = 256, seconds: float = 60.0, latency: float = 0.05) -
     port = _free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "--serve", str(port), "--latency", str(latency)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--serve",
+            str(port),
+            "--latency",
+            str(latency),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -208,16 +231,26 @@ def run_load(clients: int = 256, seconds: float = 60.0, latency: float = 0.05) -
     ordered = sorted(x * 1000 for x in latencies)
     mib = [s / 2**20 for s in samples if s]
     return LoadReport(
-        clients=clients, seconds=seconds, latency_ms=latency * 1000, requests=len(ordered) + sum(errors.values()),
-        errors=dict(errors), p50_ms=_quantile(ordered, 0.5), p99_ms=_quantile(ordered, 0.99),
-        max_ms=ordered[-1] if ordered else 0.0, throughput_rps=len(ordered) / wall if wall else 0.0,
-        rss_start_mib=mib[0] if mib else 0.0, rss_end_mib=mib[-1] if mib else 0.0,
-        rss_max_mib=max(mib) if mib else 0.0, rss_samples=len(mib),
+        clients=clients,
+        seconds=seconds,
+        latency_ms=latency * 1000,
+        requests=len(ordered) + sum(errors.values()),
+        errors=dict(errors),
+        p50_ms=_quantile(ordered, 0.5),
+        p99_ms=_quantile(ordered, 0.99),
+        max_ms=ordered[-1] if ordered else 0.0,
+        throughput_rps=len(ordered) / wall if wall else 0.0,
+        rss_start_mib=mib[0] if mib else 0.0,
+        rss_end_mib=mib[-1] if mib else 0.0,
+        rss_max_mib=max(mib) if mib else 0.0,
+        rss_samples=len(mib),
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--clients", type=int, default=256)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--latency-ms", type=float, default=50.0)
@@ -231,7 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     report = run_load(args.clients, args.seconds, args.latency_ms / 1000)
     print(report.summary())
     if args.json:
-        figures = {**dataclasses.asdict(report), "memory_flat": report.memory_flat, "passed": report.passed}
+        figures = {
+            **dataclasses.asdict(report),
+            "memory_flat": report.memory_flat,
+            "passed": report.passed,
+        }
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(figures, handle, indent=2)
     return 0 if report.passed else 1

@@ -11,14 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import lmforge as lf
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import lmforge as lf
 from lmforge.errors import LMForgeError
 
-from ._support import chat_reply, scaled, serve_in_thread
+from ._support import chat_reply, record, scaled, serve_in_thread
 
 pytestmark = pytest.mark.reliability
 
@@ -27,24 +26,36 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=6,
 )
-good_record = st.fixed_dictionaries({"question": st.text(max_size=10), "answer": st.text(max_size=10)})
+good_record = st.fixed_dictionaries(
+    {"question": st.text(max_size=10), "answer": st.text(max_size=10)}
+)
 line = st.one_of(
     good_record.map(json.dumps),
     json_values.map(json.dumps),
-    st.dictionaries(st.sampled_from(["question", "answer", "other"]), json_values, max_size=3).map(json.dumps),
+    st.dictionaries(st.sampled_from(["question", "answer", "other"]), json_values, max_size=3).map(
+        json.dumps
+    ),
     st.text(alphabet=string.printable.replace("\n", "").replace("\r", ""), max_size=30),
     st.just(""),
     st.just("{"),
 )
 
 
-@settings(max_examples=scaled(150, 1500), deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(lines=st.lists(line, min_size=0, max_size=8), raw_tail=st.binary(max_size=6),
-       inputs=st.sampled_from([None, ["question"], ["question", "missing"]]))
+@settings(
+    max_examples=scaled(150, 1500),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    lines=st.lists(line, min_size=0, max_size=8),
+    raw_tail=st.binary(max_size=6),
+    inputs=st.sampled_from([None, ["question"], ["question", "missing"]]),
+)
 def test_jsonl_loader_raises_only_lmforge_errors_naming_the_line(
     tmp_path: Path, lines: list[str], raw_tail: bytes, inputs: list[str] | None
 ) -> None:
@@ -80,7 +91,8 @@ def _program() -> lf.Module:
     from lmforge.testing import FunctionLM
 
     sig = lf.Signature.parse(
-        "ticket: str, priority: int, tags: list[str] -> team: Literal['billing', 'technical', 'shipping']"
+        "ticket: str, priority: int, tags: list[str]"
+        " -> team: Literal['billing', 'technical', 'shipping']"
     )
     lm = FunctionLM(lambda request: chat_reply(request.as_text()))
     return lf.Predict(sig, lm=lm, adapter=lf.ChatAdapter())
@@ -92,8 +104,12 @@ def served() -> Iterator[str]:
     pytest.importorskip("uvicorn")
     from lmforge.targets import ServerConfig, create_app
 
-    app = create_app(_program(), ServerConfig(
-        name="route", api_keys=(KEY,), rate_limit_burst=100_000, rate_limit_per_minute=1e7))
+    app = create_app(
+        _program(),
+        ServerConfig(
+            name="route", api_keys=(KEY,), rate_limit_burst=100_000, rate_limit_per_minute=1e7
+        ),
+    )
     with serve_in_thread(app) as url:
         yield url
 
@@ -121,8 +137,12 @@ def test_served_program_fuzzed_from_its_openapi_document(served: str, mode: str)
     assert strategies
     seen: list[int] = []
 
-    @settings(max_examples=scaled(25, 600), deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=scaled(25, 600),
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=st.one_of(strategies), authorised=st.booleans())
     def fuzz(case: Any, authorised: bool) -> None:
         headers = dict(case.headers or {})
@@ -135,4 +155,10 @@ def test_served_program_fuzzed_from_its_openapi_document(served: str, mode: str)
             assert response.status_code in (401, 404, 405, 413), response.text[:300]
 
     fuzz()
+    record(
+        f"test_served_program_fuzzed_from_its_openapi_document[{mode}]",
+        mode=mode,
+        cases=len(seen),
+        statuses={str(code): seen.count(code) for code in sorted(set(seen))},
+    )
     assert seen

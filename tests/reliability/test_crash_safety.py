@@ -11,9 +11,8 @@ import textwrap
 import time
 from pathlib import Path
 
-import pytest
-
 import lmforge as lf
+import pytest
 
 pytestmark = pytest.mark.reliability
 
@@ -24,7 +23,8 @@ WRITER = textwrap.dedent(
     from lmforge.testing import FunctionLM
 
     worker, count, cache_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-    lm = FunctionLM(lambda request: "answer for " + request.prompt, model="test/cache", model_type="text", cache=cache_dir)
+    lm = FunctionLM(lambda request: "answer for " + request.prompt, model="test/cache",
+                    model_type="text", cache=cache_dir)
     for i in range(count):
         # Own keys plus keys every worker writes, to exercise write races on one key.
         key = f"w{worker}-{i}" if i % 4 else f"shared-{i}"
@@ -49,7 +49,9 @@ def test_four_processes_writing_the_cache_lose_nothing(tmp_path: Path) -> None:
     def must_not_be_called(request: lf.LMRequest) -> str:
         raise AssertionError(f"cache miss for {request.prompt!r}")
 
-    reader = FunctionLM(must_not_be_called, model="test/cache", model_type="text", cache=str(cache_dir))
+    reader = FunctionLM(
+        must_not_be_called, model="test/cache", model_type="text", cache=str(cache_dir)
+    )
     expected = {f"w{w}-{i}" if i % 4 else f"shared-{i}" for w in range(4) for i in range(count)}
     with lf.track() as tracker:
         for key in sorted(expected):
@@ -78,13 +80,17 @@ def test_sigkill_during_save_never_leaves_a_partial_artifact(tmp_path: Path, del
     target = tmp_path / "program.json"
     script = tmp_path / "saver.py"
     script.write_text(SAVER)
-    proc = subprocess.Popen([sys.executable, str(script), str(target)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(target)], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     time.sleep(delay)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     visible = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
-    assert sorted(p.name for p in visible) == sorted(["saver.py", *(["program.json"] if target.exists() else [])])
+    assert sorted(p.name for p in visible) == sorted(
+        ["saver.py", *(["program.json"] if target.exists() else [])]
+    )
     if target.exists():
         program = lf.load(target)  # a complete, verified artifact or nothing at all
         assert len(program.demos) == 300  # type: ignore[attr-defined]
@@ -122,7 +128,9 @@ def test_sigkill_during_export_never_leaves_a_partial_bundle(
     script.write_text(EXPORTER)
     proc = subprocess.Popen(
         [sys.executable, str(script), str(tmp_path / "triage.json"), str(out)],
-        stdout=subprocess.PIPE, text=True, env=subprocess_env,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=subprocess_env,
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     time.sleep(delay)

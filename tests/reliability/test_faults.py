@@ -8,18 +8,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-import pytest
-
 import lmforge as lf
+import pytest
 from lmforge.lm.retry import RetryPolicy
 
-from ._support import chat_reply, scaled
+from ._support import chat_reply, record, scaled
 from .fault_server import FaultPlan, FaultServer
 
 pytestmark = pytest.mark.reliability
 
 TEAMS = ("billing", "technical", "shipping")
-WORDS = {"billing": "invoice refund charge", "technical": "crash error login", "shipping": "parcel courier late"}
+WORDS = {
+    "billing": "invoice refund charge",
+    "technical": "crash error login",
+    "shipping": "parcel courier late",
+}
 MAX_ATTEMPTS = 4
 
 
@@ -42,7 +45,9 @@ def dataset(n: int) -> list[lf.Example]:
     for i in range(n):
         team = TEAMS[i % 3]
         word = WORDS[team].split()[i % 3]
-        items.append(lf.Example(ticket=f"ticket {i} about my {word}", team=team).with_inputs("ticket"))
+        items.append(
+            lf.Example(ticket=f"ticket {i} about my {word}", team=team).with_inputs("ticket")
+        )
     return items
 
 
@@ -65,11 +70,15 @@ def lm_for(server: FaultServer, tmp_path: Path) -> lf.LM:
         api_key="sk-fault-test",
         timeout=0.5,
         cache=tmp_path / "cache",
-        retry=RetryPolicy(max_attempts=MAX_ATTEMPTS, base_delay=0.01, max_delay=0.05, max_total_seconds=5),
+        retry=RetryPolicy(
+            max_attempts=MAX_ATTEMPTS, base_delay=0.01, max_delay=0.05, max_total_seconds=5
+        ),
     )
 
 
-def test_evaluate_under_faults_accounts_for_every_example(faulty: FaultServer, tmp_path: Path) -> None:
+def test_evaluate_under_faults_accounts_for_every_example(
+    faulty: FaultServer, tmp_path: Path
+) -> None:
     data = dataset(60)
     lm = lm_for(faulty, tmp_path)
     with lf.use(lm=lm, adapter=lf.ChatAdapter()):
@@ -79,10 +88,23 @@ def test_evaluate_under_faults_accounts_for_every_example(faulty: FaultServer, t
     for row in result.rows:
         assert (row.prediction is not None) != row.failed
         if row.failed:
-            assert row.error_type in {"ParseError", "LMTimeoutError", "RateLimitError", "ProviderError"}
+            assert row.error_type in {
+                "ParseError",
+                "LMTimeoutError",
+                "RateLimitError",
+                "ProviderError",
+            }
             assert row.score == 0.0
     # Retries absorb most faults: only what failed MAX_ATTEMPTS times or came back
     # truncated (a well-formed reply with a cut answer is not retried) is a failure.
+    record(
+        "test_evaluate_under_faults_accounts_for_every_example",
+        examples=result.n,
+        score=result.score,
+        failed=sum(row.failed for row in result.rows),
+        requests=faulty.stats.requests,
+        faults=dict(faulty.stats.faults),
+    )
     assert result.score >= 0.85, result.summary()
     assert faulty.stats.requests <= 60 * MAX_ATTEMPTS
     assert sum(faulty.stats.faults.values()) > 0
@@ -99,6 +121,13 @@ def test_bootstrap_compile_under_faults_completes(faulty: FaultServer, tmp_path:
         )
         result = lf.evaluate(compiled, data[20:], metric, concurrency=4, progress=False)
     demos = compiled.predictors()[0].demos
+    record(
+        "test_bootstrap_compile_under_faults_completes",
+        demos=len(demos),
+        score=result.score,
+        requests=faulty.stats.requests,
+        faults=sum(faulty.stats.faults.values()),
+    )
     assert 0 < len(demos) <= 6
     assert all(d["team"] in TEAMS for d in demos)
     assert result.n == 10
@@ -111,15 +140,32 @@ def test_mipro_compile_under_faults_completes(faulty: FaultServer, tmp_path: Pat
     data = dataset(24)
     lm = lm_for(faulty, tmp_path)
     optimizer = MIPRO(
-        num_trials=4, minibatch_size=4, num_instruction_candidates=2, num_demo_sets=2,
-        max_bootstrapped_demos=2, max_labeled_demos=2, prompt_lm=lm,
+        num_trials=4,
+        minibatch_size=4,
+        num_instruction_candidates=2,
+        num_demo_sets=2,
+        max_bootstrapped_demos=2,
+        max_labeled_demos=2,
+        prompt_lm=lm,
     )
     with lf.use(adapter=lf.ChatAdapter()):
         compiled = optimizer.compile(
-            lf.Predict(Route), data[:12], metric=metric, valset=data[12:], lm=lm,
-            run_dir=tmp_path / "run", progress=False, concurrency=4,
+            lf.Predict(Route),
+            data[:12],
+            metric=metric,
+            valset=data[12:],
+            lm=lm,
+            run_dir=tmp_path / "run",
+            progress=False,
+            concurrency=4,
         )
         result = lf.evaluate(compiled, data[12:], metric, concurrency=4, progress=False)
+    record(
+        "test_mipro_compile_under_faults_completes",
+        score=result.score,
+        requests=faulty.stats.requests,
+        faults=sum(faulty.stats.faults.values()),
+    )
     assert result.n == 12 and len(result.rows) == 12
     assert result.score >= 0.75, result.summary()
     meta = compiled.artifact_meta  # type: ignore[attr-defined]
@@ -138,34 +184,46 @@ async def test_served_program_under_faults_answers_only_deliberate_codes(
     import asyncio
 
     import httpx
-
     from lmforge.targets import ServerConfig, create_app
 
     key = "reliability-key-0123456789"
     lm = lf.LM(
-        "hosted_vllm/fake", api_base=faulty.base_url, api_key="sk-fault-test", timeout=0.5,
+        "hosted_vllm/fake",
+        api_base=faulty.base_url,
+        api_key="sk-fault-test",
+        timeout=0.5,
         cache=False,
         retry=RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.02, max_total_seconds=2),
     )
     program = lf.Predict(Route, lm=lm, adapter=lf.ChatAdapter())
     app = create_app(
-        program, ServerConfig(name="route", api_keys=(key,), max_concurrency=64, rate_limit_burst=1000)
+        program,
+        ServerConfig(name="route", api_keys=(key,), max_concurrency=64, rate_limit_burst=1000),
     )
     requests = scaled(120, 600)
     statuses: list[int] = []
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://test",
-        headers={"Authorization": f"Bearer {key}"}, timeout=30,
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://test",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
     ) as client:
         semaphore = asyncio.Semaphore(8)
 
         async def one(i: int) -> None:
             async with semaphore:
                 if i % 2:
-                    response = await client.post("/v1/programs/route", json={"ticket": f"my invoice {i}"})
+                    response = await client.post(
+                        "/v1/programs/route", json={"ticket": f"my invoice {i}"}
+                    )
                 else:
-                    response = await client.post("/v1/chat/completions", json={
-                        "model": "route", "messages": [{"role": "user", "content": f"parcel {i} late"}]})
+                    response = await client.post(
+                        "/v1/chat/completions",
+                        json={
+                            "model": "route",
+                            "messages": [{"role": "user", "content": f"parcel {i} late"}],
+                        },
+                    )
                 statuses.append(response.status_code)
                 assert response.status_code in DELIBERATE, response.text
                 body = response.json()  # never a plain-text traceback
@@ -177,6 +235,12 @@ async def test_served_program_under_faults_answers_only_deliberate_codes(
                     assert body["team"] in TEAMS
 
         await asyncio.gather(*(one(i) for i in range(requests)))
+    record(
+        "test_served_program_under_faults_answers_only_deliberate_codes",
+        requests=requests,
+        statuses={str(code): statuses.count(code) for code in sorted(set(statuses))},
+        faults=sum(faulty.stats.faults.values()),
+    )
     assert len(statuses) == requests
     assert statuses.count(200) >= requests * 0.7, sorted(statuses)
     assert sum(faulty.stats.faults.values()) > 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from ._support import scaled
+from ._support import record, scaled
 from .load import run_load
 
 pytestmark = pytest.mark.reliability
@@ -18,6 +18,7 @@ def test_program_server_under_sustained_concurrency() -> None:
     pytest.importorskip("aiohttp")
     report = run_load(clients=scaled(64, 256), seconds=scaled(6, 60), latency=0.05)
     print(report.summary())
+    record("test_program_server_under_sustained_concurrency", summary=report.summary())
     assert report.errors == {}, report.summary()
     assert report.requests >= report.clients, report.summary()
     # Every call waits 50 ms on the model; the server adds its own time on top of it.

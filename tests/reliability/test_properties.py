@@ -7,12 +7,11 @@ import random
 from pathlib import Path
 from typing import Any, Literal
 
+import lmforge as lf
 import pydantic
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import lmforge as lf
 from lmforge.errors import LMForgeError
 
 pytestmark = pytest.mark.reliability
@@ -27,7 +26,8 @@ class Item(pydantic.BaseModel):
 
 
 SIGNATURE = lf.Signature.parse(
-    "text: str, n: int -> label: Literal['a', 'b', 'c'], count: int, item: Item, notes: str, ok: bool",
+    "text: str, n: int"
+    " -> label: Literal['a', 'b', 'c'], count: int, item: Item, notes: str, ok: bool",
     types={"Item": Item},
 )
 ADAPTERS = [lf.ChatAdapter(), lf.JSONAdapter(), lf.CompletionAdapter()]
@@ -62,10 +62,28 @@ answer_text = st.one_of(
         st.lists(
             st.sampled_from(
                 [
-                    "[[ ## label ## ]]", "a", "B", "[[ ## count ## ]]", "12", "twelve",
-                    '[[ ## item ## ]]', '{"name": "x", "amount": 3}', '{"name": 1}', "[[ ## notes ## ]]",
-                    "free text", "[[ ## ok ## ]]", "yes", "maybe", "[[ ## completed ## ]]", "Count: 3",
-                    "Item: {}", "Notes: hi", "Ok: true", '{"label": "a", "count": 1}', "```json", "```",
+                    "[[ ## label ## ]]",
+                    "a",
+                    "B",
+                    "[[ ## count ## ]]",
+                    "12",
+                    "twelve",
+                    "[[ ## item ## ]]",
+                    '{"name": "x", "amount": 3}',
+                    '{"name": 1}',
+                    "[[ ## notes ## ]]",
+                    "free text",
+                    "[[ ## ok ## ]]",
+                    "yes",
+                    "maybe",
+                    "[[ ## completed ## ]]",
+                    "Count: 3",
+                    "Item: {}",
+                    "Notes: hi",
+                    "Ok: true",
+                    '{"label": "a", "count": 1}',
+                    "```json",
+                    "```",
                 ]
             ),
             max_size=14,
@@ -90,10 +108,20 @@ def test_adapter_parse_raises_only_parse_errors(text: str, which: int) -> None:
 
 
 def _valid_artifact(tmp: Path) -> dict[str, Any]:
-    program = lf.Predict(SIGNATURE, demos=[
-        {"text": "t", "n": 1, "label": "a", "count": 2, "item": {"name": "x", "amount": 1.0},
-         "notes": "n", "ok": True},
-    ])
+    program = lf.Predict(
+        SIGNATURE,
+        demos=[
+            {
+                "text": "t",
+                "n": 1,
+                "label": "a",
+                "count": 2,
+                "item": {"name": "x", "amount": 1.0},
+                "notes": "n",
+                "ok": True,
+            },
+        ],
+    )
     path = tmp / "valid.json"
     program.save(path, meta={"score": 0.5})
     data: dict[str, Any] = json.loads(path.read_text())
@@ -112,13 +140,19 @@ def _mutate(value: Any, rng: random.Random) -> Any:
         return {**value, key: _mutate(value[key], rng)}
     if isinstance(value, list) and value:
         i = rng.randrange(len(value))
-        return [*value[:i], _mutate(value[i], rng), *value[i + 1:]]
-    return rng.choice([None, 0, -1, 1.5, "", "x", "Literal[", [], {}, True, "__main__:Evil", "os:system"])
+        return [*value[:i], _mutate(value[i], rng), *value[i + 1 :]]
+    return rng.choice(
+        [None, 0, -1, 1.5, "", "x", "Literal[", [], {}, True, "__main__:Evil", "os:system"]
+    )
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.integers(min_value=0, max_value=2**32), st.booleans())
-def test_artifact_loader_refuses_mutations_with_artifact_errors(tmp_path: Path, seed: int, rehash: bool) -> None:
+def test_artifact_loader_refuses_mutations_with_artifact_errors(
+    tmp_path: Path, seed: int, rehash: bool
+) -> None:
     from lmforge.artifact import _digest
 
     rng = random.Random(seed)
@@ -141,7 +175,9 @@ def test_artifact_loader_refuses_mutations_with_artifact_errors(tmp_path: Path, 
 
 @FAST
 @given(st.binary(max_size=300))
-def test_artifact_loader_on_random_bytes(tmp_path_factory: pytest.TempPathFactory, blob: bytes) -> None:
+def test_artifact_loader_on_random_bytes(
+    tmp_path_factory: pytest.TempPathFactory, blob: bytes
+) -> None:
     path = tmp_path_factory.mktemp("bytes") / "a.json"
     path.write_bytes(blob)
     with pytest.raises(lf.ArtifactError):

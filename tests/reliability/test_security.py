@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import pytest
-
 import lmforge as lf
+import pytest
 from lmforge.lm.retry import RetryPolicy
 
-from ._support import TEAMS, WORDS, chat_reply
+from ._support import TEAMS, WORDS, chat_reply, full_size, record
 from .fault_server import FaultPlan, FaultServer
 
 pytestmark = pytest.mark.reliability
@@ -33,8 +32,14 @@ EVIL = "http://203.0.113.7:9/v1"
 
 def _forms(secret: str) -> list[bytes]:
     """The secret as it could appear: raw, URL-quoted, JSON-escaped, and its tail alone."""
-    return sorted({secret.encode(), quote(secret).encode(), json.dumps(secret)[1:-1].encode(),
-                   secret[-16:].encode()})
+    return sorted(
+        {
+            secret.encode(),
+            quote(secret).encode(),
+            json.dumps(secret)[1:-1].encode(),
+            secret[-16:].encode(),
+        }
+    )
 
 
 def _leaks(blob: bytes) -> list[bytes]:
@@ -73,14 +78,16 @@ def model_server() -> Iterator[FaultServer]:
 
 
 def test_api_key_never_written_or_printed(
-    model_server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str],
+    model_server: FaultServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     pytest.importorskip("fastapi")
     import asyncio
 
     import httpx
-
     from lmforge.optimizers import BootstrapFewShot
     from lmforge.targets import create_app
     from lmforge.targets.export import ExportOptions, export_bundle
@@ -92,67 +99,125 @@ def test_api_key_never_written_or_printed(
         monkeypatch.setenv(name, SECRET)
     monkeypatch.setenv("LMFORGE_CACHE_DIR", str(cache_dir))
     monkeypatch.setenv("LMFORGE_API_KEYS", SERVER_KEY)
+    monkeypatch.delenv("LMFORGE_BLOCK_NETWORK", raising=False)  # the model server is loopback
     caplog.set_level(logging.DEBUG)
     train = _write_jsonl(work / "train.jsonl", _rows(12))
     dev = _write_jsonl(work / "dev.jsonl", _rows(9)[3:])
 
     # 1. In-process: evaluate, compile (with a run directory), save.
-    lm = lf.LM("hosted_vllm/fake", api_base=model_server.base_url, api_key=SECRET,
-               cache=cache_dir / "lm", retry=RetryPolicy(max_attempts=2, base_delay=0.01))
+    lm = lf.LM(
+        "hosted_vllm/fake",
+        api_base=model_server.base_url,
+        api_key=SECRET,
+        cache=cache_dir / "lm",
+        retry=RetryPolicy(max_attempts=2, base_delay=0.01),
+    )
     trainset = lf.data.load_jsonl(train, inputs=["ticket"])
     devset = lf.data.load_jsonl(dev, inputs=["ticket"])
-    program = lf.Predict("ticket -> team: Literal['billing', 'technical', 'shipping']",
-                         adapter=lf.ChatAdapter())
+    program = lf.Predict(
+        "ticket -> team: Literal['billing', 'technical', 'shipping']", adapter=lf.ChatAdapter()
+    )
     with lf.use(lm=lm), lf.track() as tracker:
         result = lf.evaluate(program, devset, lf.metrics.exact_match, progress=False)
         compiled = BootstrapFewShot(max_bootstrapped_demos=2).compile(
-            program, trainset, metric=lf.metrics.exact_match, valset=devset, lm=lm,
-            run_dir=work / "run", progress=False)
+            program,
+            trainset,
+            metric=lf.metrics.exact_match,
+            valset=devset,
+            lm=lm,
+            run_dir=work / "run",
+            progress=False,
+        )
     assert result.score == 1.0, result.summary()
     artifact = work / "router.json"
     compiled.save(artifact, meta={"note": "security scan"})
-    (work / "eval.json").write_text(json.dumps(result.to_json() if hasattr(result, "to_json")
-                                               else result.summary(), default=str))
-    print(repr(lm), repr(compiled), lf.inspect(compiled), tracker.totals())
+    (work / "eval.json").write_text(
+        json.dumps(
+            result.to_json() if hasattr(result, "to_json") else result.summary(), default=str
+        )
+    )
+    print(repr(lm), repr(compiled), tracker.totals())
 
     # 2. The CLI: compile and export, with the key only in the environment.
-    (work / "lms.py").write_text(textwrap.dedent(f"""
+    (work / "lms.py").write_text(
+        textwrap.dedent(f"""
         import os
         import lmforge as lf
         lm = lf.LM("hosted_vllm/fake", api_base={model_server.base_url!r},
                    api_key=os.environ["LMFORGE_TEST_KEY"])
-    """))
+    """)
+    )
     (work / "prog.py").write_text(
         "import lmforge as lf\n"
-        "program = lf.Predict(\"ticket -> team: Literal['billing', 'technical', 'shipping']\")\n")
+        "program = lf.Predict(\"ticket -> team: Literal['billing', 'technical', 'shipping']\")\n"
+    )
     env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
-    env.pop("LMFORGE_BLOCK_NETWORK", None)
     outputs = []
-    for args in (
-        ["compile", f"{work / 'prog.py'}:program", "--train", str(train), "--dev", str(dev),
-         "--metric", "exact_match", "--optimizer", "bootstrap", "--model", f"{work / 'lms.py'}:lm",
-         "--out", str(work / "compiled")],
-        ["export", str(artifact), "--target", "managed", "--out", str(work / "bundle_cli")],
-    ):
-        done = subprocess.run([sys.executable, "-m", "lmforge.cli.main", *args], env=env, cwd=work,
-                              capture_output=True, timeout=300)
+    commands = [
+        [
+            "compile",
+            f"{work / 'prog.py'}:program",
+            "--train",
+            str(train),
+            "--dev",
+            str(dev),
+            "--metric",
+            "exact_match",
+            "--optimizer",
+            "bootstrap",
+            "--model",
+            f"{work / 'lms.py'}:lm",
+            "--out",
+            str(work / "compiled"),
+        ],
+        [
+            "export",
+            str(artifact),
+            "--target",
+            "managed",
+            "--out",
+            str(work / "bundle_cli"),
+            "--api-key-env",
+            "HOSTED_VLLM_API_KEY",
+        ],
+    ]
+    # The CLI's own start-up costs seconds per command: run it in the full-size suite only.
+    for args in commands if full_size() else []:
+        done = subprocess.run(
+            [sys.executable, "-m", "lmforge.cli.main", *args],
+            env=env,
+            cwd=work,
+            capture_output=True,
+            timeout=300,
+        )
         outputs.append(done.stdout + done.stderr)
         assert done.returncode == 0, (done.stdout + done.stderr).decode()[-2000:]
-    assert list((work / "compiled").glob("*.json"))
+    assert not full_size() or list((work / "compiled").glob("*.json"))
 
     # 3. Export in-process and serve the bundle; the provider endpoint is the fake server.
-    bundle = export_bundle(artifact, work / "bundle", ExportOptions(target="managed")).path
+    bundle = export_bundle(
+        artifact,
+        work / "bundle",
+        ExportOptions(target="managed", api_key_env="HOSTED_VLLM_API_KEY"),
+    ).path
     monkeypatch.setenv("LMFORGE_PROVIDER_API_BASE", model_server.base_url)
     app = create_app(bundle)
     bodies: list[bytes] = []
 
     async def serve() -> None:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
-                                     headers={"Authorization": f"Bearer {SERVER_KEY}"}) as client:
-            for path, body in (("/v1/programs/router", {"ticket": "my invoice"}),
-                               ("/v1/chat/completions", {"model": "router", "messages": [
-                                   {"role": "user", "content": "parcel late"}]}),
-                               ("/v1/programs/router", {"ticket": 5})):
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://t",
+            headers={"Authorization": f"Bearer {SERVER_KEY}"},
+        ) as client:
+            for path, body in (
+                ("/v1/programs/router", {"ticket": "my invoice"}),
+                (
+                    "/v1/chat/completions",
+                    {"model": "router", "messages": [{"role": "user", "content": "parcel late"}]},
+                ),
+                ("/v1/programs/router", {"ticket": 5}),
+            ):
                 response = await client.post(path, json=body)
                 bodies.append(response.content)
             for path in ("/ready", "/metrics", "/v1/programs/router", "/openapi.json"):
@@ -163,14 +228,23 @@ def test_api_key_never_written_or_printed(
 
     captured = capfd.readouterr()
     streams = {
-        "log records": "\n".join(f"{r.name} {r.getMessage()} {r.args!r}" for r in caplog.records).encode(),
+        "log records": "\n".join(
+            f"{r.name} {r.getMessage()} {r.args!r}" for r in caplog.records
+        ).encode(),
         "stdout/stderr": (captured.out + captured.err).encode(),
         "cli output": b"\n".join(outputs),
         "server responses": b"\n".join(bodies),
     }
     leaks = {name: _leaks(blob) for name, blob in streams.items() if _leaks(blob)}
-    leaks.update(_scan([work, cache_dir, Path(os.environ.get("TMPDIR", "/nonexistent"))
-                        if False else work]))
+    leaks.update(_scan([work, cache_dir]))
+    scanned = [p for root in (work, cache_dir) for p in root.rglob("*") if p.is_file()]
+    record(
+        "test_api_key_never_written_or_printed",
+        files=len(scanned),
+        mib=round(sum(p.stat().st_size for p in scanned) / 2**20, 2),
+        streams=len(streams),
+        leaks=len(leaks),
+    )
     assert any(cache_dir.rglob("*.db")) or any(cache_dir.rglob("*")), "nothing was cached"
     assert not leaks, f"the API key was found in: {sorted(leaks)}"
 
@@ -180,29 +254,39 @@ def test_every_route_but_health_requires_auth() -> None:
     import asyncio
 
     import httpx
-
     from lmforge.targets import ServerConfig, create_app
     from lmforge.testing import FunctionLM
 
     program = lf.Predict("ticket -> team", lm=FunctionLM(lambda r: "[[ ## team ## ]]\nbilling"))
     app = create_app(program, ServerConfig(name="router", api_keys=(SERVER_KEY,)))
-    routes = [(path, method) for route in app.routes
-              for path in [getattr(route, "path", "")] for method in sorted(getattr(route, "methods", None) or {"GET"})]
+    routes = [
+        (path, method)
+        for route in app.routes
+        for path in [getattr(route, "path", "")]
+        for method in sorted(getattr(route, "methods", None) or {"GET"})
+    ]
     assert len(routes) >= 8
 
     async def walk() -> dict[tuple[str, str], int]:
         seen = {}
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t"
+        ) as client:
             for path, method in routes:
                 concrete = path.replace("{name}", "router")
-                for headers in ({}, {"Authorization": "Bearer wrong-key-0123456789abcdef"},
-                                {"Authorization": SERVER_KEY}):
+                for headers in (
+                    {},
+                    {"Authorization": "Bearer wrong-key-0123456789abcdef"},
+                    {"Authorization": SERVER_KEY},
+                ):
                     response = await client.request(method, concrete, headers=headers, json={})
-                    seen[(f"{method} {concrete}", headers.get("Authorization", ""))] = response.status_code
+                    seen[(f"{method} {concrete}", headers.get("Authorization", ""))] = (
+                        response.status_code
+                    )
                     if path != "/health":
                         assert response.status_code == 401, (method, path, headers, response.text)
-                        assert response.json()["error"]["type"], response.text
-                        assert "WWW-Authenticate" in response.headers or response.status_code == 401
+                        if method != "HEAD":  # HEAD answers carry no body
+                            assert response.json()["error"]["type"] == "unauthorized", response.text
         return seen
 
     seen = asyncio.run(walk())

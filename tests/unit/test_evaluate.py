@@ -145,12 +145,9 @@ def test_evaluate_works_inside_a_running_loop_and_async() -> None:
     dataset = data(("refund", "billing"))
 
     async def main() -> tuple[EvaluationResult, EvaluationResult]:
-        sync_result = lf.evaluate(
-            lf.Predict(PROGRAM), dataset, lf.metrics.exact_match, progress=False
-        )
-        async_result = await aevaluate(
-            lf.Predict(PROGRAM), dataset, lf.metrics.exact_match, progress=False
-        )
+        program = lf.Predict(PROGRAM)
+        sync_result = lf.evaluate(program, dataset, lf.metrics.exact_match, progress=False)
+        async_result = await aevaluate(program, dataset, lf.metrics.exact_match, progress=False)
         return sync_result, async_result
 
     with lf.use(lm=router_lm()):
@@ -167,6 +164,21 @@ def test_bad_datasets_and_metric_values() -> None:
                 lf.Predict(PROGRAM), [lf.Example(ticket="x", team="y")], lf.metrics.exact_match
             )
         result = lf.evaluate(
-            lf.Predict(PROGRAM), data(("refund", "billing")), lambda e, p: "yes", progress=False
+            lf.Predict(PROGRAM),
+            data(("refund", "billing"), ("crash", "technical")),
+            lambda e, p: "yes" if e.ticket == "refund" else True,
+            progress=False,
         )
     assert result.num_failures == 1 and "bool or a number" in (result.failures[0].error or "")
+    assert result.score == 0.5
+
+
+def test_a_mistake_on_every_example_is_raised_not_scored() -> None:
+    dataset = data(("refund", "billing"), ("crash", "technical"))
+    with pytest.raises(lf.UsageError, match="no LM configured"):
+        lf.evaluate(lf.Predict(PROGRAM), dataset, lf.metrics.exact_match, progress=False)
+    with (
+        lf.use(lm=router_lm()),
+        pytest.raises(lf.UsageError, match="none of the example's label"),
+    ):
+        lf.evaluate(lf.Predict("ticket -> queue"), dataset, lf.metrics.exact_match, progress=False)

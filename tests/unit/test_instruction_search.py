@@ -119,3 +119,22 @@ def test_registry_and_validation() -> None:
         InstructionSearch(prompt_lm="openai/gpt-4o-mini").config()["prompt_model"]
         == "openai/gpt-4o-mini"
     )
+
+
+def test_budget_stop_returns_the_best_instruction_so_far() -> None:
+    task, prompt = FunctionLM(task_reply), FunctionLM(prompt_reply, model="test/prompt")
+    program = lf.Predict("ticket -> team: Literal['billing', 'technical', 'sales']")
+    compiled = InstructionSearch(breadth=3, depth=2, prompt_lm=prompt).compile(
+        program,
+        data(6),
+        metric=metric,
+        valset=data(9, 1),
+        lm=task,
+        progress=False,
+        budget=lf.Budget(max_lm_calls=25),
+    )
+    meta = compiled.artifact_meta
+    assert "budget" in meta["stopped"]
+    assert len(task.calls) + len(prompt.calls) <= 25
+    scored = [c for c in meta["candidates"] if c["score"] is not None]
+    assert scored and meta["scores"]["dev"] == max(c["score"] for c in scored)

@@ -21,11 +21,12 @@ class FakeLlama:
     """Enough of ``llama_cpp.Llama`` for the backend: words are tokens."""
 
     instances: list[FakeLlama] = []
+    new_metadata: dict[str, str] = {}
 
     def __init__(self, model_path: str, **settings: Any) -> None:
         self.model_path = model_path
         self.settings = settings
-        self.metadata: dict[str, str] = {}
+        self.metadata = dict(FakeLlama.new_metadata)
         self.calls: list[dict[str, Any]] = []
         self.active = 0
         self.max_active = 0
@@ -62,6 +63,7 @@ class FakeLlama:
 @pytest.fixture
 def fake_llama(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     FakeLlama.instances.clear()
+    monkeypatch.setattr(FakeLlama, "new_metadata", {})
     monkeypatch.setattr(local, "_llama_cpp", lambda: types.SimpleNamespace(Llama=FakeLlama))
     monkeypatch.setattr(local, "_MODELS", {})
     path = tmp_path / "tiny.gguf"
@@ -215,3 +217,16 @@ async def test_acomplete_does_not_block_the_event_loop(fake_llama: Path) -> None
     task.cancel()
     assert len(responses) == 5 and ticks > 5
     assert FakeLlama.instances[0].max_active == 1
+
+
+def test_chat_uses_the_gguf_chat_template(fake_llama: Path) -> None:
+    FakeLlama.new_metadata = {
+        "tokenizer.chat_template": "{{ bos_token }}{% for m in messages %}[{{ m.role }}] "
+        "{{ m.content }} {% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}"
+    }
+    backend = LocalBackend.for_model(f"local/{fake_llama}")
+    backend.complete(LMRequest(model="local/x", messages=({"role": "user", "content": "a b"},)))
+    call = FakeLlama.instances[0].calls[0]
+    assert call["stop"] == ["<eos>"]
+    # "<bos>[user] a b [assistant]" is 4 words; the rendered BOS is not added twice
+    assert call["prompt"] == [2, 2, 2, 2]

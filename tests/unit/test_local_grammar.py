@@ -188,3 +188,18 @@ def test_schema_property_order_is_kept_and_input_untouched() -> None:
     root = rules(schema_grammar(schema))["root"]
     assert root.index("z-kv") < root.index("a-kv")
     assert list(schema["properties"]) == ["z", "a"]
+
+
+@pytest.mark.parametrize("annotation", [str, str | None])
+def test_plain_string_values_are_raw_text_lines(annotation: object) -> None:
+    grammar = constraint_grammar(
+        OutputConstraint((seg(text=" "), seg(schema=schema_of(annotation), field="note")))
+    )
+    assert rules(grammar)["root"] == '" " line "\\n"?'
+
+
+def test_optional_numbers_stay_json() -> None:
+    grammar = constraint_grammar(
+        OutputConstraint((seg(text=" "), seg(schema=schema_of(int | None), field="n")))
+    )
+    assert "null" in grammar and "integral-part" in grammar

@@ -317,3 +317,20 @@ def test_missing_optuna_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None
         monkeypatch.delitem(sys.modules, name, raising=False)
     with pytest.raises(MissingExtraError, match=r"lmforge\[optimize\]"):
         compile_mipro(num_trials=2)
+
+
+def test_a_bad_storage_url_is_a_one_line_usage_error() -> None:
+    with pytest.raises(UsageError, match="cannot open optuna storage 'nosuchdb://x/y'") as info:
+        compile_mipro(num_trials=2, storage="nosuchdb://x/y")
+    assert "\n" not in str(info.value)
+
+
+def test_budget_stop_with_full_valset_trials_keeps_the_best_trial() -> None:
+    compiled, task, _ = compile_mipro(
+        budget=lf.Budget(max_lm_calls=60), num_trials=8, minibatch_size=12
+    )
+    meta = compiled.artifact_meta
+    assert "budget" in meta["stopped"] and len(task.calls) <= 60
+    trials = meta["trials"]
+    assert 0 < len(trials) < 8 and {t["kind"] for t in trials} == {"full"}
+    assert meta["candidates"] and meta["scores"]["dev"] == max(t["score"] for t in trials)

@@ -101,3 +101,24 @@ def test_bad_settings() -> None:
         RandomSearch(num_candidates=-1)
     with pytest.raises(lf.UsageError):
         RandomSearch(max_bootstrapped_demos=0)
+
+
+def test_progress_shows_phase_best_score_and_calls(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lmforge import progress
+
+    monkeypatch.setattr(progress, "terminal_progress", lambda: True)
+    monkeypatch.setenv("COLUMNS", "200")
+    RandomSearch(num_candidates=1, max_labeled_demos=2).compile(
+        lf.Predict("ticket -> team"), TRAIN, metric=lf.metrics.exact_match, valset=VAL,
+        lm=Router(needs_demos=True).lm(),
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert "candidate 4/4 (bootstrap-shuffled)" in err
+    assert "best 100.0%" in err and "LM calls" in err
+    RandomSearch(num_candidates=1, max_labeled_demos=2).compile(
+        lf.Predict("ticket -> team"), TRAIN, metric=lf.metrics.exact_match, valset=VAL,
+        lm=Router(needs_demos=True).lm(), progress=False,
+    )  # fmt: skip
+    assert "best" not in capsys.readouterr().err  # only the plain estimate line

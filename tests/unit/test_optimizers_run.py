@@ -103,6 +103,8 @@ def test_resume_skips_finished_steps_and_ends_with_the_same_result(tmp_path: Pat
     again_router = Router(needs_demos=True)
     compile_to(tmp_path / "again.json", again_router.lm(), run_dir=run_dir)
     assert again_router.requests == []  # a finished run is fully restored
+    summary = json.loads((run_dir / "result.json").read_text())
+    assert len(summary["candidates"]) == 6 and summary["scores"] == resumed.artifact_meta["scores"]
 
 
 def test_budget_spent_before_a_kill_still_counts(tmp_path: Path) -> None:
