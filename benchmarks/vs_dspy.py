@@ -184,7 +184,10 @@ def child_optimizer(framework: str, base: str, train_n: int, test_n: int) -> dic
         max_tokens=24,
         num_retries=1,
     )
-    dspy.configure(lm=lm)
+    # DSPy has no completion-style adapter: its ChatAdapter flattened into a text prompt is
+    # its way to drive a base model. Its JSON fallback sends ``response_format``, which text
+    # completion endpoints refuse, so it is off (a failed parse then scores 0, as in lmforge).
+    dspy.configure(lm=lm, adapter=dspy.ChatAdapter(use_json_adapter_fallback=False))
     trainset = [dspy.Example(**r).with_inputs("ticket") for r in train]
     testset = [dspy.Example(**r).with_inputs("ticket") for r in test]
 

@@ -191,6 +191,28 @@ async def acollect_traces(
     return found
 
 
+def interleave_by_label(examples: Sequence[lf.Example]) -> list[lf.Example]:
+    """Order examples round-robin over their labels when the labels are categorical.
+
+    Bootstrapping keeps the first traces that pass; on a training set sorted or skewed by
+    class those all show one label, and demos of one class teach a small model to answer
+    that class. Interleaving makes the first passing traces span the classes. Free-text
+    labels (mostly distinct) keep their order.
+    """
+    groups: dict[str, list[lf.Example]] = {}
+    for example in examples:
+        groups.setdefault(fingerprint(jsonable(example.labels().to_dict())), []).append(example)
+    if not 2 <= len(groups) <= len(examples) // 2:
+        return list(examples)
+    ordered: list[lf.Example] = []
+    queues = list(groups.values())
+    while any(queues):
+        for queue in queues:
+            if queue:
+                ordered.append(queue.pop(0))
+    return ordered
+
+
 def assemble(
     student: lf.Module,
     traces: Sequence[dict[str, Any]],
@@ -322,6 +344,7 @@ def bootstrap_program(
 ) -> lf.Module:
     """Collect traces and assemble the student; if the budget runs out midway, the program
     assembled from the traces found so far becomes the run's fallback before re-raising."""
+    examples = interleave_by_label(examples)
     found: list[dict[str, Any]] = []
     traces: list[dict[str, Any]] = []
     run.progress.phase("bootstrapping demos")

@@ -9,6 +9,7 @@ from typing import Any
 import lmforge as lf
 import pytest
 from lmforge.optimizers import BootstrapFewShot, LabeledFewShot, create, optimizer_class
+from lmforge.optimizers.bootstrap import interleave_by_label
 from lmforge.testing import FunctionLM
 from optimizer_fakes import (
     TRAIN,
@@ -71,7 +72,7 @@ def test_bootstrap_keeps_exactly_the_passing_traces() -> None:
     compiled = BootstrapFewShot(max_bootstrapped_demos=20, max_labeled_demos=0).compile(
         lf.Predict("ticket -> team"), train, metric=prefix_metric, lm=router.lm(), progress=False
     )
-    passing = [ex for ex in train if "tricky" not in ex.ticket]
+    passing = [ex for ex in interleave_by_label(train) if "tricky" not in ex.ticket]
     # the teacher's outputs ("billing"), not the labels ("bill")
     expected = [
         {"ticket": ex.ticket, "team": Router()(_request(ex.ticket)).strip()} for ex in passing
@@ -128,7 +129,7 @@ def test_multi_step_programs_get_per_predictor_demos() -> None:
         TwoStep(), TRAIN, metric=lf.metrics.exact_match, lm=lm, progress=False
     )
     assert isinstance(compiled, TwoStep)
-    passing = [ex for ex in TRAIN if "tricky" not in ex.ticket]
+    passing = [ex for ex in interleave_by_label(TRAIN) if "tricky" not in ex.ticket]
     summaries = [two_step_reply(_summary_request(ex.ticket)).strip() for ex in passing]
     assert list(compiled.summarize.demos) == [
         {"ticket": ex.ticket, "summary": s} for ex, s in zip(passing, summaries, strict=True)
@@ -214,8 +215,35 @@ def test_budget_stop_returns_the_demos_found_so_far(capsys: pytest.CaptureFixtur
     assert len(router.requests) == 3
     assert "budget" in compiled.artifact_meta["stopped"]
     assert [d["ticket"] for d in compiled.demos] == [
-        ex.ticket for ex in TRAIN[:3] if "tricky" not in ex.ticket
+        ex.ticket for ex in interleave_by_label(TRAIN)[:3] if "tricky" not in ex.ticket
     ]
     err = capsys.readouterr().err
     assert "at most ~8 LM calls" in err
     assert "stopped early" in err and "best program found so far" in err
+
+
+def test_bootstrap_demos_span_the_classes_of_a_sorted_training_set() -> None:
+    teams = ("billing", "technical", "sales")
+    train = [
+        lf.Example(ticket=f"{team} question {i}", team=team).with_inputs("ticket")
+        for team in teams
+        for i in range(6)
+    ]
+
+    def echo_team(request: lf.LMRequest) -> str:
+        ticket = request.as_text().rsplit("Ticket: ", 1)[1]
+        return " " + ticket.split()[0]
+
+    compiled = BootstrapFewShot(max_bootstrapped_demos=3, max_labeled_demos=0).compile(
+        lf.Predict("ticket -> team"),
+        train,
+        metric=lf.metrics.exact_match,
+        lm=FunctionLM(echo_team, model_type="text"),
+        progress=False,
+    )
+    assert sorted(d["team"] for d in compiled.demos) == sorted(teams)
+
+
+def test_interleaving_keeps_free_text_labels_in_order() -> None:
+    train = [lf.Example(q=f"q{i}", a=f"answer {i}").with_inputs("q") for i in range(6)]
+    assert interleave_by_label(train) == train
