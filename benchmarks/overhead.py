@@ -8,9 +8,10 @@ Run it with the project's interpreter::
 
 What it measures (every figure is a median; each framework runs in fresh processes):
 
-* import time: wall time of ``python -c "import X"`` over 7 fresh processes, the same minus
-  the interpreter's bare start (``python -c pass``), and the cumulative time of the
-  ``X`` line of ``python -X importtime`` (7 processes).
+* import time: wall and CPU (user+sys) time of ``python -c "import X"`` over 7 fresh
+  processes, the same minus the interpreter's bare start (``python -c pass``), and the
+  cumulative time of the ``X`` line of ``python -X importtime`` (7 processes). On a busy
+  machine the CPU figures are the steadier ones.
 * per-call overhead: microseconds per ``Predict`` call with a zero-latency LM and every
   cache off, for a 1-input/1-output signature and a 5-input/3-typed-output signature,
   sync and async: 5 runs of 2,000 calls after a warm-up, wall and CPU time.

@@ -1,7 +1,8 @@
 """Batch throughput against a fixed-latency OpenAI-compatible server, as a fraction of ideal.
 
-    python benchmarks/throughput.py                      # httpx and litellm clients
+    python benchmarks/throughput.py                      # built-in HTTP and litellm clients
     python benchmarks/throughput.py --clients http --calls 400 --latency 0.1 --concurrency 8 32 64
+    python benchmarks/throughput.py --sync               # also the thread-based Module.batch
     python benchmarks/throughput.py --dspy-python /tmp/dspy-venv/bin/python   # DSPy too
 
 A fake server (its own process, bound to 127.0.0.1, answering every request after a fixed
@@ -133,13 +134,20 @@ def start_server(
 
 
 async def measure(
-    client: str, base: str, calls: int, levels: list[int], latency: float
+    client: str, base: str, calls: int, levels: list[int], latency: float, *, sync: bool = False
 ) -> dict[str, Any]:
+    """``abatch`` (or, with ``sync``, the thread-based ``batch``) through one LM client."""
     import lmforge as lf
 
     lm = lf.LM("hosted_vllm/bench-model", api_base=base, client=client, cache=False, timeout=30)  # type: ignore[arg-type]
     program = lf.Predict("question -> answer", lm=lm)
-    warm = await program.abatch([{"question": f"warm-up {i}"} for i in range(8)], concurrency=8)
+
+    async def batch(items: list[dict[str, Any]], level: int) -> list[Any]:
+        if sync:
+            return await asyncio.to_thread(program.batch, items, concurrency=level)
+        return await program.abatch(items, concurrency=level)
+
+    warm = await batch([{"question": f"warm-up {i}"} for i in range(8)], 8)
     if any(isinstance(r, lf.BatchError) for r in warm):
         raise SystemExit(
             f"{client}: warm-up failed: {next(r for r in warm if isinstance(r, lf.BatchError))}"
@@ -148,7 +156,7 @@ async def measure(
     for level in levels:
         items = [{"question": f"question {level}-{i}"} for i in range(calls)]
         wall0, cpu0 = time.perf_counter(), time.process_time()
-        out = await program.abatch(items, concurrency=level)
+        out = await batch(items, level)
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         ideal = math.ceil(calls / level) * latency
         errors = [r for r in out if isinstance(r, lf.BatchError)]
@@ -221,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("DSPY_PYTHON"),
         help="interpreter of a venv with dspy installed (or $DSPY_PYTHON)",
     )
+    parser.add_argument(
+        "--sync", action="store_true", help="also measure the thread-based Module.batch"
+    )
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--child-dspy", help=argparse.SUPPRESS)
@@ -242,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    runs = list(args.clients) + (["dspy"] if args.dspy_python else [])
+    runs = [name for c in args.clients for name in ([c, f"{c}-sync"] if args.sync else [c])]
+    runs += ["dspy"] if args.dspy_python else []
     budget = (args.calls * len(args.concurrency) + 16) * len(runs)
     proc, base = start_server(args.latency, budget, lifetime=600.0)
     results: dict[str, Any] = {
@@ -256,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
             results[client] = asyncio.run(
                 measure(client, base, args.calls, args.concurrency, args.latency)
             )
+            if args.sync:
+                results[f"{client}-sync"] = asyncio.run(
+                    measure(client, base, args.calls, args.concurrency, args.latency, sync=True)
+                )
         if args.dspy_python:
             results["dspy"] = _run_dspy(args, base)
     finally:
@@ -299,7 +315,7 @@ def render(results: dict[str, Any], clients: list[str], levels: list[int]) -> st
         f"{results['load_after']} after",
         "cells: fraction of ideal (higher is better), requests/s, client CPU ms per request",
         "",
-        f"{'client':<28}" + "".join(f"{'c=' + str(c):>24}" for c in levels),
+        f"{'client':<32}" + "".join(f"{'c=' + str(c):>24}" for c in levels),
     ]
     for client in clients:
         entry = results[client]
@@ -312,7 +328,7 @@ def render(results: dict[str, Any], clients: list[str], levels: list[int]) -> st
                 f"{r['client_cpu_ms_per_request']:4.1f}ms{note}"
             )
         lines.append(
-            f"{client + ' (' + entry['backend'] + ')':<28}" + "".join(f"{c:>24}" for c in cells)
+            f"{client + ' (' + entry['backend'] + ')':<32}" + "".join(f"{c:>24}" for c in cells)
         )
     return "\n".join(lines)
 

@@ -490,7 +490,9 @@ def main(argv: list[str] | None = None) -> int:
     results["cache"] = measure_cache(args.dspy_python, results["cache_calls"], 16, 0.02)
     if not args.skip_optimizer:
         print("$ optimizer on the local model (llama.cpp server)", flush=True)
-        results["optimizer"] = measure_optimizer(args.dspy_python, 12 if quick else 20, 20)
+        results["optimizer"] = measure_optimizer(
+            args.dspy_python, 6 if quick else 8, 8 if quick else 12
+        )
     results["load_after"] = round(os.getloadavg()[0], 2)
     print()
     print(

@@ -152,6 +152,29 @@ def step_save(run: QuickstartRun) -> None:
     run.add("artifact", str(path), artifact=str(path))
 
 
+def step_deploy(run: QuickstartRun) -> None:
+    """Export a vllm bundle for the artifact, serve it (with the local model) and call it once."""
+    from lmforge.errors import MissingExtraError
+
+    assert run.artifact is not None
+    inputs = dict(run.module.load("test")[0].inputs())
+    try:
+        from lmforge.targets.tryout import tryout
+
+        result = tryout(run.artifact, run.out / "bundle", inputs, lm=run.lm)
+    except MissingExtraError as exc:
+        run.add("bundle", f"skipped: {exc}")
+        return
+    run.add("bundle", f"{result.bundle} ({result.files} files)", bundle=str(result.bundle))
+    answer = json.dumps(result.answer, ensure_ascii=False)
+    run.add(
+        "live call",
+        f"POST /v1/programs/{result.name} -> {answer} ({result.latency_ms:.0f} ms)",
+        live_answer=result.answer,
+        live_ms=round(result.latency_ms),
+    )
+
+
 #: The quickstart, in order. Each step takes the shared :class:`QuickstartRun`.
 STEPS: list[Callable[[QuickstartRun], None]] = [
     step_load_model,
@@ -159,23 +182,26 @@ STEPS: list[Callable[[QuickstartRun], None]] = [
     step_compile,
     step_compiled_score,
     step_save,
+    step_deploy,
 ]
 
 
 def _print_summary(run: QuickstartRun, elapsed: float) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=f"lmforge quickstart: {EXAMPLES[run.example]}", show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    for label, value in run.rows:
-        table.add_row(label, value)
-    table.add_row("time", f"{elapsed:.0f} s")
+    for label, value in [*run.rows, ("time", f"{elapsed:.0f} s")]:
+        table.add_row(Text(label), Text(value))
     console = make_console()
     console.print(table)
     if run.artifact is not None:
         console.print(
-            f"Run it: lmforge run {shlex.quote(str(run.artifact))} -i {_sample_input(run)}"
+            f"Run it: lmforge run {shlex.quote(str(run.artifact))} -i {_sample_input(run)}",
+            markup=False,
+            highlight=False,
         )
 
 

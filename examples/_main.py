@@ -16,13 +16,20 @@ def _parser(name: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"python -m lmforge.examples.{name}",
         description="Score the program zero-shot on the test split, compile it with "
-        "few-shot demos from the train split, score it again and save it.",
+        "few-shot demos (BootstrapFewShot on the train split, scored on dev), score it "
+        "again and save it.",
     )
     parser.add_argument(
         "--model", default=None, help="LM to use (default: $LMFORGE_MODEL or the local model)"
     )
     parser.add_argument(
-        "--demos", type=int, default=8, help="few-shot demos to compile in (default 8)"
+        "--demos", type=int, default=16, help="most few-shot demos to compile in (default 16)"
+    )
+    parser.add_argument(
+        "--bootstrapped",
+        type=int,
+        default=4,
+        help="how many demos may come from the model's own right answers (default 4)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the demo choice (default 0)")
     parser.add_argument("--concurrency", type=int, default=2, help="parallel LM calls (default 2)")
@@ -40,7 +47,7 @@ def run_example(
     argv: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run an example end to end from the command line; returns the figures it printed."""
-    from lmforge.optimizers import LabeledFewShot
+    from lmforge.optimizers import BootstrapFewShot
 
     args = _parser(name).parse_args(argv)
     out = args.out or Path(f"{name}.json")
@@ -48,7 +55,10 @@ def run_example(
     train, dev, test = load("train"), load("dev"), load("test")
     with lf.use(lm=lm):
         before = lf.evaluate(make_program(), test, metric, concurrency=args.concurrency)
-        compiled = LabeledFewShot(k=args.demos).compile(
+        optimizer = BootstrapFewShot(
+            max_bootstrapped_demos=args.bootstrapped, max_labeled_demos=args.demos
+        )
+        compiled = optimizer.compile(
             make_program(),
             train,
             metric=metric,
@@ -58,8 +68,9 @@ def run_example(
         )
         after = lf.evaluate(compiled, test, metric, concurrency=args.concurrency)
     compiled.save(out)
+    demos = sum(len(p.demos) for p in compiled.predictors())
     print(
         f"{name} on {lm.model}: test score {before.percent:.0f}% zero-shot -> "
-        f"{after.percent:.0f}% with {args.demos} demos; saved {out}"
+        f"{after.percent:.0f}% with {demos} demos; saved {out}"
     )
     return {"zero_shot": before.score, "compiled": after.score, "artifact": str(out)}

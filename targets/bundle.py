@@ -156,14 +156,19 @@ def _managed_lm(spec: Mapping[str, Any], predictor: Mapping[str, Any], max_token
 
 
 def load_bundle(
-    directory: Path, config: ServerConfig | None = None, *, artifact_lms: bool = False
+    directory: Path,
+    config: ServerConfig | None = None,
+    *,
+    artifact_lms: bool = False,
+    default_lm: lf.LM | None = None,
 ) -> tuple[lf.Module, ServerConfig]:
     """Rebuild a bundle's program, pointed at its served model, and its server settings.
 
     ``config`` overrides the bundle's settings (its name, reference statistics and
     readiness checks are filled in from the bundle when the override leaves them empty).
     ``artifact_lms`` keeps the LMs recorded in the artifact (e.g. the embedded local
-    model) instead of the bundle's engine: for trying a bundle without vLLM or a provider.
+    model) instead of the bundle's engine: for trying a bundle without vLLM or a provider;
+    predictors saved without an LM then use ``default_lm`` (else the default model).
     """
     from .backends import env_key_check, http_health_check
 
@@ -190,7 +195,7 @@ def load_bundle(
     if artifact_lms:
         for predictor in predictors.values():
             if predictor.lm is None:
-                predictor.lm = lf.LM(cache=False)
+                predictor.lm = default_lm or lf.LM(cache=False)
     elif serving["target"] == "vllm":
         url = os.environ.get(backend["base_url_env"]) or backend["base_url"]
         checks = [http_health_check(url.rstrip("/") + "/health", "vLLM")]

@@ -31,6 +31,7 @@ class TryoutResult:
     """What the tryout did: the bundle written, the URL served, the live answer."""
 
     bundle: Path
+    name: str
     files: int
     url: str
     inputs: dict[str, Any]
@@ -74,16 +75,20 @@ def tryout(
     target: str = "vllm",
     force: bool = True,
     timeout: float = 300.0,
+    lm: Any = None,
 ) -> TryoutResult:
     """Export ``artifact`` to ``out``, serve the bundle on 127.0.0.1 with a fresh API key
-    and the artifact's own model, and call ``POST /v1/programs/{name}`` with ``inputs``."""
+    and the artifact's own model (``lm`` for predictors saved without one), and call
+    ``POST /v1/programs/{name}`` with ``inputs``."""
     import httpx
 
     from .server import create_app
 
     result = export_bundle(artifact, out, ExportOptions(target=target), force=force)  # type: ignore[arg-type]
     key = secrets.token_urlsafe(24)
-    program, config = load_bundle(result.path, ServerConfig(api_keys=(key,)), artifact_lms=True)
+    program, config = load_bundle(
+        result.path, ServerConfig(api_keys=(key,)), artifact_lms=True, default_lm=lm
+    )
     with serve_in_thread(create_app(program, config)) as url:
         started = time.perf_counter()
         response = httpx.post(
@@ -99,5 +104,11 @@ def tryout(
             f"the served program answered HTTP {response.status_code}: {error.get('message')}"
         )
     return TryoutResult(
-        result.path, len(result.manifest["files"]) + 1, url, dict(inputs), response.json(), latency
+        result.path,
+        config.name,
+        len(result.manifest["files"]) + 1,
+        url,
+        dict(inputs),
+        response.json(),
+        latency,
     )

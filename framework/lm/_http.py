@@ -136,11 +136,15 @@ async def _exchange(connection: _Connection, message: bytes) -> tuple[HTTPRespon
         raise _NoResponseError("the server closed the connection") from exc
     except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError) as exc:
         raise _NoResponseError(str(exc)) from exc
-    lines = head[:-4].decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-        raise ProtocolError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
-    status = int(parts[1])
+    version, status, lines = _status(head)
+    while 100 <= status < 200:  # interim responses (e.g. 100 Continue) precede the real one
+        if status == 101:
+            raise ProtocolError("the server switched protocols")
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.LimitOverrunError:
+            raise ProtocolError("response headers too large") from None
+        version, status, lines = _status(head)
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, sep, value = line.partition(":")
@@ -149,7 +153,7 @@ async def _exchange(connection: _Connection, message: bytes) -> tuple[HTTPRespon
     connection_header = headers.get("connection", "").lower()
     keep = (
         "close" not in connection_header
-        if parts[0] == "HTTP/1.1"
+        if version == "HTTP/1.1"
         else "keep-alive" in connection_header
     )
     if "chunked" in headers.get("transfer-encoding", "").lower():
@@ -160,12 +164,21 @@ async def _exchange(connection: _Connection, message: bytes) -> tuple[HTTPRespon
         except ValueError:
             raise ProtocolError("invalid Content-Length") from None
         content = await reader.readexactly(length)
-    elif status in (204, 304) or 100 <= status < 200:
+    elif status in (204, 304):
         content = b""
     else:
         content = await reader.read()
         keep = False
     return HTTPResponse(status, headers, content), keep
+
+
+def _status(head: bytes) -> tuple[str, int, list[str]]:
+    """The HTTP version, status code and header lines of a response head."""
+    lines = head[:-4].decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        raise ProtocolError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
+    return parts[0], int(parts[1]), lines
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:

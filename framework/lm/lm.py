@@ -183,12 +183,9 @@ class LM:
 
     def complete(self, request: LMRequest) -> LMResponse:
         """Answer ``request``: from the cache when allowed, else the backend with retries."""
-        use_cache = self.cache is not None and _settings.current().cache
         started = time.perf_counter()
-        response: LMResponse | None = None
-        if use_cache:
-            assert self.cache is not None
-            response = self.cache.get(request, self.api_base)
+        cache = self._usable_cache()
+        response = cache.get(request, self.api_base) if cache is not None else None
         if response is None:
             _budget.reserve()
             try:
@@ -196,22 +193,15 @@ class LM:
             except LMError as exc:
                 self._record(request, None, started, exc)
                 raise
-            response = self._priced(response)
-            _budget.charge(response.cost)
-            if use_cache:
-                assert self.cache is not None
-                self.cache.put(request, response, self.api_base)
+            response = self._settle(request, response, cache)
         self._record(request, response, started, None)
         return response
 
     async def acomplete(self, request: LMRequest) -> LMResponse:
         """Async :meth:`complete`; backends are called natively, not via threads."""
-        use_cache = self.cache is not None and _settings.current().cache
         started = time.perf_counter()
-        response: LMResponse | None = None
-        if use_cache:
-            assert self.cache is not None
-            response = self.cache.get(request, self.api_base)
+        cache = self._usable_cache()
+        response = cache.get(request, self.api_base) if cache is not None else None
         if response is None:
             _budget.reserve()
             try:
@@ -219,12 +209,20 @@ class LM:
             except LMError as exc:
                 self._record(request, None, started, exc)
                 raise
-            response = self._priced(response)
-            _budget.charge(response.cost)
-            if use_cache:
-                assert self.cache is not None
-                self.cache.put(request, response, self.api_base)
+            response = self._settle(request, response, cache)
         self._record(request, response, started, None)
+        return response
+
+    def _usable_cache(self) -> ResponseCache | None:
+        """The cache, unless this LM or the current ``lf.use(cache=False)`` turned it off."""
+        return self.cache if self.cache is not None and _settings.current().cache else None
+
+    def _settle(self, request: LMRequest, response: LMResponse, cache: ResponseCache | None) -> LMResponse:
+        """Price a fresh backend answer, charge the budget and store it in the cache."""
+        response = self._priced(response)
+        _budget.charge(response.cost)
+        if cache is not None:
+            cache.put(request, response, self.api_base)
         return response
 
     def __call__(self, prompt: str | None = None, *, messages: list[Message] | None = None, **params: Any) -> list[str]:

@@ -301,7 +301,7 @@ class LocalBackend:
         """The prompt text, whether it holds special tokens, and extra stop strings."""
         if request.prompt is not None:
             return request.prompt, False, []
-        messages = list(request.messages or ())
+        messages: list[Any] = list(request.messages or ())
         if loaded.chat_template:
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 

@@ -75,7 +75,9 @@ _PREFIXES: tuple[tuple[str, ModelProfile], ...] = (
     ("ollama_chat/", ModelProfile(structured_output="json_object", context_window=8192)),
 )
 _DEFAULT = ModelProfile()
-_TEXT_MODE = ModelProfile(chat_template=False, structured_output="none", default_adapter="completion")
+_TEXT_MODE = ModelProfile(
+    chat_template=False, structured_output="none", default_adapter="completion"
+)
 
 
 def profile_for(model: str, model_type: Literal["chat", "text"] = "chat") -> ModelProfile:
@@ -85,6 +87,8 @@ def profile_for(model: str, model_type: Literal["chat", "text"] = "chat") -> Mod
     for prefix, profile in _PREFIXES:
         if model.startswith(prefix):
             if model_type == "text" and profile.chat_template:
-                return dataclasses.replace(profile, chat_template=False, default_adapter="completion")
+                return dataclasses.replace(
+                    profile, chat_template=False, default_adapter="completion"
+                )
             return profile
     return _TEXT_MODE if model_type == "text" else _DEFAULT

@@ -51,7 +51,13 @@ def convert(gguf: str, out: str) -> None:
 
     model = model.to(torch.bfloat16)
     model.save_pretrained(out)
+    # Gemma needs BOS first (llama.cpp adds it); the tokenizer rebuilt from GGUF does not,
+    # and without it the model's few-shot answers collapse onto one label.
+    tokenizer.add_bos_token = True
     tokenizer.save_pretrained(out)
+    reloaded = AutoTokenizer.from_pretrained(out)
+    if reloaded("a").input_ids[0] != reloaded.bos_token_id:
+        raise SystemExit(f"the saved tokenizer in {out} does not add BOS")
     print(f"converted {gguf} -> {out} in {time.time() - started:.0f} s")
 
 

