@@ -46,12 +46,16 @@ def _norm(value: object) -> str:
 
 
 def metric(example: lf.Example, prediction: lf.Prediction, trace: object = None) -> float:
-    """The share of the four contact fields extracted exactly (case and spacing aside)."""
+    """The share of the four contact fields extracted exactly (case and spacing aside).
+
+    The predicted value may be this module's :class:`Contact` or the equivalent model a
+    loaded artifact rebuilds from the saved JSON schema, so it is compared as data.
+    """
     gold = Contact.model_validate(example.contact)
     got = prediction.contact
-    if not isinstance(got, Contact):
-        got = Contact.model_validate(got)
-    hits = sum(_norm(getattr(gold, f)) == _norm(getattr(got, f)) for f in _FIELDS)
+    data = got.model_dump() if isinstance(got, pydantic.BaseModel) else got
+    predicted = Contact.model_validate(data)
+    hits = sum(_norm(getattr(gold, f)) == _norm(getattr(predicted, f)) for f in _FIELDS)
     return hits / len(_FIELDS)
 
 

@@ -123,3 +123,13 @@ def test_example_main_runs_end_to_end(
     loaded = lf.load(out)
     assert len(loaded.predictors()[0].demos) == 4
     assert "100% zero-shot -> 100% with 4 demos" in capsys.readouterr().out
+
+
+def test_contact_metric_accepts_the_model_a_loaded_artifact_rebuilds() -> None:
+    from lmforge.fieldtypes import schema_of, type_from_schema
+
+    mod = module("contact_extraction")
+    example = mod.load("test")[0]
+    rebuilt = type_from_schema(schema_of(mod.Contact), "Contact")
+    assert rebuilt is not mod.Contact
+    assert mod.metric(example, lf.Prediction(contact=rebuilt(**example.contact))) == 1.0
