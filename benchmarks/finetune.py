@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--examples", nargs="+", default=["ticket_router", "expense_categoriser"])
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
     parser.add_argument("--steps", type=int, default=30, help="LoRA steps (batch 4)")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--one", nargs=2, metavar=("EXAMPLE", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -127,7 +128,9 @@ def main() -> None:
                 f"{example:<20} {config:<12} {row['test']:>6.2f} {row['compile_s']:>10.1f} "
                 f"{train:>8} {row['peak_rss_mb']:>8} {row['demos']}"
             )
-    print(json.dumps(rows))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(rows, handle, indent=2)
 
 
 if __name__ == "__main__":

@@ -136,7 +136,7 @@ class Search:
             self.run.evaluate(program, self._minibatch(slot), label="restoring trials")
 
     def _minibatch(self, slot: int) -> list[lf.Example]:
-        """The seeded minibatch of a slot (kept alive: the run caches dataset hashes by id)."""
+        """The seeded minibatch of a slot (the same examples every time it is asked for)."""
         if not self.minibatched:
             return self.valset
         batch = self._batches.get(slot)

@@ -228,8 +228,7 @@ class LocalLoRA:
                         train[i]
                         for i in order[step * self.batch_size : (step + 1) * self.batch_size]
                     ]
-                    ids, mask, labels = _collate(torch, batch, pad, device)
-                    loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+                    loss = _loss(torch, model, _collate(torch, batch, pad, device))
                     loss.backward()
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
@@ -356,15 +355,36 @@ def _encode(
 
 def _collate(
     torch: Any, batch: Sequence[tuple[list[int], list[int]]], pad: int, device: Any
-) -> tuple[Any, Any, Any]:
+) -> tuple[Any, Any, Any, Any]:
+    """Left-padded ids, attention mask, position ids and labels: every answer ends its row,
+    so logits are only needed for the last few positions (see :func:`_loss`)."""
     width = max(len(ids) for ids, _ in batch)
-    ids = [x + [pad] * (width - len(x)) for x, _ in batch]
-    labels = [y + [-100] * (width - len(y)) for _, y in batch]
-    mask = [[1] * len(x) + [0] * (width - len(x)) for x, _ in batch]
+    ids = [[pad] * (width - len(x)) + x for x, _ in batch]
+    labels = [[-100] * (width - len(y)) + y for _, y in batch]
+    mask = [[0] * (width - len(x)) + [1] * len(x) for x, _ in batch]
+    positions = [[0] * (width - len(x)) + list(range(len(x))) for x, _ in batch]
     return (
         torch.tensor(ids, device=device),
         torch.tensor(mask, device=device),
+        torch.tensor(positions, device=device),
         torch.tensor(labels, device=device),
+    )
+
+
+def _loss(torch: Any, model: Any, batch: Any) -> Any:
+    """Mean next-token loss over the answer tokens. Only the logits of the positions that
+    predict answer tokens are computed (``logits_to_keep``): with a 262k-token vocabulary
+    the output layer over every prompt position costs about as much as the rest of the step.
+    The positions match inference, where the prompt starts at position 0."""
+    ids, mask, positions, labels = batch
+    answer = labels != -100
+    first = int(answer.float().argmax(dim=1).min())  # earliest answer position in the batch
+    keep = ids.shape[1] - first + 1
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep)
+    logits = out.logits[:, :-1]
+    targets = labels[:, ids.shape[1] - keep + 1 :]
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=-100
     )
 
 
@@ -381,10 +401,7 @@ def _evaluate(
     with torch.no_grad():
         for start in range(0, len(data), size):
             batch = data[start : start + size]
-            ids, mask, labels = _collate(torch, batch, pad, device)
-            total += float(model(input_ids=ids, attention_mask=mask, labels=labels).loss) * len(
-                batch
-            )
+            total += float(_loss(torch, model, _collate(torch, batch, pad, device))) * len(batch)
             count += len(batch)
     return round(total / max(count, 1), 6)
 

@@ -145,6 +145,9 @@ def call(url: str, test_jsonl: str) -> None:
     streamed = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     assert streamed in LABELS, streamed
     print(f"openai sdk: {content!r}, streamed {streamed!r}; typed accuracy {correct}/{len(rows)}")
+    # The compiled few-shot program gets these right on the embedded model through
+    # llama.cpp; far fewer through vLLM means the served model or prompt is off.
+    assert correct >= len(rows) - 1, f"typed accuracy {correct}/{len(rows)} is too low"
     metrics = httpx.get(f"{url}/metrics", headers=headers).text
     assert 'lmforge_requests_total{program="sentiment",route="call",status="200"}' in metrics
 

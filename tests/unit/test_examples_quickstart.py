@@ -33,7 +33,8 @@ def keyword_router() -> FunctionLM:
 def test_quickstart_steps_produce_scores_artifact_and_summary(tmp_path: Path) -> None:
     run = run_quickstart("ticket", tmp_path / "out", keyword_router())
     labels = [label for label, _ in run.rows]
-    assert labels == [
+    # the steps of this module come first; later steps (export, serve) add rows after them
+    assert labels[:5] == [
         "model",
         "zero-shot score (test)",
         "compiled with",
