@@ -34,16 +34,15 @@ def test_import_loads_no_heavy_dependency() -> None:
     assert json.loads(_run(code)) == []
 
 
-def test_import_time_is_well_under_half_a_second() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import lmforge"],
-        capture_output=True,
-        text=True,
-        check=True,
+def test_import_loads_few_modules() -> None:
+    # Import time itself is measured by benchmarks/overhead.py; a module count is the
+    # deterministic proxy that catches a heavy import sneaking in.
+    code = (
+        "import sys, json\nbefore = set(sys.modules)\nimport lmforge\n"
+        "print(json.dumps(sorted(set(sys.modules) - before)))"
     )
-    line = next(row for row in proc.stderr.splitlines() if row.rstrip().endswith("| lmforge"))
-    cumulative_ms = int(line.split("|")[1]) / 1000
-    assert cumulative_ms < 400, f"import lmforge took {cumulative_ms:.0f} ms"
+    added = json.loads(_run(code))
+    assert len(added) < 120, f"import lmforge loaded {len(added)} modules: {added}"
 
 
 def test_first_call_loads_what_it_needs() -> None:

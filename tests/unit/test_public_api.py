@@ -166,19 +166,16 @@ def test_import_is_side_effect_free(
     home = tmp_path / "home"  # made by the fixture, empty
     script = textwrap.dedent(
         f"""
-        import json, logging, sys, time
+        import json, logging, sys
         def handlers():
             known = logging.Logger.manager.loggerDict.values()
             loggers = [logging.getLogger()] + [l for l in known if isinstance(l, logging.Logger)]
             return sum(len(l.handlers) for l in loggers)
         before = handlers()
-        started = time.perf_counter()
         import lmforge, lmforge.testing, lmforge.adapters, lmforge.lm
-        elapsed = time.perf_counter() - started
         print(json.dumps({{
             "heavy": sorted(m for m in {HEAVY!r} if m in sys.modules),
             "new_handlers": handlers() - before,
-            "elapsed": elapsed,
         }}))
         """
     )
@@ -195,6 +192,5 @@ def test_import_is_side_effect_free(
     result = json.loads(done.stdout)
     assert result["heavy"] == []
     assert result["new_handlers"] == 0
-    assert result["elapsed"] < 2.0  # well under 0.5 s on an idle machine; generous for busy CI
     assert list(empty.iterdir()) == []
     assert list(home.iterdir()) == []
