@@ -8,13 +8,10 @@ import json
 import math
 import re
 import sys
-import warnings
 from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import jinja2
 import lmforge as lf
 from lmforge import __version__
 from lmforge.artifact import read_artifact
@@ -25,25 +22,15 @@ from lmforge.lm.profiles import profile_for
 from .backends import constraint_to_structured
 from .bundle import dumps, manifest_for, write_bundle
 from .drift import reference_stats
-from .memory import MemoryPlan, load_model_config, plan_memory
+from .managed_target import managed_backend
+from .memory import MemoryPlan
 from .program import build_models, program_signature
+from .templating import environment, k8s_name
+from .vllm_target import VLLM_VERSION, vllm_files
 
 __all__ = ["VLLM_VERSION", "ExportOptions", "ExportResult", "export_bundle"]
 
-VLLM_VERSION = "0.32.0"
 HF_EQUIVALENTS = {DEFAULT_LOCAL_MODEL: "google/gemma-3-270m"}
-PROVIDER_KEYS = {
-    "openai": "OPENAI_API_KEY",
-    "anthropic": "ANTHROPIC_API_KEY",
-    "azure": "AZURE_API_KEY",
-    "gemini": "GEMINI_API_KEY",
-    "mistral": "MISTRAL_API_KEY",
-    "groq": "GROQ_API_KEY",
-    "together_ai": "TOGETHERAI_API_KEY",
-    "fireworks_ai": "FIREWORKS_AI_API_KEY",
-    "deepseek": "DEEPSEEK_API_KEY",
-}
-_SUBMODULE_TEMPLATES = ("k8s/program.yaml.j2", "k8s/vllm.yaml.j2")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,23 +65,6 @@ class ExportResult:
     notes: tuple[str, ...]
 
 
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FunctionLoader(
-            lambda name: (
-                resources.files("lmforge.targets")
-                .joinpath("templates", *name.split("/"))
-                .read_text()
-            )
-        ),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,  # YAML, Dockerfile and Markdown, not HTML
-    )
-
-
 def _name(artifact: Path, given: str | None) -> str:
     name = (
         given
@@ -104,10 +74,6 @@ def _name(artifact: Path, given: str | None) -> str:
     from .program import program_name
 
     return program_name(name)
-
-
-def _kname(name: str) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:50] or "program"
 
 
 def _placeholder(schema: Mapping[str, Any]) -> Any:
@@ -222,27 +188,6 @@ def _predictor_specs(
     return specs, longest
 
 
-def _lora(
-    options: ExportOptions, meta: Mapping[str, Any], artifact: Path
-) -> tuple[Path | None, int]:
-    path = options.lora
-    finetune: Mapping[str, Any] = (
-        meta["finetune"] if isinstance(meta.get("finetune"), Mapping) else {}
-    )
-    if path is None and (found := finetune.get("adapter_path") or meta.get("adapter_path")):
-        path = Path(found) if Path(found).is_absolute() else artifact.parent / found
-    if path is None:
-        return None, 0
-    config_path = Path(path) / "adapter_config.json"
-    try:
-        rank = int(json.loads(config_path.read_text())["r"])
-    except (OSError, ValueError, KeyError) as exc:
-        raise UsageError(
-            f"{path} is not a PEFT LoRA adapter folder ({type(exc).__name__}); pass --lora DIR"
-        ) from None
-    return Path(path), rank
-
-
 def export_bundle(
     artifact: str | Path, out: str | Path, options: ExportOptions, *, force: bool = False
 ) -> ExportResult:
@@ -297,7 +242,7 @@ def export_bundle(
     )
     context: dict[str, Any] = {
         "name": name,
-        "kname": _kname(name),
+        "kname": k8s_name(name),
         "target": options.target,
         "lmforge_version": __version__,
         "vllm_version": VLLM_VERSION,
@@ -307,7 +252,7 @@ def export_bundle(
         "has_source": any(k.startswith("program_source/") for k in files),
         "inputs": ", ".join(f"`{n}`" for n in input_names),
         "outputs": ", ".join(f"`{f.name}`" for f in signature.output_fields),
-        "image": options.image or f"{_kname(name)}-program:{__version__}",
+        "image": options.image or f"{k8s_name(name)}-program:{__version__}",
         "example_inputs": json.dumps(example, ensure_ascii=False, sort_keys=True),
         "output_schema": json.dumps(models.response.model_json_schema(), sort_keys=True),
         "tensor_parallel_size": options.tensor_parallel_size,
@@ -329,11 +274,11 @@ def export_bundle(
     }
     plan: MemoryPlan | None = None
     if options.target == "vllm":
-        backend, plan = _vllm_files(
+        backend, plan = vllm_files(
             options, context, files, specs, longest, engine_model, artifact, meta, notes
         )
     elif options.target == "managed":
-        backend = _managed_backend(options, context, source_model)
+        backend = managed_backend(options, context, source_model)
     else:
         raise UsageError(
             f"unknown target {options.target!r}; use --target vllm or --target managed"
@@ -350,7 +295,7 @@ def export_bundle(
         "reference_stats": reference,
     }
     files["serving.json"] = dumps(serving).encode()
-    env = _env()
+    env = environment()
     files["Dockerfile"] = env.get_template("Dockerfile.j2").render(context).encode()
     files["compose.yaml"] = env.get_template("compose.yaml.j2").render(context).encode()
     kcontext = {**context, "name": context["kname"]}
@@ -379,146 +324,3 @@ def export_bundle(
     files["manifest.json"] = dumps(manifest).encode()
     path = write_bundle(Path(out), files, force=force)
     return ExportResult(path, manifest, plan, tuple(notes))
-
-
-def _vllm_files(
-    options: ExportOptions,
-    context: dict[str, Any],
-    files: dict[str, bytes],
-    specs: dict[str, dict[str, Any]],
-    longest: int,
-    engine_model: str,
-    artifact: Path,
-    meta: Mapping[str, Any],
-    notes: list[str],
-) -> tuple[dict[str, Any], MemoryPlan | None]:
-    if not engine_model:
-        raise UsageError(
-            "the vllm target needs the model vLLM should load: pass --model HF_ID_OR_PATH"
-        )
-    served = context["name"]
-    lora_path, rank = _lora(options, meta, artifact)
-    if lora_path is not None:
-        lora_name = f"{served}-lora"
-        for item in sorted(lora_path.iterdir()):
-            if item.is_file():
-                files[f"adapters/{lora_name}/{item.name}"] = item.read_bytes()
-        context["lora"] = {"name": lora_name, "rank": rank, "path": f"/bundle/adapters/{lora_name}"}
-    for spec in specs.values():
-        spec["served_model"] = context["lora"]["name"] if context["lora"] else served
-    model_config = None
-    if options.model_config is not None:
-        model_config = load_model_config(options.model_config)
-    elif (Path(engine_model) / "config.json").is_file():
-        model_config = load_model_config(engine_model)
-    max_len = options.max_model_len or max(
-        512, math.ceil((longest * 1.25 + options.max_tokens) / 256) * 256
-    )
-    if model_config and model_config.get("max_position_embeddings"):
-        max_len = min(max_len, int(model_config["max_position_embeddings"]))
-    plan = None
-    if model_config is None:
-        notes.append(
-            "memory plan skipped: pass --model-config PATH/config.json "
-            "(no local config for the model)"
-        )
-    else:
-        weights = (
-            sum(p.stat().st_size for p in Path(engine_model).glob("*.safetensors")) or None
-            if Path(engine_model).is_dir()
-            else None
-        )
-        plan = plan_memory(
-            model_config,
-            gpu=options.gpu,
-            gpu_memory_gib=options.gpu_memory_gib,
-            max_model_len=max_len,
-            max_num_seqs=options.max_num_seqs,
-            dtype=options.dtype,
-            tensor_parallel_size=options.tensor_parallel_size,
-            gpu_memory_utilization=options.gpu_memory_utilization,
-            weights_bytes=weights,
-        )
-        if plan.status == "does_not_fit" and not options.skip_memory_check:
-            raise UsageError(plan.summary() + " (or pass --skip-memory-check)")
-        if plan.status != "fits":
-            warnings.warn(plan.summary(), stacklevel=2)
-            notes.append(plan.summary())
-        files["memory_plan.json"] = dumps(plan.to_json()).encode()
-        context["memory_summary"] = (
-            f"{plan.needed_bytes / 1024**3:.2f} GiB of {plan.budget_bytes / 1024**3:.2f} GiB: "
-            f"{plan.status}"
-        )
-    kinds = sorted(
-        {
-            k
-            for s in specs.values()
-            for k in (s["structured_output"] or {}).get("structured_outputs", {})
-        }
-        | {
-            "response_format"
-            for s in specs.values()
-            if (s["structured_output"] or {}).get("response_format")
-        }
-    )
-    context.update(
-        model=engine_model,
-        max_model_len=max_len,
-        served_model_name=served,
-        max_num_seqs=options.max_num_seqs,
-        dtype=options.dtype,
-        gpu_memory_utilization=options.gpu_memory_utilization,
-        structured_kinds=", ".join(kinds) or "no",
-    )
-    files["vllm.yaml"] = _env().get_template("vllm.yaml.j2").render(context).encode()
-    backend = {
-        "kind": "vllm",
-        "base_url": "http://127.0.0.1:8000",
-        "base_url_env": "LMFORGE_VLLM_URL",
-        "api_key_env": "VLLM_API_KEY",
-        "served_model": served,
-        "max_model_len": max_len,
-    }
-    return backend, plan
-
-
-def _managed_backend(
-    options: ExportOptions, context: dict[str, Any], source_model: str
-) -> dict[str, Any]:
-    model = options.model or source_model
-    if model.startswith("local/"):
-        raise UsageError(
-            "the managed target needs a provider model: "
-            "pass --model openai/gpt-4o-mini (or an ft: id)"
-        )
-    provider = (
-        model.split("/", 1)[0] if "/" in model else ("openai" if model.startswith("ft:") else model)
-    )
-    key_env = options.api_key_env or PROVIDER_KEYS.get(provider)
-    if key_env is None:
-        raise UsageError(
-            f"no known API key variable for provider {provider!r}; pass --api-key-env NAME"
-        )
-    fallback_env = None
-    if options.fallback_model:
-        fallback_provider = options.fallback_model.split("/", 1)[0]
-        fallback_env = PROVIDER_KEYS.get(fallback_provider, key_env)
-    hints = {"anthropic": "anthropic", "openai": "openai"}.get(
-        profile_for(model).prompt_cache or ""
-    )
-    context.update(
-        model=model,
-        api_key_env=key_env,
-        fallback_key_env=fallback_env or "",
-        api_key_secret_key=_kname(key_env),
-        cache_hints=hints,
-    )
-    return {
-        "kind": "litellm",
-        "model": model,
-        "api_key_env": key_env,
-        "api_base_env": "LMFORGE_PROVIDER_API_BASE",
-        "fallback_model": options.fallback_model,
-        "fallback_api_key_env": fallback_env,
-        "cache_hints": hints,
-    }

@@ -272,3 +272,22 @@ def test_tryout_serves_the_bundle_with_the_embedded_model(artifact: Path, tmp_pa
     )
     assert (result.bundle / "vllm.yaml").is_file() and result.files >= 10
     assert result.answer["team"] in ("billing", "tech")
+
+
+def test_lora_adapter_is_served_through_vllm_lora_modules(artifact: Path, tmp_path: Path) -> None:
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"r": 8, "target_modules": ["q_proj"]}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"\0" * 64)
+    bundle = _export(artifact, tmp_path / "bundle", lora=adapter).path
+    engine = yaml.safe_load((bundle / "vllm.yaml").read_text())
+    assert engine["enable-lora"] is True and engine["max-lora-rank"] == 8
+    assert engine["lora-modules"] == ["triage-lora=/bundle/adapters/triage-lora"]
+    assert (bundle / "adapters/triage-lora/adapter_model.safetensors").read_bytes() == b"\0" * 64
+    serving = json.loads((bundle / "serving.json").read_text())
+    assert serving["predictors"]["self"]["served_model"] == "triage-lora"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["adapter"]["rank"] == 8
+    assert "adapters/triage-lora/adapter_config.json" in manifest["files"]
+    with pytest.raises(UsageError, match="LoRA adapter folder"):
+        _export(artifact, tmp_path / "bad", lora=tmp_path)

@@ -316,3 +316,43 @@ def test_graceful_shutdown_finishes_in_flight_request() -> None:
         server.should_exit = True  # what SIGTERM does
         caller.join(10)
     assert result["response"].status_code == 200 and result["response"].json() == {"team": "tech"}
+
+
+def test_bench_load_generator_counts_latency_and_errors() -> None:
+    import lmforge.cli.deploy  # noqa: F401  (registers the commands)
+    from lmforge.cli.app import app
+    from lmforge.targets.loadtest import run_load
+    from typer.testing import CliRunner
+
+    with _serve(_app(rate_limit_burst=1000)) as (url, _):
+        endpoint = f"{url}/v1/programs/triage"
+        good = asyncio.run(
+            run_load(
+                endpoint, {"ticket": "x", "priority": 1}, requests=20, concurrency=4, api_key=KEY
+            )
+        )
+        bad = asyncio.run(
+            run_load(endpoint, {"ticket": "x"}, requests=5, concurrency=2, api_key=KEY)
+        )
+        cli = CliRunner().invoke(
+            app,
+            [
+                "bench",
+                endpoint,
+                "-i",
+                '{"ticket": "x", "priority": 1}',
+                "--requests",
+                "6",
+                "--concurrency",
+                "2",
+                "--api-key",
+                KEY,
+            ],
+        )
+    assert (
+        good.ok == 20
+        and not good.errors
+        and good.summary()["p99_ms"] >= good.summary()["p50_ms"] > 0
+    )
+    assert bad.ok == 0 and bad.errors == {"HTTP 422": 5}
+    assert cli.exit_code == 0 and "6/6 ok" in cli.output and "p95" in cli.output
