@@ -34,8 +34,11 @@ def load_program(artifact: Path, *, model: str | None = None, allow_endpoints: b
 def _parse_inputs(text: str, where: str) -> dict[str, Any]:
     try:
         data = json.loads(text)
-    except ValueError as exc:
-        raise UsageError(f"{where} is not valid JSON ({exc.msg}); pass an object like '{{\"question\": \"...\"}}'") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"{where} is not valid JSON ({exc.msg}); pass an object like "
+            """'{"question": "..."}'"""
+        ) from None
     if not isinstance(data, dict):
         raise UsageError(f"{where} must be a JSON object of inputs, got {type(data).__name__}")
     return data

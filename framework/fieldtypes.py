@@ -245,7 +245,7 @@ def _make_enum(title: str, values: tuple[Any, ...], description: str | None) -> 
         while name in members:
             name = f"{name}_"
         members[name] = value
-    cls: type[enum.Enum] = enum.Enum(re.sub(r"\W", "", title) or "Choice", members)  # type: ignore[assignment]
+    cls: type[enum.Enum] = enum.Enum(re.sub(r"\W", "", title) or "Choice", members)  # type: ignore[assignment,misc]
     cls.__doc__ = description
     return cls
 

@@ -136,6 +136,12 @@ class Signature:
 
     __slots__ = ("_fields", "_hash", "_inputs", "_instructions", "_name", "_outputs")
     __lf_signature__: Signature | None = None
+    _fields: tuple[Field, ...]
+    _inputs: tuple[Field, ...]
+    _outputs: tuple[Field, ...]
+    _instructions: str
+    _name: str
+    _hash: int | None
 
     def __init__(self, fields: Iterable[Field], instructions: str = "", name: str = "") -> None:
         fields = tuple(fields)
