@@ -6,7 +6,8 @@
 For each example it scores, on the test split (greedy, zero-shot prompt unless said):
 
 - ``zero-shot``: the uncompiled program;
-- ``prompt-only``: BootstrapFewShot (4 bootstrapped + up to 8 labeled demos);
+- ``prompt-only``: BootstrapFewShot (4 bootstrapped + up to 16 labeled demos, as the
+  quickstart compiles);
 - ``fine-tuned``: Finetune with LocalLoRA (rank 8, q/k/v/o, ``--steps`` steps of batch 4)
   on the training split's labels, deployed zero-shot;
 - ``both``: the fine-tuned model, then BootstrapFewShot demos for it
@@ -31,6 +32,8 @@ import time
 from typing import Any
 
 CONFIGS = ("zero-shot", "prompt-only", "fine-tuned", "both")
+# The few-shot settings of the examples' quickstart (prompt-only and both use the same).
+FEWSHOT = {"max_bootstrapped_demos": 4, "max_labeled_demos": 16}
 
 
 def _one(example: str, config: str, steps: int) -> dict[str, Any]:
@@ -51,7 +54,7 @@ def _one(example: str, config: str, steps: int) -> dict[str, Any]:
         compiled = program
         compiled.set_lm(lm)
     elif config == "prompt-only":
-        compiled = BootstrapFewShot(max_bootstrapped_demos=4, max_labeled_demos=8).compile(
+        compiled = BootstrapFewShot(**FEWSHOT).compile(
             program, train, metric=module.metric, valset=dev, lm=lm, progress=False
         )
     else:
@@ -61,6 +64,7 @@ def _one(example: str, config: str, steps: int) -> dict[str, Any]:
             finetuner=lora,
             validation_fraction=0.0,
             fewshot_after=config == "both",
+            fewshot_options=FEWSHOT,
         ).compile(program, train, metric=module.metric, lm=lm, progress=False)
         finetune_meta = compiled.artifact_meta["finetune"]
     compile_s = time.perf_counter() - started

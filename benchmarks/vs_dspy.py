@@ -142,9 +142,9 @@ def child_optimizer(framework: str, base: str, train_n: int, test_n: int) -> dic
             return bool(prediction.team == example.team)
 
         with lf.use(lm=lm, adapter=lf.CompletionAdapter(), max_concurrency=1), lf.track() as t:
-            before = lf.evaluate(
+            zero_shot = lf.evaluate(
                 lf.Predict(route), testset, metric, concurrency=1, progress=False
-            ).score
+            )
             calls0 = len(t.calls)
             compiled = BootstrapFewShot(**settings).compile(
                 lf.Predict(route),
@@ -155,13 +155,16 @@ def child_optimizer(framework: str, base: str, train_n: int, test_n: int) -> dic
                 concurrency=1,
             )
             compile_calls = len(t.calls) - calls0
-            after = lf.evaluate(compiled, testset, metric, concurrency=1, progress=False).score
+            few_shot = lf.evaluate(compiled, testset, metric, concurrency=1, progress=False)
+        failed = [row for result in (zero_shot, few_shot) for row in result.rows if row.failed]
         return {
-            "before": before,
-            "after": after,
+            "before": zero_shot.score,
+            "after": few_shot.score,
             "compile_calls": compile_calls,
             "total_calls": len(t.calls),
             "version": lf.__version__,
+            "errors": len(failed),
+            "first_error": f"{failed[0].error_type}: {failed[0].error}"[:300] if failed else None,
         }
 
     from typing import Literal
@@ -407,6 +410,14 @@ def render(r: dict[str, Any]) -> str:
                 f"{dsp['compile_calls'] / lmf['compile_calls']:.2f}x"
                 if lmf["compile_calls"]
                 else "-",
+            )
+        )
+        rows.append(
+            (
+                "optimizer: test predictions that failed (of 2 x test)",
+                str(lmf.get("errors", "?")),
+                str(dsp.get("errors", "?")),
+                "-",
             )
         )
         time_row(

@@ -91,6 +91,7 @@ def _fetch(version: str, folder: Path) -> None:
             _extract(archives[0], staging)
             if not (staging / _SCRIPT).is_file():
                 raise LMForgeError(f"{archives[0].name} has no vendor/llama.cpp/{_SCRIPT}")
+            staging.chmod(0o755)  # mkdtemp makes it private; it is a plain cache folder
             os.replace(staging, folder)
         finally:
             if staging.exists():

@@ -58,6 +58,7 @@ def _dequantised(gguf: Path) -> Path:
         try:
             with quiet_transformers():
                 _convert(torch, transformers, gguf, staging)
+            staging.chmod(0o755)  # mkdtemp makes it private; it is a plain cache folder
             os.replace(staging, target)
         finally:
             if staging.exists():

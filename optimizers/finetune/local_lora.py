@@ -31,8 +31,9 @@ from typing import Any
 import lmforge as lf
 from lmforge.artifact import write_json_atomic
 from lmforge.errors import UsageError
-from lmforge.finetune import TrainingData, TrainingExample, TunedModel
+from lmforge.finetune import TrainingData, TunedModel
 
+from . import _batches
 from ._deps import quiet_transformers, require
 
 __all__ = ["LocalLoRA"]
@@ -147,9 +148,13 @@ class LocalLoRA:
         seed: int,
         progress: bool,
     ) -> dict[str, Any]:
-        require("torch", "transformers", "peft", "accelerate", "safetensors")
-        with quiet_transformers():
-            return self._run(data, workdir, identity, seed=seed, progress=progress)
+        (torch,) = require("torch", "transformers", "peft", "accelerate", "safetensors")[:1]
+        threads = torch.get_num_threads()
+        try:
+            with quiet_transformers():
+                return self._run(data, workdir, identity, seed=seed, progress=progress)
+        finally:
+            torch.set_num_threads(threads)  # the thread limit is for training only
 
     def _run(
         self,
@@ -192,8 +197,8 @@ class LocalLoRA:
             ) from None
         model.to(device)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        train, skipped = _encode(tokenizer, data.train, self.max_length)
-        validation, _ = _encode(tokenizer, data.validation, self.max_length)
+        train, skipped = _batches.encode(tokenizer, data.train, self.max_length)
+        validation, _ = _batches.encode(tokenizer, data.validation, self.max_length)
         if not train:
             raise UsageError(
                 f"every training example is longer than max_length={self.max_length} tokens; "
@@ -228,7 +233,7 @@ class LocalLoRA:
                         train[i]
                         for i in order[step * self.batch_size : (step + 1) * self.batch_size]
                     ]
-                    loss = _loss(torch, model, _collate(torch, batch, pad, device))
+                    loss = _batches.loss(torch, model, _batches.collate(torch, batch, pad, device))
                     loss.backward()
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
@@ -236,7 +241,7 @@ class LocalLoRA:
                     bar.advance(status=f"loss {losses[-1]:.4f}")
             if validation:
                 validation_losses.append(
-                    _evaluate(torch, model, validation, pad, device, self.batch_size)
+                    _batches.evaluate_loss(torch, model, validation, pad, device, self.batch_size)
                 )
         train_s = time.perf_counter() - train_started
         model.eval()
@@ -260,6 +265,7 @@ class LocalLoRA:
             "finetuner": self.name,
             "base_model": self.base,
             "runtime_model": self.runtime,
+            "base_hf_folder": str(base_dir),
             "adapter_sha256": file_digest(adapter_dir),
             "gguf_sha256": file_digest(workdir / "lora.gguf") if self._wants_gguf() else None,
             "rank": self.rank,
@@ -331,79 +337,6 @@ def _seed_everything(torch: Any, seed: int) -> None:
         numpy.random.seed(seed % (2**32))
     except ImportError:
         pass
-
-
-def _encode(
-    tokenizer: Any, examples: Sequence[TrainingExample], max_length: int
-) -> tuple[list[tuple[list[int], list[int]]], int]:
-    """(input ids, labels) per example: the prompt as the runtime tokenizes it (with BOS),
-    then the completion and EOS; prompt positions are masked out of the loss."""
-    encoded: list[tuple[list[int], list[int]]] = []
-    skipped = 0
-    eos = tokenizer.eos_token_id
-    for example in examples:
-        prompt = list(tokenizer(example.prompt, add_special_tokens=True)["input_ids"])
-        answer = list(tokenizer(example.completion, add_special_tokens=False)["input_ids"])
-        if eos is not None:
-            answer.append(int(eos))
-        if len(prompt) + len(answer) > max_length:
-            skipped += 1
-            continue
-        encoded.append((prompt + answer, [-100] * len(prompt) + answer))
-    return encoded, skipped
-
-
-def _collate(
-    torch: Any, batch: Sequence[tuple[list[int], list[int]]], pad: int, device: Any
-) -> tuple[Any, Any, Any, Any]:
-    """Left-padded ids, attention mask, position ids and labels: every answer ends its row,
-    so logits are only needed for the last few positions (see :func:`_loss`)."""
-    width = max(len(ids) for ids, _ in batch)
-    ids = [[pad] * (width - len(x)) + x for x, _ in batch]
-    labels = [[-100] * (width - len(y)) + y for _, y in batch]
-    mask = [[0] * (width - len(x)) + [1] * len(x) for x, _ in batch]
-    positions = [[0] * (width - len(x)) + list(range(len(x))) for x, _ in batch]
-    return (
-        torch.tensor(ids, device=device),
-        torch.tensor(mask, device=device),
-        torch.tensor(positions, device=device),
-        torch.tensor(labels, device=device),
-    )
-
-
-def _loss(torch: Any, model: Any, batch: Any) -> Any:
-    """Mean next-token loss over the answer tokens. Only the logits of the positions that
-    predict answer tokens are computed (``logits_to_keep``): with a 262k-token vocabulary
-    the output layer over every prompt position costs about as much as the rest of the step.
-    The positions match inference, where the prompt starts at position 0."""
-    ids, mask, positions, labels = batch
-    answer = labels != -100
-    first = int(answer.float().argmax(dim=1).min())  # earliest answer position in the batch
-    keep = ids.shape[1] - first + 1
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep)
-    logits = out.logits[:, :-1]
-    targets = labels[:, ids.shape[1] - keep + 1 :]
-    return torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=-100
-    )
-
-
-def _evaluate(
-    torch: Any,
-    model: Any,
-    data: Sequence[tuple[list[int], list[int]]],
-    pad: int,
-    device: Any,
-    size: int,
-) -> float:
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, len(data), size):
-            batch = data[start : start + size]
-            total += float(_loss(torch, model, _collate(torch, batch, pad, device))) * len(batch)
-            count += len(batch)
-    return round(total / max(count, 1), 6)
 
 
 def _peak_memory_mb(torch: Any, device: Any) -> dict[str, float]:

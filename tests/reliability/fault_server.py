@@ -45,8 +45,8 @@ class FaultPlan:
     @classmethod
     def uniform(cls, total: float, **kwargs: Any) -> FaultPlan:
         """Spread a total fault rate evenly over every fault kind."""
-        share = total / len(FAULTS)
-        return cls(**{name: share for name in FAULTS}, **kwargs)
+        rates: dict[str, Any] = {name: total / len(FAULTS) for name in FAULTS}
+        return cls(**rates, **kwargs)
 
 
 @dataclass

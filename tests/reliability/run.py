@@ -38,6 +38,12 @@ from load import LoadReport, run_load  # noqa: E402
 
 FULL_ENV = "LMFORGE_RELIABILITY_FULL"
 REPORT_ENV = "LMFORGE_RELIABILITY_REPORT"
+RESUME_NOTES = {
+    "test_killed_compile_resumes_without_redoing_finished_trials": (
+        "SIGKILL mid-search, rerun: finished trials kept, same artifact"
+    ),
+    "test_two_workers_share_one_study": "two worker processes share one optuna study",
+}
 
 
 def _pytest(
@@ -188,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{case['module']}::{case['name']}",
                         case["outcome"],
                         f"{case['seconds']:.1f}s",
-                        "SIGKILL mid-search, rerun resumes; finished trials not redone",
+                        RESUME_NOTES.get(case["name"], ""),
                     )
                 )
             results["steps"].append(

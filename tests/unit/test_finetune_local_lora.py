@@ -15,7 +15,7 @@ pytest.importorskip("peft", reason="needs the 'finetune' extra")
 
 from lmforge.finetune import TrainingData, TrainingExample  # noqa: E402
 from lmforge.optimizers.finetune import LocalLoRA  # noqa: E402
-from lmforge.optimizers.finetune.local_lora import _collate, _encode, _loss  # noqa: E402
+from lmforge.optimizers.finetune._batches import collate, encode, loss  # noqa: E402
 
 WORDS = ("route the ticket : refund crash login price billing technical sales team is").split()  # noqa: SIM905
 
@@ -87,7 +87,7 @@ def test_answer_only_loss_matches_the_full_loss(tiny_model: Path) -> None:
         TrainingExample("s", (), "route the ticket : refund team :", " billing"),
         TrainingExample("s", (), "route : crash", " technical team"),
     ]
-    encoded, skipped = _encode(tokenizer, examples, max_length=64)
+    encoded, skipped = encode(tokenizer, examples, max_length=64)
     assert skipped == 0 and encoded[0][0][0] == tokenizer.bos_token_id
     assert encoded[0][1][-2:] == [
         tokenizer.convert_tokens_to_ids("billing"),
@@ -95,7 +95,7 @@ def test_answer_only_loss_matches_the_full_loss(tiny_model: Path) -> None:
     ]
     reference = []
     with torch.no_grad():
-        fast = _loss(torch, model, _collate(torch, encoded, 0, torch.device("cpu")))
+        fast = loss(torch, model, collate(torch, encoded, 0, torch.device("cpu")))
         for ids, labels in encoded:  # one unpadded row at a time, with transformers' own loss
             out = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels]))
             reference.append((float(out.loss), sum(1 for x in labels if x != -100)))
