@@ -24,6 +24,7 @@ import resource
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -151,7 +152,9 @@ class LocalLoRA:
         (torch,) = require("torch", "transformers", "peft", "accelerate", "safetensors")[:1]
         threads = torch.get_num_threads()
         try:
-            with quiet_transformers():
+            with quiet_transformers(), warnings.catch_warnings():
+                # transformers' deprecation notes about its own internals (peft calls them)
+                warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
                 return self._run(data, workdir, identity, seed=seed, progress=progress)
         finally:
             torch.set_num_threads(threads)  # the thread limit is for training only

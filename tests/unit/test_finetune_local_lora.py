@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # imports torch (seconds); trains for real
+
 torch = pytest.importorskip("torch", reason="needs the 'finetune' extra")
 transformers = pytest.importorskip("transformers", reason="needs the 'finetune' extra")
 pytest.importorskip("peft", reason="needs the 'finetune' extra")
