@@ -136,5 +136,6 @@ def main() -> None:
     for label, value in lines:
         print(f"{label:<20} {value}")
 
+
 if __name__ == "__main__":
     main()

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 import typer
-
 from lmforge import __version__
 from lmforge.errors import LMForgeError, UsageError
 
@@ -56,6 +55,8 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """lmforge: declarative programs for language models."""

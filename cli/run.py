@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import typer
-
 import lmforge as lf
+import typer
 from lmforge.errors import UsageError
 from lmforge.lm.lm import LM
 
@@ -18,7 +17,9 @@ from .app import app, friendly
 __all__ = ["load_program"]
 
 
-def load_program(artifact: Path, *, model: str | None = None, allow_endpoints: bool = False) -> lf.Module:
+def load_program(
+    artifact: Path, *, model: str | None = None, allow_endpoints: bool = False
+) -> lf.Module:
     """Load an artifact; ``model`` overrides every predictor's LM, and predictors saved
     without one use the default model ($LMFORGE_MODEL, else the embedded local model)."""
     program = lf.load(artifact, allow_endpoints=allow_endpoints)
@@ -54,19 +55,29 @@ def _output(prediction: lf.Prediction) -> str:
 @friendly
 def run(
     artifact: Path = typer.Argument(..., help="A compiled program (artifact JSON)."),
-    input: str | None = typer.Option(None, "--input", "-i", help="Inputs as a JSON object; omit to read JSONL from stdin."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Override the model of every predictor."),
-    allow_endpoints: bool = typer.Option(False, help="Trust api_base values stored in the artifact."),
+    input: str | None = typer.Option(
+        None, "--input", "-i", help="Inputs as a JSON object; omit to read JSONL from stdin."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Override the model of every predictor."
+    ),
+    allow_endpoints: bool = typer.Option(
+        False, help="Trust api_base values stored in the artifact."
+    ),
     concurrency: int = typer.Option(4, help="Parallel calls for JSONL input."),
 ) -> None:
     """Run a compiled program on one input, or on JSONL lines from stdin (one result per line)."""
     # Inputs are checked before the program (and its model) is loaded: a typo fails fast.
     single = _parse_inputs(input, "--input") if input is not None else None
-    items = [] if single is not None else [
-        _parse_inputs(line, f"stdin line {number}")
-        for number, line in enumerate(sys.stdin, start=1)
-        if line.strip()
-    ]
+    items = (
+        []
+        if single is not None
+        else [
+            _parse_inputs(line, f"stdin line {number}")
+            for number, line in enumerate(sys.stdin, start=1)
+            if line.strip()
+        ]
+    )
     program = load_program(artifact, model=model, allow_endpoints=allow_endpoints)
     if single is not None:
         typer.echo(_output(program(**single)))
@@ -75,7 +86,9 @@ def run(
     for result in program.batch(items, concurrency=concurrency):
         if isinstance(result, lf.BatchError):
             failed += 1
-            typer.echo(json.dumps({"error": type(result.error).__name__, "message": str(result.error)}))
+            typer.echo(
+                json.dumps({"error": type(result.error).__name__, "message": str(result.error)})
+            )
         else:
             typer.echo(_output(result))
     if failed:
@@ -87,7 +100,9 @@ def run(
 @friendly
 def inspect(
     artifact: Path = typer.Argument(..., help="A compiled program (artifact JSON)."),
-    input: str | None = typer.Option(None, "--input", "-i", help="Render with these inputs (JSON) instead of placeholders."),
+    input: str | None = typer.Option(
+        None, "--input", "-i", help="Render with these inputs (JSON) instead of placeholders."
+    ),
 ) -> None:
     """Print the prompts a compiled program sends (rendered without calling the model)."""
     program = lf.load(artifact)

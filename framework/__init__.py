@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from .evaluation import EvaluationResult, evaluate
 
 __all__ = [
+    "LM",
     "Adapter",
     "ArtifactError",
     "AuthenticationError",
@@ -63,7 +64,6 @@ __all__ = [
     "Example",
     "InputField",
     "JSONAdapter",
-    "LM",
     "LMError",
     "LMForgeError",
     "LMRequest",
@@ -88,8 +88,8 @@ __all__ = [
     "evaluate",
     "inspect",
     "load",
-    "request_config",
     "metrics",
+    "request_config",
     "track",
     "use",
 ]

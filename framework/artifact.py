@@ -84,7 +84,10 @@ def to_artifact(program: Module, meta: Mapping[str, Any] | None = None) -> dict[
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
         "lmforge_version": __version__,
-        "program": {"type": f"{cls.__module__}:{cls.__qualname__}", "config": program.spec_config()},
+        "program": {
+            "type": f"{cls.__module__}:{cls.__qualname__}",
+            "config": program.spec_config(),
+        },
         "predictors": program.state(),
         "meta": _scrub(dict(meta or {})),
     }
@@ -98,7 +101,9 @@ def to_artifact(program: Module, meta: Mapping[str, Any] | None = None) -> dict[
     return body
 
 
-def save(program: Module, path: str | os.PathLike[str], *, meta: Mapping[str, Any] | None = None) -> Path:
+def save(
+    program: Module, path: str | os.PathLike[str], *, meta: Mapping[str, Any] | None = None
+) -> Path:
     """Write ``program`` to ``path`` atomically; returns the path."""
     document = to_artifact(program, meta)
     target = Path(path)
@@ -157,7 +162,7 @@ def read_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
     except ValueError as exc:
         raise ArtifactError(f"{source} is not an lmforge artifact (not JSON: {exc})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ArtifactError(f"{source} is not an lmforge artifact (no \"format\": \"{FORMAT}\")")
+        raise ArtifactError(f'{source} is not an lmforge artifact (no "format": "{FORMAT}")')
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
         raise ArtifactError(
@@ -234,14 +239,17 @@ def _rebuild(spec: Mapping[str, Any], path: str | os.PathLike[str]) -> Module:
     except LMForgeError as exc:
         raise ArtifactError(f"{path}: cannot rebuild {spec['type']}: {exc}") from None
     except (TypeError, ValueError, KeyError) as exc:
-        raise ArtifactError(f"{path}: cannot rebuild {spec['type']}: {type(exc).__name__}: {exc}") from None
+        raise ArtifactError(
+            f"{path}: cannot rebuild {spec['type']}: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def _scrub(value: Any) -> Any:
     """Drop credential-like keys anywhere in a JSON document."""
     if isinstance(value, dict):
-        return {k: _scrub(v) for k, v in value.items() if not (isinstance(k, str) and is_secret_key(k))}
+        return {
+            k: _scrub(v) for k, v in value.items() if not (isinstance(k, str) and is_secret_key(k))
+        }
     if isinstance(value, list):
         return [_scrub(v) for v in value]
     return value
-

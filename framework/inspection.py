@@ -38,7 +38,9 @@ def inspect(
     ``inputs`` if given or ``{field}`` placeholders.
     """
     named = program.named_predictors()
-    calls = sorted(((name, call) for name, p in named for call in p.history), key=lambda nc: nc[1].seq)
+    calls = sorted(
+        ((name, call) for name, p in named for call in p.history), key=lambda nc: nc[1].seq
+    )
     texts: list[str]
     if calls:
         if n is not None:
@@ -55,10 +57,11 @@ def inspect(
 
             model = model or settings.current().lm or LM("placeholder/chat", cache=False)
             prompt = predictor.format(values, lm=model)
-            texts.append(f"=== {name} (not called yet; rendered for {model.model}) ===\n{prompt.render()}")
+            texts.append(
+                f"=== {name} (not called yet; rendered for {model.model}) ===\n{prompt.render()}"
+            )
     if show:
         out = file or sys.stdout
         for text in texts:
             out.write(text + "\n\n")
     return texts
-

@@ -92,7 +92,9 @@ class Module:
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(max_workers=min(limit, len(inputs))) as pool:
-                futures = [pool.submit(contextvars.copy_context().run, run, i) for i in range(len(inputs))]
+                futures = [
+                    pool.submit(contextvars.copy_context().run, run, i) for i in range(len(inputs))
+                ]
                 for future in futures:
                     future.result()
         return results  # type: ignore[return-value]
@@ -181,8 +183,14 @@ class Module:
         predictors = dict(self.named_predictors())
         missing = sorted(set(state) - set(predictors))
         if missing:
-            raise UsageError(f"state names predictor(s) {missing} this program does not have; it has {sorted(predictors)}")
-        staged = {name: predictors[name].parsed_state(data, allow_endpoints=allow_endpoints) for name, data in state.items()}
+            raise UsageError(
+                f"state names predictor(s) {missing} this program does not have; "
+                f"it has {sorted(predictors)}"
+            )
+        staged = {
+            name: predictors[name].parsed_state(data, allow_endpoints=allow_endpoints)
+            for name, data in state.items()
+        }
         for name, parsed in staged.items():
             predictors[name].apply_state(parsed)
         return self

@@ -30,7 +30,17 @@ __all__ = ["Predict", "request_config"]
 
 _HISTORY = 8
 _CONFIG_KEYS = frozenset(
-    {"temperature", "max_tokens", "top_p", "n", "stop", "seed", "rollout_id", "presence_penalty", "frequency_penalty"}
+    {
+        "temperature",
+        "max_tokens",
+        "top_p",
+        "n",
+        "stop",
+        "seed",
+        "rollout_id",
+        "presence_penalty",
+        "frequency_penalty",
+    }
     | {"tools"}
 )
 _scoped_config: ContextVar[Mapping[str, Any] | None] = ContextVar(
@@ -82,7 +92,10 @@ class Predict(Module):
     ) -> None:
         unknown = set(config) - _CONFIG_KEYS
         if unknown:
-            raise UsageError(f"Predict got unknown option(s) {sorted(unknown)}; request options are {sorted(_CONFIG_KEYS)}")
+            raise UsageError(
+                f"Predict got unknown option(s) {sorted(unknown)}; "
+                f"request options are {sorted(_CONFIG_KEYS)}"
+            )
         self._signature = as_signature(signature)
         if lm is not None:
             _settings.check_lm(lm, "lf.Predict(lm=...)")
@@ -201,7 +214,10 @@ class Predict(Module):
             )
         extra = [k for k in inputs if k not in names]
         if extra:
-            raise UsageError(f"unexpected input(s) {sorted(extra)} for {signature!r}; its inputs are {sorted(names)}")
+            raise UsageError(
+                f"unexpected input(s) {sorted(extra)} for {signature!r}; "
+                f"its inputs are {sorted(names)}"
+            )
         lm = self.resolve_lm()
         adapter = self.resolve_adapter(lm)
         prompt = adapter.format_inputs(signature, self._prefix_for(adapter), inputs)
@@ -239,8 +255,13 @@ class Predict(Module):
         response: LMResponse | None,
         error: BaseException | None,
     ) -> None:
-        call = LMCall(model=request.model, request=request, response=response, latency=0.0,
-                      error=type(error).__name__ if error else None)
+        call = LMCall(
+            model=request.model,
+            request=request,
+            response=response,
+            latency=0.0,
+            error=type(error).__name__ if error else None,
+        )
         self._history.append(call)
         trackers = active_trackers()
         if not trackers:
@@ -260,20 +281,32 @@ class Predict(Module):
             "config": _jsonable(self.config),
         }
 
-    def parsed_state(self, data: Mapping[str, Any], *, allow_endpoints: bool = False) -> dict[str, Any]:
+    def parsed_state(
+        self, data: Mapping[str, Any], *, allow_endpoints: bool = False
+    ) -> dict[str, Any]:
         """Validate a :meth:`dump_state` dict into ready objects (raises ``ArtifactError``)."""
         try:
             signature = Signature.from_json(data["signature"])
             demos = [dict(d) for d in data.get("demos") or []]
             adapter = adapter_from_config(data["adapter"]) if data.get("adapter") else None
-            lm = LM.from_config(data["lm"], allow_endpoints=allow_endpoints) if data.get("lm") else None
+            lm = (
+                LM.from_config(data["lm"], allow_endpoints=allow_endpoints)
+                if data.get("lm")
+                else None
+            )
             config = dict(data.get("config") or {})
         except (KeyError, TypeError, ValueError, SignatureError, UsageError) as exc:
             raise ArtifactError(f"invalid predictor state: {type(exc).__name__}: {exc}") from None
         unknown = set(config) - _CONFIG_KEYS
         if unknown:
             raise ArtifactError(f"invalid predictor state: unknown config keys {sorted(unknown)}")
-        return {"signature": signature, "demos": demos, "adapter": adapter, "lm": lm, "config": config}
+        return {
+            "signature": signature,
+            "demos": demos,
+            "adapter": adapter,
+            "lm": lm,
+            "config": config,
+        }
 
     def apply_state(self, parsed: Mapping[str, Any]) -> None:
         self.signature = parsed["signature"]
@@ -337,4 +370,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     return value
-

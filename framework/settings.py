@@ -41,7 +41,8 @@ class Settings:
 
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(Settings))
-_current: ContextVar[Settings] = ContextVar("lmforge_settings", default=Settings())
+# Settings is frozen, so sharing one default instance across contexts is safe.
+_current: ContextVar[Settings] = ContextVar("lmforge_settings", default=Settings())  # noqa: B039
 
 
 def current() -> Settings:

@@ -167,7 +167,9 @@ class Signature:
             if isinstance(value, _FieldMarker):
                 annotation = hints.get(attr, str)
                 fields.append(Field(attr, value.kind, annotation, value.description, value.prefix))
-        missing = [n for n in cls.__annotations__ if n not in cls.__dict__ and not n.startswith("_")]
+        missing = [
+            n for n in cls.__annotations__ if n not in cls.__dict__ and not n.startswith("_")
+        ]
         if missing:
             raise SignatureError(
                 f"{cls.__name__}: field(s) {', '.join(missing)} need a value of "
@@ -261,7 +263,9 @@ class Signature:
         new = _as_field(name, field, annotation, kind)
         last = max((i for i, f in enumerate(self._fields) if f.kind == new.kind), default=-1)
         pos = last + 1 if last >= 0 else (len(self._fields) if new.kind == "output" else 0)
-        return Signature((*self._fields[:pos], new, *self._fields[pos:]), self._instructions, self._name)
+        return Signature(
+            (*self._fields[:pos], new, *self._fields[pos:]), self._instructions, self._name
+        )
 
     @_hybrid
     def prepend(
@@ -271,19 +275,25 @@ class Signature:
         new = _as_field(name, field, annotation, kind)
         first = next((i for i, f in enumerate(self._fields) if f.kind == new.kind), None)
         pos = first if first is not None else (len(self._fields) if new.kind == "output" else 0)
-        return Signature((*self._fields[:pos], new, *self._fields[pos:]), self._instructions, self._name)
+        return Signature(
+            (*self._fields[:pos], new, *self._fields[pos:]), self._instructions, self._name
+        )
 
     @_hybrid
     def delete(self, name: str) -> Signature:
         self.field(name)
-        return Signature([f for f in self._fields if f.name != name], self._instructions, self._name)
+        return Signature(
+            [f for f in self._fields if f.name != name], self._instructions, self._name
+        )
 
     @_hybrid
     def with_field(self, name: str, **changes: Any) -> Signature:
         """Change a field's ``annotation``, ``description`` or ``prefix``."""
         old = self.field(name)
         new = dataclasses.replace(old, **changes)
-        return Signature([new if f.name == name else f for f in self._fields], self._instructions, self._name)
+        return Signature(
+            [new if f.name == name else f for f in self._fields], self._instructions, self._name
+        )
 
     # -- serialisation ------------------------------------------------------------------
 

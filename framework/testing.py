@@ -48,10 +48,14 @@ def _as_response(reply: Reply, request: LMRequest) -> LMResponse:
     if isinstance(reply, LMResponse):
         return reply
     if not isinstance(reply, str):
-        raise UsageError(f"a fake LM reply must be a str, LMResponse or exception, got {type(reply).__name__}")
+        raise UsageError(
+            f"a fake LM reply must be a str, LMResponse or exception, got {type(reply).__name__}"
+        )
     n = int(request.params.get("n", 1) or 1)
     prompt_tokens = len(request.as_text().split())
-    return LMResponse(texts=(reply,) * n, usage=Usage(prompt_tokens, len(reply.split())), model=request.model)
+    return LMResponse(
+        texts=(reply,) * n, usage=Usage(prompt_tokens, len(reply.split())), model=request.model
+    )
 
 
 class _ScriptBackend:
@@ -60,7 +64,9 @@ class _ScriptBackend:
         self._ordered: list[Reply] | None = None
         self._matched: list[tuple[re.Pattern[str], Reply]] | None = None
         if isinstance(replies, Mapping):
-            self._matched = [(re.compile(pattern, re.S), reply) for pattern, reply in replies.items()]
+            self._matched = [
+                (re.compile(pattern, re.S), reply) for pattern, reply in replies.items()
+            ]
         else:
             self._ordered = list(replies)
         self._cycle = cycle
@@ -79,7 +85,11 @@ class _ScriptBackend:
     def _pick(self, request: LMRequest) -> Reply:
         if self._matched is not None:
             # Match against the last message: that is where a call's own inputs are.
-            text = request.prompt if request.prompt is not None else str((request.messages or ({},))[-1].get("content", ""))
+            text = (
+                request.prompt
+                if request.prompt is not None
+                else str((request.messages or ({},))[-1].get("content", ""))
+            )
             for pattern, reply in self._matched:
                 if pattern.search(text):
                     return reply
@@ -87,7 +97,9 @@ class _ScriptBackend:
         assert self._ordered is not None
         if self._index >= len(self._ordered):
             if not self._cycle or not self._ordered:
-                raise UsageError(f"ScriptedLM ran out of replies after {len(self._ordered)} call(s)")
+                raise UsageError(
+                    f"ScriptedLM ran out of replies after {len(self._ordered)} call(s)"
+                )
             self._index = 0
         reply = self._ordered[self._index]
         self._index += 1
@@ -150,8 +162,12 @@ class ScriptedLM(LM):
     ) -> None:
         self.script = _ScriptBackend(replies, cycle)
         super().__init__(
-            model, model_type=model_type, backend=self.script, cache=cache,
-            profile=_profile(model_type, profile), **kwargs,
+            model,
+            model_type=model_type,
+            backend=self.script,
+            cache=cache,
+            profile=_profile(model_type, profile),
+            **kwargs,
         )
 
     @property
@@ -178,8 +194,12 @@ class FunctionLM(LM):
     ) -> None:
         self.function = _FunctionBackend(func)
         super().__init__(
-            model, model_type=model_type, backend=self.function, cache=cache,
-            profile=_profile(model_type, profile), **kwargs,
+            model,
+            model_type=model_type,
+            backend=self.function,
+            cache=cache,
+            profile=_profile(model_type, profile),
+            **kwargs,
         )
 
     @property

@@ -220,4 +220,3 @@ def _require_optuna() -> None:
         import optuna  # noqa: F401
     except ImportError:
         raise MissingExtraError("optuna", "optimize", "MIPRO's trial search") from None
-

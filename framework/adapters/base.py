@@ -216,7 +216,9 @@ class Adapter(abc.ABC):
         return self.format_inputs(signature, self.format_prefix(signature, demos), inputs)
 
     @abc.abstractmethod
-    def format_prefix(self, signature: Signature, demos: Sequence[Mapping[str, Any]]) -> PromptPrefix:
+    def format_prefix(
+        self, signature: Signature, demos: Sequence[Mapping[str, Any]]
+    ) -> PromptPrefix:
         """Render the static part: instructions, field schema and demos."""
 
     @abc.abstractmethod
@@ -247,7 +249,9 @@ class Adapter(abc.ABC):
         return f"{type(self).__name__}()"
 
 
-def demo_values(signature: Signature, demo: Mapping[str, Any], kind: str) -> list[tuple[Field, str]]:
+def demo_values(
+    signature: Signature, demo: Mapping[str, Any], kind: str
+) -> list[tuple[Field, str]]:
     """The (field, rendered value) pairs of ``demo`` for fields of ``kind`` it has."""
     fields = signature.input_fields if kind == "input" else signature.output_fields
     return [(f, render_value(demo[f.name])) for f in fields if f.name in demo]

@@ -27,7 +27,9 @@ class ChatAdapter(Adapter):
         "assistant": "chat_assistant.jinja",
     }
 
-    def format_prefix(self, signature: Signature, demos: Sequence[Mapping[str, Any]]) -> PromptPrefix:
+    def format_prefix(
+        self, signature: Signature, demos: Sequence[Mapping[str, Any]]
+    ) -> PromptPrefix:
         outputs = [field_info(f) for f in signature.output_fields]
         system = self.render(
             "system",
@@ -41,7 +43,9 @@ class ChatAdapter(Adapter):
             outs = demo_values(signature, demo, "output")
             if not outs:
                 continue
-            user = self.render("user", fields=[(f.name, v) for f, v in ins], outputs=outputs, reminder=False)
+            user = self.render(
+                "user", fields=[(f.name, v) for f, v in ins], outputs=outputs, reminder=False
+            )
             assistant = self.render("assistant", fields=[(f.name, v) for f, v in outs])
             messages.append({"role": "user", "content": user})
             messages.append({"role": "assistant", "content": assistant})
@@ -75,7 +79,9 @@ class ChatAdapter(Adapter):
         for field in outputs:
             if field.name not in sections:
                 raise ParseError(
-                    f"the answer has no '[[ ## {field.name} ## ]]' section", raw=text, field=field.name
+                    f"the answer has no '[[ ## {field.name} ## ]]' section",
+                    raw=text,
+                    field=field.name,
                 )
             result[field.name] = coerce(field, sections[field.name], text)
         return result

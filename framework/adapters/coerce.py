@@ -108,7 +108,8 @@ def _make_choice(annotation: Any, choices: tuple[Any, ...]) -> Callable[[Field, 
                 raise ParseError(f"output field '{field.name}' is empty", raw=raw, field=field.name)
             allowed = ", ".join(map(str, choices))
             raise ParseError(
-                f"output field '{field.name}' must be one of [{allowed}], got {text.strip()[:80]!r}",
+                f"output field '{field.name}' must be one of [{allowed}], "
+                f"got {text.strip()[:80]!r}",
                 raw=raw,
                 field=field.name,
             )
@@ -126,7 +127,11 @@ def _make_scalar(kind: type) -> Callable[[Field, str, str], Any]:
     adapter = type_adapter(kind)
 
     def scalar(field: Field, text: str, raw: str) -> Any:
-        value = text.strip().strip(_TRIM.replace(".", "")) if kind is not bool else text.strip().strip(_TRIM)
+        value = (
+            text.strip().strip(_TRIM.replace(".", ""))
+            if kind is not bool
+            else text.strip().strip(_TRIM)
+        )
         if not value:
             raise ParseError(f"output field '{field.name}' is empty", raw=raw, field=field.name)
         if kind is not bool:
@@ -166,7 +171,8 @@ def _make_json(annotation: Any) -> Callable[[Field, str, str], Any]:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first.get("loc", ())) or "value"
             raise ParseError(
-                f"output field '{field.name}' does not match its type at {where}: {first.get('msg')}",
+                f"output field '{field.name}' does not match its type at {where}: "
+                f"{first.get('msg')}",
                 raw=raw,
                 field=field.name,
             ) from None
@@ -192,4 +198,3 @@ def _first_json(text: str) -> Any:
             except ValueError:
                 continue
     return None
-

@@ -29,7 +29,9 @@ class CompletionAdapter(Adapter):
     name = "completion"
     template_names = {"prefix": "completion_prefix.jinja", "example": "completion_example.jinja"}
 
-    def format_prefix(self, signature: Signature, demos: Sequence[Mapping[str, Any]]) -> PromptPrefix:
+    def format_prefix(
+        self, signature: Signature, demos: Sequence[Mapping[str, Any]]
+    ) -> PromptPrefix:
         head = self.render(
             "prefix",
             instructions=signature.instructions,
@@ -40,7 +42,11 @@ class CompletionAdapter(Adapter):
         for demo in demos:
             if not all(f.name in demo for f in signature.output_fields):
                 continue
-            pairs = [(f.label, _one_line(render_value(demo[f.name]))) for f in signature.fields if f.name in demo]
+            pairs = [
+                (f.label, _one_line(render_value(demo[f.name])))
+                for f in signature.fields
+                if f.name in demo
+            ]
             blocks.append(self.render("example", fields=pairs))
         return PromptPrefix(text="\n\n".join(blocks) + "\n\n")
 
@@ -82,9 +88,15 @@ class CompletionAdapter(Adapter):
         result: dict[str, Any] = {}
         for field in outputs:
             if field.name not in sections:
-                raise ParseError(f"the answer has no '{field.label}:' line", raw=text, field=field.name)
+                raise ParseError(
+                    f"the answer has no '{field.label}:' line", raw=text, field=field.name
+                )
             value = sections[field.name]
-            if field.annotation is str or is_enum_like(field.annotation) or field.annotation in _PLAIN_TYPES:
+            if (
+                field.annotation is str
+                or is_enum_like(field.annotation)
+                or field.annotation in _PLAIN_TYPES
+            ):
                 value = value.strip().split("\n", 1)[0]
             result[field.name] = coerce(field, value, text)
         return result

@@ -57,10 +57,16 @@ class JSONAdapter(Adapter):
             return {"type": "json_object"}
         return {
             "type": "json_schema",
-            "json_schema": {"name": _schema_name(signature), "schema": output_schema(signature), "strict": False},
+            "json_schema": {
+                "name": _schema_name(signature),
+                "schema": output_schema(signature),
+                "strict": False,
+            },
         }
 
-    def format_prefix(self, signature: Signature, demos: Sequence[Mapping[str, Any]]) -> PromptPrefix:
+    def format_prefix(
+        self, signature: Signature, demos: Sequence[Mapping[str, Any]]
+    ) -> PromptPrefix:
         system = self.render(
             "system",
             instructions=signature.instructions,
@@ -73,7 +79,12 @@ class JSONAdapter(Adapter):
             if not outs:
                 continue
             ins = demo_values(signature, demo, "input")
-            messages.append({"role": "user", "content": self.render("user", fields=[(f.name, v) for f, v in ins])})
+            messages.append(
+                {
+                    "role": "user",
+                    "content": self.render("user", fields=[(f.name, v) for f, v in ins]),
+                }
+            )
             messages.append({"role": "assistant", "content": render_value(outs)})
         return PromptPrefix(messages=tuple(messages))
 
@@ -103,7 +114,9 @@ class JSONAdapter(Adapter):
         result: dict[str, Any] = {}
         for field in signature.output_fields:
             if field.name not in data:
-                raise ParseError(f"the JSON answer has no key '{field.name}'", raw=text, field=field.name)
+                raise ParseError(
+                    f"the JSON answer has no key '{field.name}'", raw=text, field=field.name
+                )
             value = data[field.name]
             text_value = value if isinstance(value, str) else json.dumps(value)
             result[field.name] = coerce(field, text_value, text)

@@ -41,13 +41,21 @@ def _check_network() -> None:
     from ..testing import network_blocked
 
     if network_blocked():
-        raise UsageError("real network LM calls are blocked here (lmforge.testing.block_network); use a fake LM")
+        raise UsageError(
+            "real network LM calls are blocked here (lmforge.testing.block_network); use a fake LM"
+        )
 
 
 class LiteLLMBackend:
     """Calls ``litellm.completion``/``text_completion`` and their async forms."""
 
-    def __init__(self, *, api_key: str | None = None, api_base: str | None = None, timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        api_base: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
         self._api_key = api_key
         self._api_base = api_base
         self._timeout = timeout
@@ -122,7 +130,10 @@ def _to_response(raw: Any, request: LMRequest) -> LMResponse:
     usage = getattr(raw, "usage", None)
     return LMResponse(
         texts=tuple(texts) or ("",),
-        usage=Usage(int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0)),
+        usage=Usage(
+            int(getattr(usage, "prompt_tokens", 0) or 0),
+            int(getattr(usage, "completion_tokens", 0) or 0),
+        ),
         model=getattr(raw, "model", None) or request.model,
         finish_reason=finish,
         tool_calls=tuple(tool_calls) or None,
@@ -174,7 +185,12 @@ def translate_error(exc: BaseException, model: str) -> LMError:
         return LMTimeoutError(message, **common)
     if names & {"AuthenticationError", "PermissionDeniedError"} or status in (401, 403):
         return AuthenticationError(message, **common)
-    if names & {"APIConnectionError", "ServiceUnavailableError", "InternalServerError", "BadGatewayError"}:
+    if names & {
+        "APIConnectionError",
+        "ServiceUnavailableError",
+        "InternalServerError",
+        "BadGatewayError",
+    }:
         return ProviderError(message, retryable=True, retry_after=_retry_after(exc), **common)
     if isinstance(status, int) and status >= 500:
         return ProviderError(message, retryable=True, retry_after=_retry_after(exc), **common)

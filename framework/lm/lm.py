@@ -38,7 +38,7 @@ def is_secret_key(name: str) -> bool:
     return bool(_SECRET_NAME.search(name))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _announce(model: str, source: str) -> None:
     sys.stderr.write(f"lmforge: no model configured; using {model} ({source})\n")
 
@@ -167,7 +167,11 @@ class LM:
         elif self.model_type == "chat" and prompt is not None:
             messages = ({"role": "user", "content": prompt},)
             prompt = None
-        extras = {k: params.pop(k) for k in ("response_format", "constraint", "tools", "rollout_id") if k in params}
+        extras = {
+            k: params.pop(k)
+            for k in ("response_format", "constraint", "tools", "rollout_id")
+            if k in params
+        }
         merged = {**self.defaults, **{k: v for k, v in params.items() if v is not None}}
         if self.lora is not None:  # the adapter's content is part of what decides the answer
             from .lora import file_digest
@@ -217,7 +221,9 @@ class LM:
         """The cache, unless this LM or the current ``lf.use(cache=False)`` turned it off."""
         return self.cache if self.cache is not None and _settings.current().cache else None
 
-    def _settle(self, request: LMRequest, response: LMResponse, cache: ResponseCache | None) -> LMResponse:
+    def _settle(
+        self, request: LMRequest, response: LMResponse, cache: ResponseCache | None
+    ) -> LMResponse:
         """Price a fresh backend answer, charge the budget and store it in the cache."""
         response = self._priced(response)
         _budget.charge(response.cost)
@@ -225,7 +231,9 @@ class LM:
             cache.put(request, response, self.api_base)
         return response
 
-    def __call__(self, prompt: str | None = None, *, messages: list[Message] | None = None, **params: Any) -> list[str]:
+    def __call__(
+        self, prompt: str | None = None, *, messages: list[Message] | None = None, **params: Any
+    ) -> list[str]:
         """Quick raw call: ``lm("Say hi")`` returns the list of completions."""
         if prompt is None and messages is None:
             raise UsageError("pass a prompt string or messages=[...]")
@@ -247,7 +255,11 @@ class LM:
         return replace(response, cost=cost)
 
     def _record(
-        self, request: LMRequest, response: LMResponse | None, started: float, error: BaseException | None
+        self,
+        request: LMRequest,
+        response: LMResponse | None,
+        started: float,
+        error: BaseException | None,
     ) -> None:
         trackers = active_trackers()
         if not trackers:
@@ -308,4 +320,3 @@ class LM:
 
     def __repr__(self) -> str:
         return f"LM({self.model!r})"
-

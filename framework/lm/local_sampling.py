@@ -147,4 +147,3 @@ def generate_with(llama: Any, sampler: GrammarSampler) -> Iterator[None]:
         del llama._init_sampler
         llama._sampler = None
         sampler.close()
-

@@ -25,7 +25,10 @@ def _table() -> dict[str, Any]:
     spec = importlib.util.find_spec("litellm")
     if spec is None or not spec.submodule_search_locations:
         return {}
-    path = Path(next(iter(spec.submodule_search_locations))) / "model_prices_and_context_window_backup.json"
+    path = (
+        Path(next(iter(spec.submodule_search_locations)))
+        / "model_prices_and_context_window_backup.json"
+    )
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -43,7 +46,9 @@ def price_of(model: str) -> tuple[float, float] | None:
     for name in candidates:
         entry = table.get(name)
         if isinstance(entry, dict) and "input_cost_per_token" in entry:
-            return float(entry["input_cost_per_token"]), float(entry.get("output_cost_per_token", 0.0))
+            return float(entry["input_cost_per_token"]), float(
+                entry.get("output_cost_per_token", 0.0)
+            )
     return None
 
 

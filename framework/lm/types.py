@@ -101,7 +101,9 @@ class LMRequest:
         """The prompt as plain text (chat messages are joined role by role)."""
         if self.prompt is not None:
             return self.prompt
-        return "\n\n".join(f"{m.get('role', 'user')}: {m.get('content', '')}" for m in self.messages or ())
+        return "\n\n".join(
+            f"{m.get('role', 'user')}: {m.get('content', '')}" for m in self.messages or ()
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
