@@ -25,6 +25,7 @@ a JSON ``response_format``) is compiled into a llama.cpp grammar so the output p
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import dataclasses
 import os
@@ -95,6 +96,17 @@ class _Loaded:
 
 _MODELS: dict[tuple[str, LoadSettings], _Loaded] = {}
 _MODELS_LOCK = threading.Lock()
+
+
+def _close_models() -> None:
+    """Free loaded models before interpreter teardown: llama-cpp-python's ``__del__``
+    otherwise runs after its own module globals are gone and prints a traceback."""
+    with _MODELS_LOCK:
+        models = list(_MODELS.values())
+        _MODELS.clear()
+    for loaded in models:
+        with contextlib.suppress(Exception):
+            loaded.llama.close()
 
 
 def loaded_models() -> list[tuple[str, LoadSettings]]:
@@ -217,6 +229,8 @@ class LocalBackend:
                         "is it a valid GGUF file?",
                         model=self.model,
                     )
+                if not _MODELS:
+                    atexit.register(_close_models)
                 loaded = _MODELS[key] = _Loaded(llama)
         return loaded
 
