@@ -46,6 +46,11 @@ def export(
         None, help="The model's config.json for the memory plan."
     ),
     lora: Path | None = typer.Option(None, help="A PEFT LoRA adapter folder to serve (vllm)."),
+    bundle_mount: str = typer.Option(
+        "/bundle",
+        help="vllm: where vLLM sees this bundle (for its LoRA adapters): /bundle as in "
+        "compose.yaml, or the bundle's own absolute path to run vllm serve on this machine.",
+    ),
     reference_data: Path | None = typer.Option(
         None, help="Dev-set JSONL for drift reference statistics."
     ),
@@ -79,6 +84,7 @@ def export(
         dtype=dtype,
         model_config=model_config,
         lora=lora,
+        bundle_mount=bundle_mount,
         reference_data=reference_data,
         skip_memory_check=skip_memory_check,
         api_key_env=api_key_env,

@@ -50,6 +50,7 @@ class ExportOptions:
     dtype: str = "bfloat16"
     model_config: Path | None = None
     lora: Path | None = None
+    bundle_mount: str = "/bundle"
     reference_data: Path | None = None
     skip_memory_check: bool = False
     api_key_env: str | None = None
@@ -119,6 +120,27 @@ def _source_files(program: lf.Module) -> dict[str, bytes]:
         )
     relative = "program_source/" + cls.__module__.replace(".", "/") + ".py"
     return {relative: Path(path).read_bytes()}
+
+
+def _adapter_files(document: Mapping[str, Any], directory: Path) -> dict[str, bytes]:
+    """The LoRA files the artifact's predictors load (``lm.lora``, kept next to the artifact
+    at relative paths), at the same paths in the bundle so its program.json loads there."""
+    files: dict[str, bytes] = {}
+    for state in (document.get("predictors") or {}).values():
+        lm = state.get("lm") if isinstance(state, Mapping) else None
+        lora = lm.get("lora") if isinstance(lm, Mapping) else None
+        if not lora or Path(str(lora)).is_absolute():
+            continue
+        source = directory / str(lora)
+        paths = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
+        for path in paths:
+            if not path.is_file():
+                raise UsageError(
+                    f"the artifact's LoRA adapter {path} is missing; keep the adapters/ folder "
+                    "next to the artifact"
+                )
+            files[path.relative_to(directory).as_posix()] = path.read_bytes()
+    return files
 
 
 def _tokens(text: str, tokenizer: Any) -> int:
@@ -200,7 +222,11 @@ def export_bundle(
     signature = program_signature(program)
     models = build_models(name, signature)
     notes: list[str] = []
-    files: dict[str, bytes] = {"program.json": artifact.read_bytes(), **_source_files(program)}
+    files: dict[str, bytes] = {
+        "program.json": artifact.read_bytes(),
+        **_source_files(program),
+        **_adapter_files(document, artifact.parent),
+    }
 
     rows = _records(options.reference_data) if options.reference_data else []
     reference = None

@@ -66,7 +66,13 @@ def vllm_files(
         for item in sorted(lora_path.iterdir()):
             if item.is_file():
                 files[f"adapters/{lora_name}/{item.name}"] = item.read_bytes()
-        context["lora"] = {"name": lora_name, "rank": rank, "path": f"/bundle/adapters/{lora_name}"}
+        if not options.bundle_mount.startswith("/"):
+            raise UsageError(
+                f"--bundle-mount {options.bundle_mount!r} must be an absolute path: where vLLM "
+                "sees the bundle (/bundle in compose.yaml, or the bundle's own absolute path)"
+            )
+        mount = options.bundle_mount.rstrip("/")
+        context["lora"] = {"name": lora_name, "rank": rank, "path": f"{mount}/adapters/{lora_name}"}
     for spec in specs.values():
         spec["served_model"] = context["lora"]["name"] if context["lora"] else served
     model_config = None

@@ -291,3 +291,31 @@ def test_lora_adapter_is_served_through_vllm_lora_modules(artifact: Path, tmp_pa
     assert "adapters/triage-lora/adapter_config.json" in manifest["files"]
     with pytest.raises(UsageError, match="LoRA adapter folder"):
         _export(artifact, tmp_path / "bad", lora=tmp_path)
+    # Run on this machine: vLLM finds the adapter in the bundle at its own path.
+    here = tmp_path / "here"
+    _export(artifact, here, lora=adapter, bundle_mount=str(here))
+    engine = yaml.safe_load((here / "vllm.yaml").read_text())
+    assert engine["lora-modules"] == [f"triage-lora={here}/adapters/triage-lora"]
+    assert (here / "adapters/triage-lora/adapter_config.json").is_file()
+    with pytest.raises(UsageError, match="bundle-mount"):
+        _export(artifact, tmp_path / "relative", lora=adapter, bundle_mount="bundle")
+
+
+def test_bundle_carries_the_lora_files_its_program_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gguf = tmp_path / "lora.gguf"
+    gguf.write_bytes(b"GGUF-lora")
+    sig = lf.Signature.parse("ticket: str -> team: Literal['billing', 'tech']")
+    program = lf.Predict(sig, lm=lf.LM("local/gemma-3-270m", lora=gguf, cache=False))
+    artifact = tmp_path / "tuned" / "triage@gemma.json"
+    artifact.parent.mkdir()
+    (artifact.parent / "config.json").write_text(json.dumps(GEMMA))
+    program.save(artifact)
+    options = ExportOptions(target="vllm", model_config=artifact.parent / "config.json", gpu="L4")
+    bundle = export_bundle(artifact, tmp_path / "bundle", options).path
+    relative = json.loads(artifact.read_text())["predictors"]["self"]["lm"]["lora"]
+    assert (bundle / relative).read_bytes() == b"GGUF-lora"
+    monkeypatch.setenv("LMFORGE_API_KEYS", "k" * 20)
+    loaded, _ = load_bundle(bundle, artifact_lms=True)
+    assert Path(str(loaded.lm.lora)) == bundle / relative

