@@ -25,23 +25,20 @@ parse scored 0 (as lmforge's failures are).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from vs_dspy import _free_port  # noqa: E402
+from vs_dspy import llama_server  # noqa: E402
 
 MODEL = "local/gemma-3-270m"
 
@@ -298,35 +295,6 @@ def child_dspy(spec_path: str, base: str, optimizers: list[str], quick: bool) ->
 
 
 # -- driver ----------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def llama_server(python: str = sys.executable) -> Iterator[str]:
-    """The embedded model served by ``llama_cpp.server`` (1 thread); yields its /v1 URL."""
-    from lmforge.lm.local import LocalBackend
-
-    model = LocalBackend.for_model(MODEL).path
-    port = _free_port()
-    command = [python, "-m", "llama_cpp.server", "--model", str(model), "--model_alias"]
-    command += ["gemma", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096"]
-    command += ["--n_threads", "1", "--n_threads_batch", "1"]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(
-                        "llama_cpp.server did not start (pip install 'llama-cpp-python[server]')"
-                    ) from None
-                time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
 
 
 def run_dspy(

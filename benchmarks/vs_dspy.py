@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -284,35 +286,20 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def measure_optimizer(dspy_python: str, train_n: int, test_n: int) -> dict[str, Any]:
+@contextlib.contextmanager
+def llama_server(
+    python: str = sys.executable, *, n_ctx: int = 4096, n_threads_batch: int = 1
+) -> Iterator[str]:
+    """The embedded model served by ``llama_cpp.server`` (1 generation thread); yields its
+    /v1 URL and stops the server on exit."""
     from lmforge.lm.local import LocalBackend
 
     model = LocalBackend.for_model("local/gemma-3-270m").path
     port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(model),
-            "--model_alias",
-            "gemma",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_ctx",
-            "2048",
-            "--n_threads",
-            "1",
-            "--n_threads_batch",
-            "2",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}/v1"
+    command = [python, "-m", "llama_cpp.server", "--model", str(model), "--model_alias"]
+    command += ["gemma", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx)]
+    command += ["--n_threads", "1", "--n_threads_batch", str(n_threads_batch)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -325,6 +312,14 @@ def measure_optimizer(dspy_python: str, train_n: int, test_n: int) -> dict[str, 
                         "llama_cpp.server did not start (pip install 'llama-cpp-python[server]')"
                     ) from None
                 time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def measure_optimizer(dspy_python: str, train_n: int, test_n: int) -> dict[str, Any]:
+    with llama_server(n_ctx=2048, n_threads_batch=2) as base:
         results = {}
         for name, python in (("lmforge", sys.executable), ("dspy", dspy_python)):
             started = time.perf_counter()
@@ -335,9 +330,6 @@ def measure_optimizer(dspy_python: str, train_n: int, test_n: int) -> dict[str, 
             )
             results[name]["seconds"] = time.perf_counter() - started
         return results
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
 
 
 def render(r: dict[str, Any]) -> str:
