@@ -20,6 +20,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ WORKER_ATTR = "lmforge_worker"
 SLOT_ATTR = "lmforge_slot"
 HEARTBEAT_S = 20
 GRACE_S = 60
+# a live worker claims a new trial within milliseconds; unclaimed for this long means dead
+UNCLAIMED_S = 5.0
 
 
 class SlotSampler(BaseSampler):
@@ -177,19 +180,32 @@ def worker_id() -> dict[str, Any]:
 def release_dead_trials(study: optuna.Study) -> int:
     """Fail RUNNING trials whose worker process on this host is gone (killed runs).
 
+    A worker records itself on a trial a moment after optuna creates it; a trial still
+    without an owner once that moment is long past was created by a worker killed in
+    between, and is failed too (waiting out at most ``UNCLAIMED_S`` for young ones).
     Workers on other hosts are covered by optuna's heartbeat (their trials fail after
     the grace period). Returns how many trials were released.
     """
     here = socket.gethostname()
     released = 0
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner = trial.user_attrs.get(WORKER_ATTR) or {}
-        if owner.get("host") != here or _alive(int(owner.get("pid", -1))):
-            continue
-        with contextlib.suppress(RuntimeError):  # another worker released it first
-            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-            released += 1
-    return released
+    while True:
+        youngest_unclaimed: float | None = None
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            owner = trial.user_attrs.get(WORKER_ATTR)
+            if owner is None:
+                started = trial.datetime_start or datetime.now()
+                age = (datetime.now() - started).total_seconds()
+                if age < UNCLAIMED_S:
+                    youngest_unclaimed = min(age, youngest_unclaimed or age)
+                    continue
+            elif owner.get("host") != here or _alive(int(owner.get("pid", -1))):
+                continue
+            with contextlib.suppress(RuntimeError):  # another worker released it first
+                study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+                released += 1
+        if youngest_unclaimed is None:
+            return released
+        time.sleep(UNCLAIMED_S - youngest_unclaimed + 0.1)
 
 
 def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
