@@ -175,7 +175,12 @@ def bench(
         ..., "--input", "-i", help="Inputs as a JSON object, sent with every request."
     ),
     concurrency: int = typer.Option(8, help="Requests in flight."),
-    requests: int = typer.Option(100, help="Requests in total."),
+    requests: int = typer.Option(100, help="Requests measured."),
+    warmup: int | None = typer.Option(
+        None,
+        help="Requests sent first and not counted, to open the connections "
+        "(default: one per concurrent client).",
+    ),
     api_key: str | None = typer.Option(
         None, help="Bearer key (default: first of $LMFORGE_API_KEYS)."
     ),
@@ -191,9 +196,18 @@ def bench(
         raise UsageError("--input must be a JSON object of the program's inputs")
     if concurrency < 1 or requests < 1:
         raise UsageError("--concurrency and --requests must be at least 1")
+    if warmup is not None and warmup < 0:
+        raise UsageError("--warmup must be 0 or more")
     key = api_key or (os.environ.get("LMFORGE_API_KEYS", "").split(",")[0].strip() or None)
     result = asyncio.run(
-        run_load(url, payload, requests=requests, concurrency=concurrency, api_key=key)
+        run_load(
+            url,
+            payload,
+            requests=requests,
+            concurrency=concurrency,
+            api_key=key,
+            warmup=concurrency if warmup is None else warmup,
+        )
     )
     s = result.summary()
     typer.echo(

@@ -62,8 +62,12 @@ async def run_load(
     concurrency: int,
     api_key: str | None = None,
     timeout: float = 120.0,
+    warmup: int = 0,
 ) -> LoadResult:
     """POST ``payload`` to ``url`` ``requests`` times with ``concurrency`` in flight.
+
+    ``warmup`` requests go first over the same connections and are not counted, so the
+    figures describe the steady state rather than connection set-up.
 
     Uses aiohttp (a dependency of litellm, so always present): at high concurrency its
     client costs a fraction of httpx's CPU per request, which keeps the load generator
@@ -76,11 +80,12 @@ async def run_load(
     headers["Content-Type"] = "application/json"
     latencies: list[float] = []
     errors: Counter[str] = Counter()
-    remaining = iter(range(requests))
     connector = aiohttp.TCPConnector(limit=concurrency)
     client_timeout = aiohttp.ClientTimeout(total=timeout)
     session = aiohttp.ClientSession(connector=connector, headers=headers, timeout=client_timeout)
-    async with session:
+
+    async def phase(count: int, record: bool) -> float:
+        remaining = iter(range(count))
 
         async def worker() -> None:
             for _ in remaining:
@@ -90,7 +95,10 @@ async def run_load(
                         await response.read()
                         status = response.status
                 except (TimeoutError, aiohttp.ClientError) as exc:
-                    errors[type(exc).__name__] += 1
+                    if record:
+                        errors[type(exc).__name__] += 1
+                    continue
+                if not record:
                     continue
                 if status == 200:
                     latencies.append(time.perf_counter() - started)
@@ -99,5 +107,10 @@ async def run_load(
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - started
+        return time.perf_counter() - started
+
+    async with session:
+        if warmup > 0:
+            await phase(warmup, record=False)
+        wall = await phase(requests, record=True)
     return LoadResult(requests, concurrency, wall, tuple(latencies), dict(errors))

@@ -40,6 +40,25 @@ def _prometheus() -> Any:
     return prometheus_client
 
 
+class _Labelled:
+    """A labelled metric whose children are looked up once per label set: prometheus'
+    ``labels()`` takes a lock and rebuilds the key on every call, a cost paid several
+    times per request otherwise. Label sets are few (programs, routes, statuses,
+    predictors, error types), so the memo stays small."""
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def labels(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
 class ServerMetrics:
     """Counters and histograms for requests, predictors, tokens, errors and drift."""
 
@@ -47,64 +66,82 @@ class ServerMetrics:
         prom = _prometheus()
         self.registry = prom.CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = prom.Counter(
-            "lmforge_requests",
-            "Program requests by route and outcome.",
-            ["program", "route", "status"],
-            registry=r,
+        self.requests = _Labelled(
+            prom.Counter(
+                "lmforge_requests",
+                "Program requests by route and outcome.",
+                ["program", "route", "status"],
+                registry=r,
+            )
         )
-        self.latency = prom.Histogram(
-            "lmforge_request_latency_seconds",
-            "Program call latency.",
-            ["program"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+        self.latency = _Labelled(
+            prom.Histogram(
+                "lmforge_request_latency_seconds",
+                "Program call latency.",
+                ["program"],
+                buckets=_LATENCY_BUCKETS,
+                registry=r,
+            )
         )
-        self.predictor_latency = prom.Histogram(
-            "lmforge_predictor_latency_seconds",
-            "LM call latency per predictor.",
-            ["program", "predictor"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+        self.predictor_latency = _Labelled(
+            prom.Histogram(
+                "lmforge_predictor_latency_seconds",
+                "LM call latency per predictor.",
+                ["program", "predictor"],
+                buckets=_LATENCY_BUCKETS,
+                registry=r,
+            )
         )
-        self.tokens = prom.Counter(
-            "lmforge_tokens",
-            "Tokens used per predictor.",
-            ["program", "predictor", "kind"],
-            registry=r,
+        self.tokens = _Labelled(
+            prom.Counter(
+                "lmforge_tokens",
+                "Tokens used per predictor.",
+                ["program", "predictor", "kind"],
+                registry=r,
+            )
         )
-        self.parse_failures = prom.Counter(
-            "lmforge_parse_failures",
-            "LM answers that did not parse.",
-            ["program", "predictor"],
-            registry=r,
+        self.parse_failures = _Labelled(
+            prom.Counter(
+                "lmforge_parse_failures",
+                "LM answers that did not parse.",
+                ["program", "predictor"],
+                registry=r,
+            )
         )
-        self.cache_hits = prom.Counter(
-            "lmforge_cache_hits",
-            "LM calls answered from the cache.",
-            ["program", "predictor"],
-            registry=r,
+        self.cache_hits = _Labelled(
+            prom.Counter(
+                "lmforge_cache_hits",
+                "LM calls answered from the cache.",
+                ["program", "predictor"],
+                registry=r,
+            )
         )
-        self.lm_errors = prom.Counter(
-            "lmforge_lm_errors",
-            "LM call failures by error type.",
-            ["program", "predictor", "type"],
-            registry=r,
+        self.lm_errors = _Labelled(
+            prom.Counter(
+                "lmforge_lm_errors",
+                "LM call failures by error type.",
+                ["program", "predictor", "type"],
+                registry=r,
+            )
         )
-        self.rejected = prom.Counter(
-            "lmforge_rejected_requests",
-            "Requests refused before reaching the program.",
-            ["reason"],
-            registry=r,
+        self.rejected = _Labelled(
+            prom.Counter(
+                "lmforge_rejected_requests",
+                "Requests refused before reaching the program.",
+                ["reason"],
+                registry=r,
+            )
         )
         self.in_flight = prom.Gauge(
             "lmforge_in_flight_requests", "Program calls in progress.", registry=r
         )
-        self.drift = prom.Gauge(
-            "lmforge_drift_score",
-            "Population stability index of a statistic against the reference.",
-            ["program", "statistic"],
-            registry=r,
+        self.drift = _Labelled(
+            prom.Gauge(
+                "lmforge_drift_score",
+                "Population stability index of a statistic against the reference.",
+                ["program", "statistic"],
+                registry=r,
+            )
         )
 
     def record_calls(self, program: str, tracker: Tracker, names: Mapping[int, str]) -> None:

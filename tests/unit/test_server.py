@@ -81,6 +81,11 @@ async def test_typed_call_and_schema_errors() -> None:
         )
         assert extra.status_code == 422 and "x: Extra inputs" in extra.json()["error"]["message"]
         schema = (await client.get("/openapi.json", headers=AUTH)).json()
+        call = schema["paths"]["/v1/programs/triage"]["post"]
+        request_schema = call["requestBody"]["content"]["application/json"]["schema"]
+        assert request_schema == {"$ref": "#/components/schemas/TriageRequest"}
+        response_schema = call["responses"]["200"]["content"]["application/json"]["schema"]
+        assert response_schema == {"$ref": "#/components/schemas/TriageResponse"}
         assert schema["components"]["schemas"]["TriageRequest"]["required"] == [
             "ticket",
             "priority",
@@ -324,13 +329,20 @@ def test_bench_load_generator_counts_latency_and_errors() -> None:
     from lmforge.targets.loadtest import run_load
     from typer.testing import CliRunner
 
-    with _serve(_app(rate_limit_burst=1000)) as (url, _):
+    lm = FunctionLM(_team)
+    with _serve(_app(lm, rate_limit_burst=1000)) as (url, _):
         endpoint = f"{url}/v1/programs/triage"
         good = asyncio.run(
             run_load(
-                endpoint, {"ticket": "x", "priority": 1}, requests=20, concurrency=4, api_key=KEY
+                endpoint,
+                {"ticket": "x", "priority": 1},
+                requests=20,
+                concurrency=4,
+                api_key=KEY,
+                warmup=3,
             )
         )
+        served_by_good = len(lm.calls)
         bad = asyncio.run(
             run_load(endpoint, {"ticket": "x"}, requests=5, concurrency=2, api_key=KEY)
         )
@@ -349,10 +361,12 @@ def test_bench_load_generator_counts_latency_and_errors() -> None:
                 KEY,
             ],
         )
+    assert served_by_good == 23  # the warm-up requests are sent but not counted
     assert (
-        good.ok == 20
+        good.ok == good.requests == len(good.latencies_s) == 20
         and not good.errors
         and good.summary()["p99_ms"] >= good.summary()["p50_ms"] > 0
     )
     assert bad.ok == 0 and bad.errors == {"HTTP 422": 5}
     assert cli.exit_code == 0 and "6/6 ok" in cli.output and "p95" in cli.output
+    assert len(lm.calls) == 23 + 6 + 2  # bench warms up with one request per client
