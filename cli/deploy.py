@@ -48,8 +48,9 @@ def export(
     lora: Path | None = typer.Option(None, help="A PEFT LoRA adapter folder to serve (vllm)."),
     bundle_mount: str = typer.Option(
         "/bundle",
-        help="vllm: where vLLM sees this bundle (for its LoRA adapters): /bundle as in "
-        "compose.yaml, or the bundle's own absolute path to run vllm serve on this machine.",
+        help="vllm: where vLLM sees this bundle (its vllm.yaml and LoRA adapters): /bundle in "
+        "the compose and k8s files, or the bundle's own absolute path to run vllm serve on "
+        "this machine.",
     ),
     reference_data: Path | None = typer.Option(
         None, help="Dev-set JSONL for drift reference statistics."

@@ -60,19 +60,26 @@ def vllm_files(
             "the vllm target needs the model vLLM should load: pass --model HF_ID_OR_PATH"
         )
     served = context["name"]
+    mount = options.bundle_mount.rstrip("/")
+    if not mount.startswith("/"):
+        raise UsageError(
+            f"--bundle-mount {options.bundle_mount!r} must be an absolute path other than /: "
+            "where vLLM sees the bundle (/bundle by default, or the bundle's own absolute path "
+            "to run vllm serve on this machine)"
+        )
+    context["bundle_mount"] = mount
     lora_path, rank = _lora(options, meta, artifact)
     if lora_path is not None:
         lora_name = f"{served}-lora"
         for item in sorted(lora_path.iterdir()):
             if item.is_file():
                 files[f"adapters/{lora_name}/{item.name}"] = item.read_bytes()
-        if not options.bundle_mount.startswith("/"):
-            raise UsageError(
-                f"--bundle-mount {options.bundle_mount!r} must be an absolute path: where vLLM "
-                "sees the bundle (/bundle in compose.yaml, or the bundle's own absolute path)"
-            )
-        mount = options.bundle_mount.rstrip("/")
-        context["lora"] = {"name": lora_name, "rank": rank, "path": f"{mount}/adapters/{lora_name}"}
+        context["lora"] = {
+            "name": lora_name,
+            "rank": rank,
+            "path": f"{mount}/adapters/{lora_name}",
+            "mount_dir": f"{mount}/adapters",
+        }
     for spec in specs.values():
         spec["served_model"] = context["lora"]["name"] if context["lora"] else served
     model_config = None

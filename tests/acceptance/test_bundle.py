@@ -297,8 +297,46 @@ def test_lora_adapter_is_served_through_vllm_lora_modules(artifact: Path, tmp_pa
     engine = yaml.safe_load((here / "vllm.yaml").read_text())
     assert engine["lora-modules"] == [f"triage-lora={here}/adapters/triage-lora"]
     assert (here / "adapters/triage-lora/adapter_config.json").is_file()
-    with pytest.raises(UsageError, match="bundle-mount"):
-        _export(artifact, tmp_path / "relative", lora=adapter, bundle_mount="bundle")
+    compose = yaml.safe_load((here / "compose.yaml").read_text())["services"]["vllm"]
+    assert compose["command"] == ["--config", f"{here}/vllm.yaml"]
+    assert f"./:{here}:ro" in compose["volumes"]
+    for mount in ("bundle", "/"):
+        with pytest.raises(UsageError, match="bundle-mount"):
+            _export(artifact, tmp_path / "relative", lora=adapter, bundle_mount=mount)
+
+
+def test_k8s_vllm_pod_finds_the_lora_adapter_where_vllm_yaml_points(
+    artifact: Path, tmp_path: Path
+) -> None:
+    kubernetes = pytest.importorskip("kubernetes")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"r": 8, "target_modules": ["q_proj"]}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"\0" * 64)
+    bundle = _export(artifact, tmp_path / "bundle", lora=adapter, image="reg.example/triage:1").path
+    api = kubernetes.client.ApiClient()
+    documents = list(yaml.safe_load_all((bundle / "k8s/vllm.yaml").read_text()))
+    deployment = next(_k8s(api, d) for d in documents if d and d["kind"] == "Deployment")
+    pod = deployment.spec.template.spec
+    # vLLM reads its config from the ConfigMap: the same lora-modules as the bundle's vllm.yaml
+    config = next(d for d in documents if d and d["kind"] == "ConfigMap")
+    engine = yaml.safe_load(config["data"]["vllm.yaml"])
+    name, _, path = engine["lora-modules"][0].partition("=")
+    assert name == "triage-lora" and path == "/bundle/adapters/triage-lora"
+    # the init container copies the adapters out of the program image (which holds the bundle
+    # at /bundle, see the Dockerfile) into a volume the vLLM container mounts at that path
+    (init,) = pod.init_containers
+    assert init.image == "reg.example/triage:1"
+    assert "COPY --chown=lmforge:lmforge . /bundle" in (bundle / "Dockerfile").read_text()
+    assert init.command[:2] == ["cp", "-R"] and init.command[2] == "/bundle/adapters/."
+    (copied_into,) = [m for m in init.volume_mounts if m.mount_path == init.command[3].rstrip("/")]
+    vllm = pod.containers[0]
+    (served_from,) = [m for m in vllm.volume_mounts if m.name == copied_into.name]
+    assert served_from.read_only and path.startswith(served_from.mount_path + "/")
+    assert any(v.name == copied_into.name and v.empty_dir is not None for v in pod.volumes)
+    # without an adapter there is nothing to copy
+    plain = _export(artifact, tmp_path / "plain").path
+    assert "initContainers" not in (plain / "k8s/vllm.yaml").read_text()
 
 
 def test_bundle_carries_the_lora_files_its_program_loads(
