@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -61,15 +62,16 @@ def test_a_trial_never_claimed_by_its_worker_is_released_after_a_short_wait(
 def test_a_trial_claimed_during_the_wait_is_left_to_its_worker(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ms, "UNCLAIMED_S", 0.3)
+    monkeypatch.setattr(ms, "UNCLAIMED_S", 1.0)
     study = _study(tmp_path)
     fresh = _running(study, None)
-    real_sleep = ms.time.sleep
-
-    def worker_claims_then_sleep(seconds: float) -> None:
-        study._storage.set_trial_user_attr(fresh, ms.WORKER_ATTR, ms.worker_id())
-        real_sleep(seconds)
-
-    monkeypatch.setattr(ms.time, "sleep", worker_claims_then_sleep)
-    assert ms.release_dead_trials(study) == 0
+    # a live worker (here a thread on the same storage) records itself while we wait
+    worker = threading.Timer(
+        0.2, study._storage.set_trial_user_attr, (fresh, ms.WORKER_ATTR, ms.worker_id())
+    )
+    worker.start()
+    try:
+        assert ms.release_dead_trials(study) == 0
+    finally:
+        worker.join()
     assert _state(study, fresh) == TrialState.RUNNING
