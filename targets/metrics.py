@@ -65,83 +65,60 @@ class ServerMetrics:
     def __init__(self) -> None:
         prom = _prometheus()
         self.registry = prom.CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.requests = _Labelled(
-            prom.Counter(
-                "lmforge_requests",
-                "Program requests by route and outcome.",
-                ["program", "route", "status"],
-                registry=r,
-            )
+
+        def labelled(kind: Any, name: str, doc: str, labels: list[str], **extra: Any) -> Any:
+            return _Labelled(kind(name, doc, labels, registry=self.registry, **extra))
+
+        per_predictor = ["program", "predictor"]
+        self.requests = labelled(
+            prom.Counter,
+            "lmforge_requests",
+            "Program requests by route and outcome.",
+            ["program", "route", "status"],
         )
-        self.latency = _Labelled(
-            prom.Histogram(
-                "lmforge_request_latency_seconds",
-                "Program call latency.",
-                ["program"],
-                buckets=_LATENCY_BUCKETS,
-                registry=r,
-            )
+        self.latency = labelled(
+            prom.Histogram,
+            "lmforge_request_latency_seconds",
+            "Program call latency.",
+            ["program"],
+            buckets=_LATENCY_BUCKETS,
         )
-        self.predictor_latency = _Labelled(
-            prom.Histogram(
-                "lmforge_predictor_latency_seconds",
-                "LM call latency per predictor.",
-                ["program", "predictor"],
-                buckets=_LATENCY_BUCKETS,
-                registry=r,
-            )
+        self.predictor_latency = labelled(
+            prom.Histogram,
+            "lmforge_predictor_latency_seconds",
+            "LM call latency per predictor.",
+            per_predictor,
+            buckets=_LATENCY_BUCKETS,
         )
-        self.tokens = _Labelled(
-            prom.Counter(
-                "lmforge_tokens",
-                "Tokens used per predictor.",
-                ["program", "predictor", "kind"],
-                registry=r,
-            )
+        self.tokens = labelled(
+            prom.Counter, "lmforge_tokens", "Tokens used per predictor.", [*per_predictor, "kind"]
         )
-        self.parse_failures = _Labelled(
-            prom.Counter(
-                "lmforge_parse_failures",
-                "LM answers that did not parse.",
-                ["program", "predictor"],
-                registry=r,
-            )
+        self.parse_failures = labelled(
+            prom.Counter, "lmforge_parse_failures", "LM answers that did not parse.", per_predictor
         )
-        self.cache_hits = _Labelled(
-            prom.Counter(
-                "lmforge_cache_hits",
-                "LM calls answered from the cache.",
-                ["program", "predictor"],
-                registry=r,
-            )
+        self.cache_hits = labelled(
+            prom.Counter, "lmforge_cache_hits", "LM calls answered from the cache.", per_predictor
         )
-        self.lm_errors = _Labelled(
-            prom.Counter(
-                "lmforge_lm_errors",
-                "LM call failures by error type.",
-                ["program", "predictor", "type"],
-                registry=r,
-            )
+        self.lm_errors = labelled(
+            prom.Counter,
+            "lmforge_lm_errors",
+            "LM call failures by error type.",
+            [*per_predictor, "type"],
         )
-        self.rejected = _Labelled(
-            prom.Counter(
-                "lmforge_rejected_requests",
-                "Requests refused before reaching the program.",
-                ["reason"],
-                registry=r,
-            )
+        self.rejected = labelled(
+            prom.Counter,
+            "lmforge_rejected_requests",
+            "Requests refused before reaching the program.",
+            ["reason"],
         )
         self.in_flight = prom.Gauge(
-            "lmforge_in_flight_requests", "Program calls in progress.", registry=r
+            "lmforge_in_flight_requests", "Program calls in progress.", registry=self.registry
         )
-        self.drift = _Labelled(
-            prom.Gauge(
-                "lmforge_drift_score",
-                "Population stability index of a statistic against the reference.",
-                ["program", "statistic"],
-                registry=r,
-            )
+        self.drift = labelled(
+            prom.Gauge,
+            "lmforge_drift_score",
+            "Population stability index of a statistic against the reference.",
+            ["program", "statistic"],
         )
 
     def record_calls(self, program: str, tracker: Tracker, names: Mapping[int, str]) -> None:
