@@ -72,22 +72,46 @@ def _builtin_template(name: str) -> str:
     return resources.files("lmforge.adapters").joinpath("templates", name).read_text()
 
 
+_ENV_OPTIONS: dict[str, Any] = {
+    "keep_trailing_newline": False,
+    "trim_blocks": True,
+    "lstrip_blocks": True,
+    "autoescape": False,  # prompts are plain text, not HTML
+}
+
+
 @functools.lru_cache(maxsize=1)
 def _env() -> jinja2.Environment:
+    """The environment of the built-in templates, which ship with lmforge."""
     import jinja2  # imported on first render: keeps `import lmforge` cheap
 
-    return jinja2.Environment(
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=False,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,  # prompts are plain text, not HTML
-    )
+    return jinja2.Environment(undefined=jinja2.StrictUndefined, **_ENV_OPTIONS)
+
+
+@functools.lru_cache(maxsize=1)
+def _user_env() -> jinja2.Environment:
+    """The environment of template overrides, sandboxed: they may come from a loaded
+    artifact, and a template must not reach Python internals (``x.__init__.__globals__``)."""
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    return ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, **_ENV_OPTIONS)
 
 
 @functools.lru_cache(maxsize=64)
 def _compiled_builtin(name: str) -> jinja2.Template:
     return _env().from_string(_builtin_template(name))
+
+
+def _compile_user(role: str, source: str) -> jinja2.Template:
+    import jinja2
+
+    try:
+        return _user_env().from_string(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise UsageError(
+            f"template {role!r} has a syntax error on line {exc.lineno}: {exc}"
+        ) from None
 
 
 # Stands in for a value while a template's static skeleton is rendered (see render_fields).
@@ -142,12 +166,20 @@ class Adapter(abc.ABC):
         if template is None:
             source = self.template_overrides.get(role)
             file = self.template_names[role]
-            template = _env().from_string(source) if source else _compiled_builtin(file)
+            template = _compile_user(role, source) if source else _compiled_builtin(file)
             self._cache.templates[role] = template
         return template
 
     def render(self, role: str, **context: Any) -> str:
-        return self._template(role).render(**context).strip("\n")
+        template = self._template(role)
+        if role not in self.template_overrides:
+            return template.render(**context).strip("\n")
+        import jinja2
+
+        try:
+            return template.render(**context).strip("\n")
+        except jinja2.TemplateError as exc:  # SecurityError and UndefinedError included
+            raise UsageError(f"template {role!r} failed to render: {exc}") from None
 
     def render_fields(
         self,

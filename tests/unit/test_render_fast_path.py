@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any, Literal
 
 import lmforge as lf
@@ -80,10 +81,26 @@ def test_user_templates_always_render() -> None:
 
 
 def test_template_syntax_errors_show_at_construction() -> None:
-    import jinja2
-
-    with pytest.raises(jinja2.TemplateSyntaxError):
+    with pytest.raises(lf.UsageError, match="'user' has a syntax error on line 1"):
         ChatAdapter(templates={"user": "{% for x in %}"})
+
+
+def test_user_templates_cannot_reach_python_internals(tmp_path: Path) -> None:
+    # Template overrides travel in artifacts, so a template is untrusted input.
+    marker = tmp_path / "ran"
+    escape = f"{{{{ cycler.__init__.__globals__.os.system('touch {marker}') }}}}"
+    adapter = ChatAdapter(templates={"system": escape + " {{ instructions }}"})
+    sig = lf.Signature.parse("question -> answer")
+    with pytest.raises(lf.UsageError, match="template 'system' failed to render"):
+        adapter.format(sig, [], {"question": "q"})
+    assert not marker.exists()
+
+
+def test_an_unknown_template_variable_is_a_usage_error() -> None:
+    adapter = ChatAdapter(templates={"system": "{{ no_such_variable }}"})
+    sig = lf.Signature.parse("question -> answer")
+    with pytest.raises(lf.UsageError, match="'no_such_variable' is undefined"):
+        adapter.format(sig, [], {"question": "q"})
 
 
 def test_cached_response_format_follows_the_mode() -> None:
