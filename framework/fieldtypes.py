@@ -151,7 +151,8 @@ def schema_of(annotation: Any) -> dict[str, Any]:
     try:
         return type_adapter(annotation).json_schema()
     except pydantic.PydanticUserError as exc:
-        raise SignatureError(f"type {type_name(annotation)} has no JSON schema: {exc}") from None
+        reason = str(exc).splitlines()[0]  # pydantic adds paragraphs of advice after the first line
+        raise SignatureError(f"type {type_name(annotation)} has no JSON schema: {reason}") from None
 
 
 _SCALARS: dict[str, Any] = {
@@ -214,7 +215,9 @@ def _from_schema(
         if schema.get("prefixItems"):
             items = tuple(_from_schema(s, defs, title, built) for s in schema["prefixItems"])
             return tuple[items]  # type: ignore[valid-type]
-        return list[_from_schema(schema.get("items", {}), defs, title, built)]  # type: ignore[misc]
+        item = _from_schema(schema.get("items", {}), defs, title, built)
+        collection: Any = set[item] if schema.get("uniqueItems") else list[item]  # type: ignore[valid-type]
+        return _constrained(collection, schema)
     if kind == "object":
         props = schema.get("properties")
         if props is None:
@@ -231,9 +234,50 @@ def _from_schema(
             fields[name] = (ftype, pydantic.Field(default, description=prop.get("description")))
         model_name = str(schema.get("title", title)).replace(" ", "")
         return pydantic.create_model(model_name, __doc__=schema.get("description"), **fields)
+    if kind == "string" and schema.get("format") in _STRING_FORMATS:
+        return _constrained(_string_format(str(schema["format"])), schema)
     if isinstance(kind, str) and kind in _SCALARS:
-        return _SCALARS[kind]
+        return _constrained(_SCALARS[kind], schema)
     return Any
+
+
+# JSON schema keywords pydantic writes for constrained types -> pydantic.Field arguments.
+_CONSTRAINTS = {
+    "minimum": "ge",
+    "maximum": "le",
+    "exclusiveMinimum": "gt",
+    "exclusiveMaximum": "lt",
+    "multipleOf": "multiple_of",
+    "minLength": "min_length",
+    "maxLength": "max_length",
+    "pattern": "pattern",
+    "minItems": "min_length",
+    "maxItems": "max_length",
+}
+_STRING_FORMATS = ("date", "date-time", "time", "duration", "uuid")
+
+
+def _string_format(name: str) -> Any:
+    import datetime
+    import uuid
+
+    return {
+        "date": datetime.date,
+        "date-time": datetime.datetime,
+        "time": datetime.time,
+        "duration": datetime.timedelta,
+        "uuid": uuid.UUID,
+    }[name]
+
+
+def _constrained(base: Any, schema: Mapping[str, Any]) -> Any:
+    """``base`` with the schema's value constraints (bounds, lengths, pattern) attached."""
+    constraints = {arg: schema[key] for key, arg in _CONSTRAINTS.items() if key in schema}
+    if not constraints:
+        return base
+    import pydantic
+
+    return typing.Annotated[base, pydantic.Field(**constraints)]
 
 
 def _make_enum(title: str, values: tuple[Any, ...], description: str | None) -> type[enum.Enum]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, get_type_hints
@@ -134,7 +135,7 @@ def _hybrid_property(func: Callable[..., T]) -> T:
 class Signature:
     """Typed input and output fields plus the instructions for one LM step."""
 
-    __slots__ = ("_fields", "_hash", "_inputs", "_instructions", "_name", "_outputs")
+    __slots__ = ("_fields", "_hash", "_inputs", "_instructions", "_key_value", "_name", "_outputs")
     __lf_signature__: Signature | None = None
     _fields: tuple[Field, ...]
     _inputs: tuple[Field, ...]
@@ -142,6 +143,7 @@ class Signature:
     _instructions: str
     _name: str
     _hash: int | None
+    _key_value: tuple[Any, ...] | None
 
     def __init__(self, fields: Iterable[Field], instructions: str = "", name: str = "") -> None:
         fields = tuple(fields)
@@ -152,6 +154,7 @@ class Signature:
         object.__setattr__(self, "_instructions", instructions.strip())
         object.__setattr__(self, "_name", name or "Signature")
         object.__setattr__(self, "_hash", None)
+        object.__setattr__(self, "_key_value", None)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -162,11 +165,18 @@ class Signature:
                 f"{cls.__name__}: cannot resolve the field type {exc.name!r}; define it at module "
                 "level (annotations are read from the module, not from the function around it)"
             ) from None
-        fields = []
+        # Fields of base signatures come first, in their order; a redeclared field replaces
+        # the inherited one in place.
+        by_name: dict[str, Field] = {}
+        for base in reversed(cls.__mro__[1:]):
+            inherited = base.__dict__.get("__lf_signature__")
+            if isinstance(inherited, Signature):
+                by_name.update((f.name, f) for f in inherited.fields)
         for attr, value in cls.__dict__.items():
             if isinstance(value, _FieldMarker):
                 annotation = hints.get(attr, str)
-                fields.append(Field(attr, value.kind, annotation, value.description, value.prefix))
+                by_name[attr] = Field(attr, value.kind, annotation, value.description, value.prefix)
+        fields = sorted(by_name.values(), key=lambda f: f.kind != "input")  # stable: inputs first
         missing = [
             n for n in cls.__annotations__ if n not in cls.__dict__ and not n.startswith("_")
         ]
@@ -175,7 +185,7 @@ class Signature:
                 f"{cls.__name__}: field(s) {', '.join(missing)} need a value of "
                 "lf.InputField() or lf.OutputField()"
             )
-        doc = inspect.cleandoc(cls.__doc__ or "")
+        doc = inspect.getdoc(cls) or ""  # a subclass without a docstring keeps its base's
         cls.__lf_signature__ = Signature(fields, instructions=doc, name=cls.__name__)
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Signature:
@@ -315,10 +325,16 @@ class Signature:
     # -- value semantics ----------------------------------------------------------------
 
     def _key(self) -> tuple[Any, ...]:
-        return (
-            self._instructions,
-            tuple((f.name, f.kind, f.type_name, f.description, f.prefix) for f in self._fields),
-        )
+        # Types enter by their JSON schema, not their name: two enums (or models) that share
+        # a name but not their values are different signatures, and adapters cache prompts,
+        # grammars and response formats per signature.
+        if self._key_value is None:
+            fields = tuple(
+                (f.name, f.kind, _type_key(f.annotation), f.description, f.prefix)
+                for f in self._fields
+            )
+            object.__setattr__(self, "_key_value", (self._instructions, fields))
+        return self._key_value  # type: ignore[return-value]
 
     def __eq__(self, other: object) -> bool:
         other_sig = _maybe_signature(other)
@@ -418,11 +434,33 @@ def _validate(fields: Sequence[Field]) -> None:
             raise SignatureError(f"signature fields must be lf Field objects, got {f!r}")
         if not _IDENT.match(f.name):
             raise SignatureError(f"field name {f.name!r} is not a valid identifier")
+        if f.name in _RESERVED_NAMES:
+            raise SignatureError(
+                f"field name {f.name!r} would hide the {_RESERVED_NAMES[f.name]} `.{f.name}` of "
+                "lf.Example and lf.Prediction; choose another name"
+            )
         if f.name in seen:
             raise SignatureError(f"field {f.name!r} appears more than once in the signature")
         seen.add(f.name)
     if not any(f.kind == "output" for f in fields):
         raise SignatureError("a signature needs at least one output field")
+
+
+# Public attributes of lf.Example and lf.Prediction, which a field of that name would hide.
+_RESERVED_NAMES = {
+    **dict.fromkeys(("copy", "get", "items", "keys", "values", "to_dict", "inputs"), "method"),
+    **dict.fromkeys(("labels", "with_inputs", "without"), "method"),
+    **dict.fromkeys(("completions", "input_keys"), "property"),
+}
+
+
+def _type_key(annotation: Any) -> str:
+    if annotation in (str, int, float, bool):
+        return annotation.__name__
+    try:
+        return json.dumps(schema_of(annotation), sort_keys=True)
+    except SignatureError:
+        return type_name(annotation)
 
 
 def _camel(name: str) -> str:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import enum
 import json
-from typing import Any, Literal, Optional
+import uuid
+from typing import Annotated, Any, Literal, Optional
 
 import lmforge as lf
 import pydantic
@@ -194,6 +196,36 @@ def test_class_form_cannot_be_instantiated_and_needs_field_markers() -> None:
             question: str = lf.InputField()
 
 
+def test_class_form_inherits_fields_and_instructions() -> None:
+    class Base(lf.Signature):
+        """Answer the question."""
+
+        question: str = lf.InputField()
+        answer: str = lf.OutputField()
+
+    class WithContext(Base):
+        context: list[str] = lf.InputField()
+
+    class Scored(Base):
+        """Answer and say how sure you are."""
+
+        answer: int = lf.OutputField(desc="a number")  # redeclared: replaces the base field
+        confidence: float = lf.OutputField()
+
+    assert WithContext.field_names() == ["question", "context", "answer"]
+    assert WithContext.instructions == "Answer the question."
+    assert Scored.field_names() == ["question", "answer", "confidence"]
+    assert Scored.field("answer").annotation is int
+    assert Scored.instructions == "Answer and say how sure you are."
+    assert Base.field_names() == ["question", "answer"]
+
+
+def test_field_names_that_would_hide_prediction_attributes_are_refused() -> None:
+    for name in ("items", "keys", "copy", "completions", "inputs"):
+        with pytest.raises(lf.SignatureError, match=f"'{name}' would hide"):
+            lf.Signature.parse(f"q -> {name}")
+
+
 # -- immutability -----------------------------------------------------------------------
 
 
@@ -240,6 +272,24 @@ def test_equality_and_hash_follow_content() -> None:
     assert a != a.with_instructions("Something else.")
 
 
+def test_types_that_share_a_name_but_not_their_values_differ() -> None:
+    # A notebook that redefines a class, or two modules with an enum of the same name.
+    first = enum.Enum("Color", {"RED": "red", "BLUE": "blue"})  # type: ignore[misc]
+    second = enum.Enum("Color", {"CAT": "cat", "DOG": "dog"})  # type: ignore[misc]
+    a = lf.Signature.parse("x -> c: Color", types={"Color": first})
+    b = lf.Signature.parse("x -> c: Color", types={"Color": second})
+    assert a != b
+    assert a == lf.Signature.parse("x -> c: Color", types={"Color": first})
+    # adapters cache constraints per signature: each gets its own choices
+    adapter = lf.CompletionAdapter()
+    first_text, second_text = (
+        json.dumps(adapter.format(s, [], {"x": "?"}).constraint.to_json())  # type: ignore[union-attr]
+        for s in (a, b)
+    )
+    assert "red" in first_text and "cat" not in first_text
+    assert "cat" in second_text and "red" not in second_text
+
+
 # -- JSON round-trip --------------------------------------------------------------------
 
 
@@ -269,6 +319,40 @@ def test_json_roundtrip_of_class_signature() -> None:
     assert back == Profile
     assert back.field("sure").label == "Certain"
     assert back.field("color").description == "their colour"
+
+
+class Order(pydantic.BaseModel):
+    due: datetime.date
+    quantity: Annotated[int, pydantic.Field(ge=1, le=10)]
+    code: Annotated[str, pydantic.Field(pattern=r"^[A-Z]{3}$")]
+    tags: set[str] = set()
+
+
+class Constrained(lf.Signature):
+    """Fill in the order."""
+
+    text: str = lf.InputField()
+    order: Order = lf.OutputField()
+    when: datetime.datetime = lf.OutputField()
+    share: Annotated[float, pydantic.Field(gt=0, lt=1)] = lf.OutputField()
+    ids: Annotated[list[uuid.UUID], pydantic.Field(min_length=1)] = lf.OutputField()
+
+
+def test_json_roundtrip_keeps_formats_and_constraints() -> None:
+    back = roundtrip(Constrained)
+    assert back == Constrained
+    for old, new in zip(Constrained.fields, back.fields, strict=True):
+        assert schema_of(new.annotation) == schema_of(old.annotation), old.name
+    good = {"due": "2024-02-28", "quantity": 3, "code": "ABC", "tags": ["a", "a"]}
+    for bad in ({"due": "2024-02-30"}, {"quantity": 11}, {"code": "abc"}):
+        for sig in (Constrained, back):
+            order = pydantic.TypeAdapter(sig.field("order").annotation)
+            assert order.validate_python(good).tags == {"a"}
+            with pytest.raises(pydantic.ValidationError):
+                order.validate_python({**good, **bad})
+    for name, bad_value in (("when", "yesterday"), ("share", 1.5), ("ids", [])):
+        with pytest.raises(pydantic.ValidationError):
+            pydantic.TypeAdapter(back.field(name).annotation).validate_python(bad_value)
 
 
 GOOD_VALUES: list[tuple[str, Any]] = [
