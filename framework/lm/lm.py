@@ -38,6 +38,20 @@ def is_secret_key(name: str) -> bool:
     return bool(_SECRET_NAME.search(name))
 
 
+def _refuse_credentials(settings: Mapping[str, Any], path: str = "") -> None:
+    """Defaults end up in requests, cache keys, traces and artifacts: no credential may be
+    among them, at any depth (``extra_headers={"Authorization": ...}`` included)."""
+    for name, value in settings.items():
+        where = f"{path}[{name!r}]" if path else str(name)
+        if is_secret_key(str(name)):
+            raise UsageError(
+                f"{where} looks like a credential; pass it as lf.LM(..., api_key=...) (or set "
+                "the provider's environment variable) so that it is never stored"
+            )
+        if isinstance(value, Mapping):
+            _refuse_credentials(value, where)
+
+
 @functools.cache
 def _announce(model: str, source: str) -> None:
     sys.stderr.write(f"lmforge: no model configured; using {model} ({source})\n")
@@ -104,9 +118,7 @@ class LM:
         self.model_type: Literal["chat", "text"] = model_type or (
             "chat" if self.profile.chat_template else "text"
         )
-        for name in defaults:
-            if is_secret_key(name):
-                raise UsageError(f"pass credentials as api_key=..., not {name}=...")
+        _refuse_credentials(defaults)
         self.defaults: dict[str, Any] = dict(defaults)
         self.api_base = api_base
         self.timeout = timeout
@@ -310,6 +322,7 @@ class LM:
 
     def copy(self, **changes: Any) -> LM:
         """A new LM with some defaults changed (same backend, cache and credentials)."""
+        _refuse_credentials(changes)
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
         new.defaults = {**self.defaults, **changes}

@@ -112,6 +112,12 @@ def test_explicit_cache_directory(tmp_path: Path) -> None:
 def test_credentials_are_refused_as_request_defaults() -> None:
     with pytest.raises(lf.UsageError, match="api_key="):
         lf.LM("openai/gpt-4o-mini", token="abc")
+    with pytest.raises(lf.UsageError, match=r"extra_headers\['Authorization'\] looks like a cred"):
+        lf.LM("openai/gpt-4o-mini", extra_headers={"Authorization": f"Bearer {SECRET}"})
+    with pytest.raises(lf.UsageError, match="api_key="):
+        FunctionLM(lambda request: "x", extra_body={"auth": {"api_key": SECRET}})
+    with pytest.raises(lf.UsageError, match="api_key="):
+        lf.LM("openai/gpt-4o-mini").copy(extra_headers={"x-api-key": SECRET})
     lm = lf.LM("openai/gpt-4o-mini", api_key=SECRET, cache=False)
     assert SECRET not in json.dumps(lm.config())
     assert SECRET not in repr(lm)
