@@ -119,6 +119,7 @@ def _make_choice(annotation: Any, choices: tuple[Any, ...]) -> Callable[[Field, 
 
 
 _NUMBER = re.compile(r"[-+]?(?:\d[\d,]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_DIGIT = re.compile(r"\d")
 
 
 def _make_scalar(kind: type) -> Callable[[Field, str, str], Any]:
@@ -135,8 +136,11 @@ def _make_scalar(kind: type) -> Callable[[Field, str, str], Any]:
         if not value:
             raise ParseError(f"output field '{field.name}' is empty", raw=raw, field=field.name)
         if kind is not bool:
-            match = _NUMBER.match(value.replace("$", ""))
-            if match and match.group(0).strip() != "":
+            value = value.replace("$", "")
+            match = _NUMBER.match(value)
+            # "42 items" is 42, but "2024-01-05" or "1, 2" are not one number: a digit after
+            # the leading number (on its line) makes the answer ambiguous.
+            if match and not _DIGIT.search(value[match.end() :].split("\n", 1)[0]):
                 value = match.group(0).replace(",", "").rstrip(".")
         try:
             return adapter.validate_python(value)

@@ -76,6 +76,8 @@ def test_chat_parse_coerces_every_type() -> None:
         ("x", "-1e3", -1000.0),
         ("x", "2", 2.0),
         ("x", "$3.25", 3.25),
+        ("n", "42 items", 42),
+        ("n", "1,200", 1200),
         ("b", "False", False),
         ("b", "yes", True),
         ("b", "no", False),
@@ -102,6 +104,9 @@ def test_lenient_coercion(field: str, text: str, value: Any) -> None:
     [
         ("n", "forty", "should be int"),
         ("n", "4.5", "should be int"),
+        ("n", "2024-01-05", "should be int"),  # a date is not the number 2024
+        ("n", "1, 2", "should be int"),  # two numbers are not one
+        ("x", "3.5 or 4", "should be float"),
         ("x", "abc", "should be float"),
         ("b", "maybe", "should be bool"),
         ("lit", "perhaps", "must be one of [Yes, No]"),
