@@ -103,8 +103,12 @@ def inspect(
     input: str | None = typer.Option(
         None, "--input", "-i", help="Render with these inputs (JSON) instead of placeholders."
     ),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Render for this model (as `lmforge run --model` calls it)."
+    ),
 ) -> None:
     """Print the prompts a compiled program sends (rendered without calling the model)."""
-    program = lf.load(artifact)
     inputs = _parse_inputs(input, "--input") if input else None
+    # The same LM resolution as `lmforge run`: the prompt format depends on the model.
+    program = load_program(artifact, model=model)
     lf.inspect(program, inputs=inputs)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 from .adapters.base import Prompt
+from .errors import UsageError
 from .lm.lm import LM
 from .module import Module
 from .trace import LMCall
@@ -47,6 +48,13 @@ def inspect(
             calls = calls[-n:]
         texts = [f"=== {name} ({call.model}) ===\n{_render_call(call)}" for name, call in calls]
     else:
+        known = {f.name for _, p in named for f in p.signature.input_fields}
+        unknown = sorted(set(inputs or {}) - known)
+        if unknown:
+            raise UsageError(
+                f"unknown input(s) {unknown} to render with; the program's inputs are "
+                f"{sorted(known)}"
+            )
         texts = []
         for name, predictor in named:
             values = dict(inputs or {})

@@ -134,6 +134,24 @@ def test_inspect_prints_the_prompt(cli: CLI, shout_artifact: Path) -> None:
     assert done.stdout.index("demo q") < done.stdout.index("what?")
 
 
+def test_inspect_renders_for_the_model_run_would_call(cli: CLI, plain_artifact: Path) -> None:
+    # The prompt format follows the model: a base model gets a completion prompt.
+    local = cli("inspect", str(plain_artifact), "--model", "local/gemma-3-270m")
+    assert local.returncode == 0, local.stderr
+    assert "rendered for local/gemma-3-270m" in local.stdout
+    assert "Question: {question}\nAnswer:" in local.stdout
+    chat = cli("inspect", str(plain_artifact), "--model", "openai/gpt-4o-mini")
+    assert "[[ ## question ## ]]\n{question}" in chat.stdout
+    default = cli("inspect", str(plain_artifact))  # no model anywhere: the default, as `run`
+    assert "rendered for local/gemma-3-270m" in default.stdout
+    assert "using local/gemma-3-270m" in default.stderr
+
+
+def test_inspect_with_an_unknown_input_is_a_usage_error(cli: CLI, plain_artifact: Path) -> None:
+    done = cli("inspect", str(plain_artifact), "-m", "openai/gpt-4o-mini", "-i", '{"q": "hi"}')
+    assert_one_line_error(done, 2, "unknown input(s) ['q']", "inputs are ['question']")
+
+
 @pytest.mark.parametrize(
     ("content", "needle"),
     [
