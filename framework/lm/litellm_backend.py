@@ -33,7 +33,6 @@ def _litellm() -> Any:
     import litellm
 
     litellm.suppress_debug_info = True
-    litellm.drop_params = True
     return litellm
 
 
@@ -64,6 +63,8 @@ class LiteLLMBackend:
         kwargs: dict[str, Any] = dict(request.params)
         kwargs["model"] = request.model
         kwargs["num_retries"] = 0
+        # Per call, not litellm's global flag: other litellm users in the process keep theirs.
+        kwargs["drop_params"] = True
         if self._timeout is not None:
             kwargs.setdefault("timeout", self._timeout)
         if self._api_key:
