@@ -448,8 +448,21 @@ def _validate(fields: Sequence[Field]) -> None:
 
 # Public attributes of lf.Example and lf.Prediction, which a field of that name would hide.
 _RESERVED_NAMES = {
-    **dict.fromkeys(("copy", "get", "items", "keys", "values", "to_dict", "inputs"), "method"),
-    **dict.fromkeys(("labels", "with_inputs", "without"), "method"),
+    **dict.fromkeys(
+        [
+            "copy",
+            "get",
+            "items",
+            "keys",
+            "values",
+            "to_dict",
+            "inputs",
+            "labels",
+            "with_inputs",
+            "without",
+        ],
+        "method",
+    ),
     **dict.fromkeys(("completions", "input_keys"), "property"),
 }
 
