@@ -40,7 +40,7 @@ def _artifact_model() -> Any:
 
     class _LMConfig(pydantic.BaseModel):
         model_config = pydantic.ConfigDict(extra="allow")
-        model: str
+        model: str = pydantic.Field(min_length=1)
         model_type: Literal["chat", "text"] | None = None
         defaults: dict[str, Any] = {}
         api_base: str | None = None
@@ -205,6 +205,12 @@ def load(
     try:
         from .lm.lora import resolve_files, resolve_meta
 
+        absent = sorted(set(dict(program.named_predictors())) - set(data["predictors"]))
+        if absent:
+            raise ArtifactError(
+                f"it has no state for predictor(s) {absent} of the program; the file is "
+                "incomplete: re-save it from the compiled program"
+            )
         predictors = resolve_files(data["predictors"], Path(path).parent)
         program.load_state(predictors, allow_endpoints=allow_endpoints)
     except ArtifactError as exc:

@@ -250,6 +250,6 @@ def _inputs_of(item: Mapping[str, Any] | Example) -> dict[str, Any]:
 
 def _limit(concurrency: int | None) -> int:
     limit = concurrency if concurrency is not None else _settings.current().max_concurrency
-    if limit < 1:
-        raise UsageError("concurrency must be at least 1")
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise UsageError(f"concurrency must be an int of at least 1, got {limit!r}")
     return limit

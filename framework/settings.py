@@ -69,6 +69,8 @@ def use(**changes: Any) -> Iterator[Settings]:
         limit = changes["max_concurrency"]
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise UsageError(f"max_concurrency must be an int of at least 1, got {limit!r}")
+    if "cache" in changes and not isinstance(changes["cache"], bool):
+        raise UsageError(f"cache must be True or False, got {changes['cache']!r}")
     if changes.get("lm") is not None:
         check_lm(changes["lm"], "lf.use(lm=...)")
     if changes.get("adapter") is not None:

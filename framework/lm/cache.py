@@ -69,8 +69,16 @@ class ResponseCache:
 
     @staticmethod
     def key(request: LMRequest, endpoint: str | None = None) -> str:
-        """The request's key; ``endpoint`` separates servers that share a model name."""
-        return request.cache_key() if not endpoint else f"{endpoint}|{request.cache_key()}"
+        """The request's key; ``endpoint`` separates servers that share a model name.
+
+        The endpoint is hashed into the key, never stored: a URL may carry a user, a
+        password or a token, and the cache file must not reveal it.
+        """
+        if not endpoint:
+            return request.cache_key()
+        import hashlib
+
+        return hashlib.sha256(f"{endpoint}\0{request.cache_key()}".encode()).hexdigest()
 
     def get(self, request: LMRequest, endpoint: str | None = None) -> LMResponse | None:
         data: Any = self._open().get(self.key(request, endpoint))

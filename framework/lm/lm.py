@@ -24,7 +24,8 @@ __all__ = ["DEFAULT_LOCAL_MODEL", "LM"]
 
 DEFAULT_LOCAL_MODEL = "local/gemma-3-270m"
 _SECRET_NAME = re.compile(
-    r"(^|[_-])(api_?key|key|secret|password|passwd|authorization|credentials?|(access_|auth_|bearer_)?token)$",
+    r"(^|[_-])(api_?key|key|secret|password|passwd|(proxy[_-])?authorization|credentials?|(set[_-])?cookies?"
+    r"|(access_|auth_|bearer_|session_)?token)$",
     re.I,
 )
 _ENDPOINT_KEYS = ("api_base", "base_url")

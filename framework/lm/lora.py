@@ -124,8 +124,17 @@ def resolve_files(predictors: Mapping[str, Any], directory: Path) -> dict[str, A
         lm = state.get("lm") if isinstance(state, Mapping) else None
         if isinstance(lm, Mapping) and lm.get("lora"):
             path = Path(str(lm["lora"]))
-            if not path.is_absolute():
-                path = directory / path
+            # Saving always stores adapters under the artifact's folder; a path that leaves
+            # it would make loading read whatever file the artifact names.
+            inside = not path.is_absolute() and (directory / path).resolve().is_relative_to(
+                directory.resolve()
+            )
+            if not inside:
+                raise ArtifactError(
+                    f"predictor {name}: its LoRA path {path} is outside the artifact's folder; "
+                    "artifacts keep adapters under adapters/ next to the file (re-save it)"
+                )
+            path = directory / path
             if not path.exists():
                 raise ArtifactError(
                     f"predictor {name}: its LoRA adapter {path} is missing; keep the adapters/ "

@@ -25,8 +25,9 @@ async def _async_sleep(seconds: float) -> None:
 class RetryPolicy:
     """How transient failures (rate limits, 5xx, timeouts, dropped connections) are retried.
 
-    Attempts are bounded by ``max_attempts`` and by ``max_total_seconds`` of waiting; a
-    provider's ``Retry-After`` is honoured (capped by ``max_delay``). Errors that cannot
+    Attempts are bounded by ``max_attempts`` and by ``max_total_seconds`` of elapsed time
+    (the failed calls plus the waits between them): no retry starts whose wait would end
+    past that bound. A provider's ``Retry-After`` is honoured (capped by ``max_delay``). Errors that cannot
     succeed on retry (auth, bad request, context window) are raised at once.
     """
 
@@ -37,6 +38,7 @@ class RetryPolicy:
     jitter: float = 0.25
     sleep: Callable[[float], None] = time.sleep
     async_sleep: Callable[[float], Awaitable[None]] = _async_sleep
+    clock: Callable[[], float] = time.monotonic
 
     def delay(self, attempt: int, error: LMError) -> float:
         if error.retry_after is not None:
@@ -44,40 +46,48 @@ class RetryPolicy:
         raw = min(self.base_delay * (2 ** (attempt - 1)), self.max_delay)
         return raw * (1 + random.uniform(-self.jitter, self.jitter))
 
-    def _next_wait(self, attempt: int, error: LMError, waited: float) -> float | None:
+    def _next_wait(self, attempt: int, error: LMError, spent: float) -> float | None:
         if not error.retryable or attempt >= self.max_attempts:
             return None
         wait = self.delay(attempt, error)
-        if waited + wait > self.max_total_seconds:
+        if spent + wait > self.max_total_seconds:
             return None
         return wait
 
     def call(self, func: Callable[[], T]) -> T:
-        waited = 0.0
+        # Time in calls is measured; waits are counted as asked for (so an injected
+        # ``sleep`` keeps the bound exact in tests).
+        spent = 0.0
         attempt = 1
         while True:
+            started = self.clock()
             try:
                 return func()
             except LMError as error:
-                wait = self._next_wait(attempt, error, waited)
+                spent += self.clock() - started
+                wait = self._next_wait(attempt, error, spent)
                 if wait is None:
                     raise
                 self.sleep(wait)
-                waited += wait
+                spent += wait
                 attempt += 1
 
     async def acall(self, func: Callable[[], Awaitable[T]]) -> T:
-        waited = 0.0
+        # Time in calls is measured; waits are counted as asked for (so an injected
+        # ``sleep`` keeps the bound exact in tests).
+        spent = 0.0
         attempt = 1
         while True:
+            started = self.clock()
             try:
                 return await func()
             except LMError as error:
-                wait = self._next_wait(attempt, error, waited)
+                spent += self.clock() - started
+                wait = self._next_wait(attempt, error, spent)
                 if wait is None:
                     raise
                 await self.async_sleep(wait)
-                waited += wait
+                spent += wait
                 attempt += 1
 
 

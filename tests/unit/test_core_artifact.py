@@ -313,6 +313,20 @@ def test_unknown_schema_version_is_refused(tmp_path: Path) -> None:
         (lambda d: d["program"].update(type="os:system"), "not an lmforge Module"),
         (lambda d: d["program"].update(type="no spaces allowed"), "program.type"),
         (lambda d: d["predictors"].update(ghost=d["predictors"]["self"]), "ghost"),
+        (lambda d: d["predictors"].clear(), r"no state for predictor\(s\) \['self'\]"),
+        (lambda d: d["predictors"]["self"].update(lm={"model": ""}), "lm.model"),
+        (
+            lambda d: d["predictors"]["self"].update(
+                lm={"model": "local/gemma-3-270m", "lora": "/etc/passwd"}
+            ),
+            "outside the artifact's folder",
+        ),
+        (
+            lambda d: d["predictors"]["self"].update(
+                lm={"model": "local/gemma-3-270m", "lora": "../../adapter.gguf"}
+            ),
+            "outside the artifact's folder",
+        ),
     ],
 )
 def test_invalid_content_is_refused_even_with_a_valid_checksum(

@@ -118,6 +118,11 @@ def test_credentials_are_refused_as_request_defaults() -> None:
         FunctionLM(lambda request: "x", extra_body={"auth": {"api_key": SECRET}})
     with pytest.raises(lf.UsageError, match="api_key="):
         lf.LM("openai/gpt-4o-mini").copy(extra_headers={"x-api-key": SECRET})
+    for header in ("Cookie", "Proxy-Authorization", "Set-Cookie"):
+        with pytest.raises(lf.UsageError, match=rf"extra_headers\['{header}'\] looks like a cred"):
+            lf.LM("openai/gpt-4o-mini", extra_headers={header: f"session={SECRET}"})
+    # Ordinary settings that merely contain such words stay allowed.
+    lf.LM("openai/gpt-4o-mini", max_tokens=5, cookie_jar_size=1)
     lm = lf.LM("openai/gpt-4o-mini", api_key=SECRET, cache=False)
     assert SECRET not in json.dumps(lm.config())
     assert SECRET not in repr(lm)
@@ -253,6 +258,28 @@ def test_total_wait_is_bounded_and_retry_after_is_capped() -> None:
     with pytest.raises(lf.RateLimitError):
         lf.Predict("question -> answer", lm=lm)(question="q")
     assert sleeps == [20.0, 20.0]
+
+
+def test_time_spent_in_failing_calls_counts_against_the_total() -> None:
+    now = [0.0]
+    sleeps: list[float] = []
+
+    def slow_failure(request: lf.LMRequest) -> str:
+        now[0] += 40.0  # each attempt hangs 40 s before the provider answers 503
+        raise lf.ProviderError("503", retryable=True)
+
+    lm = FunctionLM(slow_failure)
+    lm.retry = lf.RetryPolicy(
+        base_delay=1.0,
+        jitter=0.0,
+        max_total_seconds=100.0,
+        sleep=sleeps.append,
+        clock=lambda: now[0],
+    )
+    with pytest.raises(lf.ProviderError):
+        lf.Predict("question -> answer", lm=lm)(question="q")
+    # 40 s + 1 s wait + 40 s + 2 s wait = 83 s; a third wait would pass 100 s after call 3.
+    assert len(lm.calls) == 3 and sleeps == [1.0, 2.0]
 
 
 def test_retry_count_shorthand() -> None:

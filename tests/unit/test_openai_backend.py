@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import lmforge as lf
@@ -149,6 +150,31 @@ def test_chat_request_and_response(server: FakeServer) -> None:
     assert "Capital of France?" in body["messages"][-1]["content"]
     assert "authorization" not in {k.lower() for k in request["headers"]}
     assert t.prompt_tokens == 11 and t.completion_tokens == 3
+
+
+def test_cache_tells_servers_apart_and_never_stores_the_endpoint(
+    server: FakeServer, tmp_path: Path
+) -> None:
+    other = FakeServer()
+    try:
+        server.reply = lambda req: (200, {}, chat_body("[[ ## answer ## ]]\nfirst"))
+        other.reply = lambda req: (200, {}, chat_body("[[ ## answer ## ]]\nsecond"))
+        cache = tmp_path / "cache"
+        # A user and password in the URL must not reach the cache files.
+        secret_base = other.base.replace("http://", "http://svc:hunter2pass@")
+        first = lf.LM("hosted_vllm/my-model", api_base=server.base, cache=cache)
+        second = lf.LM("hosted_vllm/my-model", api_base=secret_base, cache=cache)
+        ask = lf.Predict("question -> answer")
+        with lf.use(lm=first):
+            assert ask(question="q").answer == "first"
+        for _ in range(2):
+            with lf.use(lm=second):
+                assert ask(question="q").answer == "second"
+        assert len(server.requests) == 1 and len(other.requests) == 1
+        stored = b"".join(p.read_bytes() for p in cache.rglob("*") if p.is_file())
+        assert b"hunter2pass" not in stored and b"127.0.0.1" not in stored
+    finally:
+        other.close()
 
 
 def test_text_completion_request(server: FakeServer) -> None:
