@@ -129,16 +129,19 @@ def serve(
         import uvicorn
     except ImportError:
         raise MissingExtraError("uvicorn", "serve", "lmforge serve") from None
-    from lmforge.targets.bundle import load_bundle, read_serving
+    from lmforge.targets.bundle import bundle_limits, load_bundle, read_serving
     from lmforge.targets.config import ServerConfig, api_keys_from_env
     from lmforge.targets.server import create_app
 
+    # A bundle without serving.json is reported by load_bundle (missing file / not a bundle).
     serving = read_serving(bundle) if (bundle / "serving.json").is_file() else {}
-    limits = dict(serving.get("server", {}))
+    # Limits only (ArtifactError for anything else); authentication comes from the flags.
+    limits = bundle_limits(serving)
     if max_concurrency is not None:
         limits["max_concurrency"] = max_concurrency
+    name = serving.get("name")
     config = ServerConfig(
-        name=serving.get("name", "program"),
+        name=name if isinstance(name, str) and name else "program",
         api_keys=api_keys_from_env(),
         insecure_no_auth=insecure_no_auth,
         **limits,

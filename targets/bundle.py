@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import lmforge as lf
@@ -17,9 +18,13 @@ from lmforge.errors import ArtifactError, UsageError
 from lmforge.lm.profiles import profile_for
 
 from .config import ReadinessCheck, ServerConfig, api_keys_from_env
+from .serving_file import BUNDLE_LIMIT_KEYS, bundle_limits, read_serving
 
 __all__ = [
     "BUNDLE_FORMAT",
+    "BUNDLE_LIMIT_KEYS",
+    "bundle_limits",
+    "is_bundle_path",
     "load_bundle",
     "manifest_for",
     "read_serving",
@@ -30,6 +35,7 @@ __all__ = [
 BUNDLE_FORMAT = "lmforge.bundle"
 BUNDLE_VERSION = 1
 MANIFEST = "manifest.json"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def dumps(document: Any) -> str:
@@ -53,6 +59,12 @@ def write_bundle(out: Path, files: Mapping[str, bytes], *, force: bool = False) 
     directory next to ``out`` and renamed into place.
     """
     out = Path(out)
+    outside = [relative for relative in files if not is_bundle_path(relative)]
+    if outside:
+        raise ArtifactError(
+            f"refusing to write {outside[0]!r}: bundle files must stay inside the bundle "
+            "(a relative path without '..')"
+        )
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise UsageError(
             f"{out} exists and is not empty; pass --force to replace it, or choose another --out"
@@ -91,11 +103,15 @@ def verify_bundle(directory: Path) -> dict[str, Any]:
         ) from None
     except ValueError as exc:
         raise ArtifactError(f"{directory / MANIFEST} is not valid JSON ({exc})") from None
-    if manifest.get("format") != BUNDLE_FORMAT or manifest.get("version") != BUNDLE_VERSION:
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != BUNDLE_FORMAT
+        or manifest.get("version") != BUNDLE_VERSION
+    ):
         raise ArtifactError(
             f"{directory} holds a bundle format this lmforge cannot read; re-export it"
         )
-    for relative, digest in manifest.get("files", {}).items():
+    for relative, digest in _manifest_files(directory, manifest.get("files")).items():
         path = directory / relative
         if not path.is_file():
             raise ArtifactError(f"bundle file {relative} is missing; re-export the bundle")
@@ -106,8 +122,33 @@ def verify_bundle(directory: Path) -> dict[str, Any]:
     return manifest
 
 
-def read_serving(directory: Path) -> dict[str, Any]:
-    return json.loads((directory / "serving.json").read_text(encoding="utf-8"))
+def _manifest_files(directory: Path, files: Any) -> dict[str, str]:
+    """The manifest's ``files``: bundle-relative paths mapped to sha256 hex digests."""
+    where = f"{directory / MANIFEST}"
+    if not isinstance(files, dict) or not files:
+        raise ArtifactError(
+            f"{where}: 'files' must be an object mapping each bundle file to its sha256; "
+            "the manifest is damaged, re-export the bundle"
+        )
+    for relative, digest in files.items():
+        if not is_bundle_path(relative):
+            raise ArtifactError(
+                f"{where}: file entry {relative!r} is not a path inside the bundle; re-export it"
+            )
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise ArtifactError(
+                f"{where}: the sha256 of {relative!r} must be 64 hex digits, got {digest!r}; "
+                "re-export the bundle"
+            )
+    return files
+
+
+def is_bundle_path(relative: Any) -> bool:
+    """Whether ``relative`` is a relative POSIX path that stays inside the bundle."""
+    if not isinstance(relative, str) or not relative or "\\" in relative:
+        return False
+    path = PurePosixPath(relative)
+    return not path.is_absolute() and ".." not in path.parts and path.parts[0] != "."
 
 
 def _vllm_lm(spec: Mapping[str, Any], predictor: Mapping[str, Any], max_tokens: int) -> lf.LM:
@@ -140,7 +181,10 @@ def _managed_lm(spec: Mapping[str, Any], predictor: Mapping[str, Any], max_token
     )
     if spec.get("fallback_model"):
         fallback_key = os.environ.get(spec.get("fallback_api_key_env") or "") or None
-        fallback = LiteLLMBackend(api_key=fallback_key, api_base=api_base)
+        # The fallback has its own endpoint (none: the provider's default), never the
+        # primary's: a second provider must not receive requests meant for the first.
+        fallback_base = os.environ.get(spec.get("fallback_api_base_env") or "") or None
+        fallback = LiteLLMBackend(api_key=fallback_key, api_base=fallback_base)
         backend = FallbackBackend(backend, fallback, spec["fallback_model"])
     if spec.get("cache_hints"):
         backend = CacheHintBackend(backend, spec["cache_hints"])
@@ -201,7 +245,7 @@ def load_bundle(
         checks = [http_health_check(url.rstrip("/") + "/health", "vLLM")]
     else:
         checks = [env_key_check(backend["api_key_env"], backend["model"])]
-    limits = dict(serving.get("server", {}))
+    limits = bundle_limits(serving)
     if config is None:
         config = ServerConfig(name=serving["name"], api_keys=api_keys_from_env(), **limits)
     return program, config.replace(

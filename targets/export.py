@@ -6,6 +6,7 @@ import dataclasses
 import inspect
 import json
 import math
+import posixpath
 import re
 import sys
 from collections.abc import Mapping
@@ -15,7 +16,7 @@ from typing import Any, Literal
 import lmforge as lf
 from lmforge import __version__
 from lmforge.artifact import read_artifact
-from lmforge.errors import UsageError
+from lmforge.errors import ArtifactError, UsageError
 from lmforge.lm.lm import DEFAULT_LOCAL_MODEL, is_secret_key
 from lmforge.lm.profiles import profile_for
 
@@ -86,8 +87,16 @@ def _placeholder(schema: Mapping[str, Any]) -> Any:
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(
+            f"--reference-data {path} does not exist; pass a JSONL file of dev examples"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--reference-data {path} cannot be read as UTF-8 text ({exc})") from None
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             try:
                 row = json.loads(line)
@@ -95,15 +104,24 @@ def _records(path: Path) -> list[dict[str, Any]]:
                 raise UsageError(f"{path} line {number} is not JSON ({exc.msg})") from None
             if not isinstance(row, dict):
                 raise UsageError(f"{path} line {number} must be a JSON object")
+            _latency(row, f"{path} line {number}")  # fail here, with the line number
             rows.append(row)
     return rows
 
 
-def _latency(row: Mapping[str, Any]) -> float | None:
-    if "latency_s" in row:
-        return float(row["latency_s"])
-    if "latency_ms" in row:
-        return float(row["latency_ms"]) / 1000
+def _latency(row: Mapping[str, Any], where: str = "a reference row") -> float | None:
+    """The row's recorded latency in seconds (``latency_s``, or ``latency_ms``), if any."""
+    for key, scale in (("latency_s", 1.0), ("latency_ms", 1000.0)):
+        if key in row:
+            value = row[key]
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise UsageError(f"{where}: {key} must be a non-negative number, got {value!r}")
+            return float(value) / scale
     return None
 
 
@@ -126,6 +144,7 @@ def _adapter_files(document: Mapping[str, Any], directory: Path) -> dict[str, by
     """The LoRA files the artifact's predictors load (``lm.lora``, kept next to the artifact
     at relative paths), at the same paths in the bundle so its program.json loads there."""
     files: dict[str, bytes] = {}
+    root = directory.resolve()
     for state in (document.get("predictors") or {}).values():
         lm = state.get("lm") if isinstance(state, Mapping) else None
         lora = lm.get("lora") if isinstance(lm, Mapping) else None
@@ -134,12 +153,19 @@ def _adapter_files(document: Mapping[str, Any], directory: Path) -> dict[str, by
         source = directory / str(lora)
         paths = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
         for path in paths:
+            relative = posixpath.normpath(path.relative_to(directory).as_posix())
+            if relative.split("/")[0] == ".." or not path.resolve().is_relative_to(root):
+                raise ArtifactError(
+                    f"the artifact's LoRA adapter {lora!r} ({relative}) points outside the "
+                    f"artifact's folder {directory}; keep the adapter files in a folder next to "
+                    "the artifact (e.g. adapters/) and record a path inside it"
+                )
             if not path.is_file():
                 raise UsageError(
                     f"the artifact's LoRA adapter {path} is missing; keep the adapters/ folder "
                     "next to the artifact"
                 )
-            files[path.relative_to(directory).as_posix()] = path.read_bytes()
+            files[relative] = path.read_bytes()
     return files
 
 
@@ -279,8 +305,10 @@ def export_bundle(
         "inputs": ", ".join(f"`{n}`" for n in input_names),
         "outputs": ", ".join(f"`{f.name}`" for f in signature.output_fields),
         "image": options.image or f"{k8s_name(name)}-program:{__version__}",
-        "example_inputs": json.dumps(example, ensure_ascii=False, sort_keys=True),
-        "output_schema": json.dumps(models.response.model_json_schema(), sort_keys=True),
+        # Python literals of JSON text, for smoke_test.py's json.loads(...): JSON itself is not
+        # Python (true/false/null).
+        "example_inputs": repr(json.dumps(example, ensure_ascii=False, sort_keys=True)),
+        "output_schema": repr(json.dumps(models.response.model_json_schema(), sort_keys=True)),
         "tensor_parallel_size": options.tensor_parallel_size,
         "lora": None,
         "api_key_env": "",

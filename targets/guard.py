@@ -29,6 +29,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+# Only liveness is open: /ready names backend URLs and environment variables, and runs
+# the backend checks (the k8s readiness probe sends a key, see k8s/program.yaml.j2).
 _OPEN_PATHS = frozenset({"/health"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _log = logging.getLogger("lmforge.server")
@@ -50,16 +52,17 @@ class TokenBuckets:
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._max = max_clients
 
-    def take(self, client: str, now: float | None = None) -> float:
-        """Take one token; returns 0 when allowed, else the seconds until one is available."""
+    def take(self, client: str, now: float | None = None, cost: float = 1.0) -> float:
+        """Take ``cost`` tokens, all or none; returns 0 when allowed, else the seconds
+        until that many are available (never, when ``cost`` is above the burst)."""
         now = time.monotonic() if now is None else now
         tokens, last = self._buckets.pop(client, (self.burst, now))
         tokens = min(self.burst, tokens + (now - last) * self.rate)
         wait = 0.0
-        if tokens >= 1.0:
-            tokens -= 1.0
+        if tokens >= cost:
+            tokens -= cost
         else:
-            wait = (1.0 - tokens) / self.rate
+            wait = (cost - tokens) / self.rate
         self._buckets[client] = (tokens, now)
         if len(self._buckets) > self._max:
             self._buckets.popitem(last=False)
@@ -70,12 +73,18 @@ class Gate:
     """ASGI middleware in front of the FastAPI app (see the module docstring)."""
 
     def __init__(
-        self, app: ASGIApp, config: ServerConfig, on_reject: Callable[[str], None] | None = None
+        self,
+        app: ASGIApp,
+        config: ServerConfig,
+        on_reject: Callable[[str], None] | None = None,
+        buckets: TokenBuckets | None = None,
     ) -> None:
         self.app = app
         self.config = config
         self._keys = [(k.encode(), _key_id(k)) for k in config.api_keys]
-        self.buckets = TokenBuckets(config.rate_limit_per_minute, config.rate_limit_burst)
+        self.buckets = buckets or TokenBuckets(
+            config.rate_limit_per_minute, config.rate_limit_burst
+        )
         self.on_reject = on_reject
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

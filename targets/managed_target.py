@@ -65,5 +65,6 @@ def managed_backend(
         "api_base_env": "LMFORGE_PROVIDER_API_BASE",
         "fallback_model": options.fallback_model,
         "fallback_api_key_env": fallback_env,
+        "fallback_api_base_env": "LMFORGE_FALLBACK_API_BASE" if options.fallback_model else None,
         "cache_hints": hints,
     }

@@ -18,9 +18,16 @@ import pydantic
 
 from .program import output_text
 
-__all__ = ["ChatRequest", "add_openai_routes", "message_text"]
+__all__ = ["ChatRequest", "StreamOptions", "add_openai_routes", "message_text"]
 
 _CHUNK = 48
+
+
+class StreamOptions(pydantic.BaseModel):
+    """OpenAI's ``stream_options`` object (``include_usage``; other options are accepted)."""
+
+    model_config = pydantic.ConfigDict(extra="allow")
+    include_usage: bool = False
 
 
 class ChatRequest(pydantic.BaseModel):
@@ -30,6 +37,7 @@ class ChatRequest(pydantic.BaseModel):
     model: str
     messages: list[dict[str, Any]] = pydantic.Field(..., min_length=1)
     stream: bool = False
+    stream_options: StreamOptions | None = None
 
 
 def message_text(message: dict[str, Any]) -> str:
@@ -81,7 +89,7 @@ def add_openai_routes(app: Any, runtime: Any, error_response: Callable[[Any, Any
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         if body.stream:
-            include_usage = bool((getattr(body, "stream_options", None) or {}).get("include_usage"))
+            include_usage = body.stream_options is not None and body.stream_options.include_usage
             return StreamingResponse(
                 _sse(completion_id, created, name, text, usage if include_usage else None),
                 media_type="text/event-stream",

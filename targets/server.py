@@ -11,6 +11,7 @@ Routes: ``POST /v1/programs/{name}`` (typed by the program's signature),
 import asyncio
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -32,7 +33,7 @@ from lmforge.errors import (
 
 from .config import ServerConfig
 from .drift import DriftMonitor
-from .guard import Gate, error_body
+from .guard import Gate, TokenBuckets, error_body
 from .metrics import ServerMetrics
 from .program import build_models, program_name, program_signature, response_payload
 
@@ -107,8 +108,14 @@ class ProgramRuntime:
         self.drift = DriftMonitor(config.reference_stats, config.drift_window)
         self.in_flight = 0
 
-    def acquire(self) -> None:
-        if self.in_flight >= self.config.max_concurrency:
+    def acquire(self, wanted: int = 1) -> int:
+        """Take up to ``wanted`` of the ``max_concurrency`` call slots, at least one.
+
+        Returns how many were taken (give them back with :meth:`release`); raises
+        ApiError 503 when none is free.
+        """
+        free = self.config.max_concurrency - self.in_flight
+        if free < 1:
             self.metrics.rejected.labels("saturated").inc()
             raise ApiError(
                 503,
@@ -117,12 +124,14 @@ class ProgramRuntime:
                 "concurrent calls; retry shortly",
                 {"Retry-After": str(self.config.retry_after_s)},
             )
-        self.in_flight += 1
-        self.metrics.in_flight.inc()
+        taken = max(1, min(wanted, free))
+        self.in_flight += taken
+        self.metrics.in_flight.inc(taken)
+        return taken
 
-    def release(self) -> None:
-        self.in_flight -= 1
-        self.metrics.in_flight.dec()
+    def release(self, count: int = 1) -> None:
+        self.in_flight -= count
+        self.metrics.in_flight.dec(count)
 
     async def call(self, inputs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
         """Run the program once; returns (outputs payload, token usage). Raises ApiError."""
@@ -219,8 +228,14 @@ def create_app(program: Module | str | os.PathLike[str], config: ServerConfig | 
         version="1",
     )
     app.state.runtime = runtime
+    # One set of rate-limit buckets for the gate (one token per request) and the batch
+    # route (one more per further item).
+    buckets = TokenBuckets(config.rate_limit_per_minute, config.rate_limit_burst)
     app.add_middleware(
-        Gate, config=config, on_reject=lambda reason: metrics.rejected.labels(reason).inc()
+        Gate,
+        config=config,
+        on_reject=lambda reason: metrics.rejected.labels(reason).inc(),
+        buckets=buckets,
     )
 
     def rid(request: Any) -> str:
@@ -325,16 +340,41 @@ def create_app(program: Module | str | os.PathLike[str], config: ServerConfig | 
     _document_routes(app, [documented])
 
     async def call_batch(body: Any, request: Any) -> Any:
+        """Run the program on every item; each item counts as one call against the limits.
+
+        Rate limit: a batch of N items costs N tokens of the caller's rate-limit bucket (the
+        request itself paid one at the gate; the other N-1 are taken here, all or none).
+        When the bucket holds fewer, the whole batch answers 429 with ``Retry-After`` and
+        nothing runs; so a batch holds at most ``rate_limit_burst`` items. Concurrency: the
+        items run in parallel on up to ``batch_concurrency`` of the server's
+        ``max_concurrency`` call slots (as many as are free, at least one, else 503).
+        """
         items = body.items
-        if len(items) > config.max_batch_items:
+        most = min(config.max_batch_items, config.rate_limit_burst)
+        if len(items) > most:
             raise ApiError(
                 422,
                 "invalid_input",
-                f"a batch holds at most {config.max_batch_items} items; "
+                f"a batch holds at most {most} items (max_batch_items "
+                f"{config.max_batch_items}, rate_limit_burst {config.rate_limit_burst}); "
                 f"got {len(items)}. Split it into smaller batches",
             )
-        runtime.acquire()
-        semaphore = asyncio.Semaphore(config.batch_concurrency)
+        if len(items) > 1:
+            client = getattr(request.state, "client", "anonymous")
+            wait = buckets.take(client, cost=len(items) - 1)
+            if wait > 0:
+                metrics.rejected.labels("rate_limited").inc()
+                retry = str(max(1, math.ceil(wait)))
+                raise ApiError(
+                    429,
+                    "rate_limited",
+                    f"a batch of {len(items)} items counts as {len(items)} requests against "
+                    f"the rate limit of {config.rate_limit_per_minute:g} requests/minute; "
+                    f"retry after {retry} s or send a smaller batch",
+                    {"Retry-After": retry},
+                )
+        slots = runtime.acquire(min(config.batch_concurrency, max(1, len(items))))
+        semaphore = asyncio.Semaphore(slots)
 
         async def one(item: Any) -> dict[str, Any]:
             async with semaphore:
@@ -347,7 +387,7 @@ def create_app(program: Module | str | os.PathLike[str], config: ServerConfig | 
         try:
             results = await asyncio.gather(*(one(item) for item in items))
         finally:
-            runtime.release()
+            runtime.release(slots)
         metrics.requests.labels(name, "batch", "200").inc()
         return {"results": results}
 
@@ -360,7 +400,9 @@ def create_app(program: Module | str | os.PathLike[str], config: ServerConfig | 
         f"/v1/programs/{name}:batch",
         tags=["programs"],
         summary=f"Call {name} on many inputs",
-        description="Results keep the order of `items`; a failed item holds an `error` object.",
+        description="Results keep the order of `items`; a failed item holds an `error` object. "
+        "Each item counts as one request against the rate limit (a batch the caller's "
+        "bucket cannot cover answers 429) and runs on one of the server's concurrency slots.",
     )(call_batch)
 
     @app.get(f"/v1/programs/{name}", tags=["programs"])

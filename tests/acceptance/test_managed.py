@@ -168,8 +168,10 @@ def test_fallback_model_answers_when_primary_fails(
     )
     bundle = export_bundle(artifact, tmp_path / "bundle", options).path
     seen: list[dict[str, Any]] = []
-    with serve(fake_provider(seen)) as provider:
+    seen_by_fallback: list[dict[str, Any]] = []
+    with serve(fake_provider(seen)) as provider, serve(fake_provider(seen_by_fallback)) as other:
         monkeypatch.setenv("LMFORGE_PROVIDER_API_BASE", f"{provider}/v1")
+        monkeypatch.setenv("LMFORGE_FALLBACK_API_BASE", f"{other}/v1")
         monkeypatch.setenv("OPENAI_API_KEY", "sk-provider-secret")
         monkeypatch.setenv("LMFORGE_API_KEYS", KEY)
         with serve(create_app(bundle)) as url:
@@ -177,8 +179,41 @@ def test_fallback_model_answers_when_primary_fails(
                 f"{url}/v1/programs/triage", json={"ticket": "refund"}, headers=HEADERS, timeout=60
             )
     assert answer.status_code == 200 and answer.json() == {"team": "billing"}
-    models = [s["body"]["model"] for s in seen]
-    assert models[0] == "broken-model" and models[-1] == "gpt-4o-mini"
+    # The primary endpoint only saw the primary model; the fallback went to its own endpoint.
+    assert {s["body"]["model"] for s in seen} == {"broken-model"}
+    assert [s["body"]["model"] for s in seen_by_fallback] == ["gpt-4o-mini"]
+
+
+def test_fallback_never_inherits_the_primary_api_base(
+    artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lmforge.targets import load_bundle
+    from lmforge.targets.backends import CacheHintBackend, FallbackBackend
+
+    def fallback_of(program: Any) -> Any:
+        backend = program.lm.backend
+        while isinstance(backend, CacheHintBackend):
+            backend = backend.inner
+        assert isinstance(backend, FallbackBackend)
+        return backend
+
+    options = ExportOptions(
+        target="managed", model="openai/gpt-4o-mini", fallback_model="anthropic/claude-3-5-haiku"
+    )
+    bundle = export_bundle(artifact, tmp_path / "bundle", options).path
+    serving = json.loads((bundle / "serving.json").read_text())
+    assert serving["backend"]["fallback_api_base_env"] == "LMFORGE_FALLBACK_API_BASE"
+    monkeypatch.setenv("LMFORGE_PROVIDER_API_BASE", "http://primary.internal/v1")
+    monkeypatch.delenv("LMFORGE_FALLBACK_API_BASE", raising=False)
+    monkeypatch.setenv("LMFORGE_API_KEYS", KEY)
+    backend = fallback_of(load_bundle(bundle)[0])
+    assert backend.primary._api_base == "http://primary.internal/v1"
+    assert backend.fallback._api_base is None  # the provider's own default endpoint
+    monkeypatch.setenv("LMFORGE_FALLBACK_API_BASE", "http://fallback.internal/v1")
+    backend = fallback_of(load_bundle(bundle)[0])
+    assert backend.fallback._api_base == "http://fallback.internal/v1"
+    readme = (bundle / "README.md").read_text()
+    assert "LMFORGE_FALLBACK_API_BASE" in readme
 
 
 def test_anthropic_cache_control_marks_the_static_prefix() -> None:

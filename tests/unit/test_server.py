@@ -370,3 +370,90 @@ def test_bench_load_generator_counts_latency_and_errors() -> None:
     assert bad.ok == 0 and bad.errors == {"HTTP 422": 5}
     assert cli.exit_code == 0 and "6/6 ok" in cli.output and "p95" in cli.output
     assert len(lm.calls) == 23 + 6 + 2  # bench warms up with one request per client
+
+
+async def test_batch_items_count_against_the_rate_limit() -> None:
+    lm = FunctionLM(_team)
+    async with _client(_app(lm, rate_limit_per_minute=0.001, rate_limit_burst=5)) as client:
+        ok = await client.post(
+            "/v1/programs/triage:batch",
+            json={"items": [{"ticket": "refund", "priority": 1}] * 4},
+            headers=AUTH,
+        )
+        assert ok.status_code == 200 and len(ok.json()["results"]) == 4
+        assert len(lm.calls) == 4
+        # One token left: a batch of two needs two (the request's own and one more).
+        limited = await client.post(
+            "/v1/programs/triage:batch",
+            json={"items": [{"ticket": "x", "priority": 1}] * 2},
+            headers=AUTH,
+        )
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+        error = limited.json()["error"]
+        assert error["type"] == "rate_limited" and "batch of 2 items" in error["message"]
+        assert len(lm.calls) == 4  # nothing ran
+    async with _client(_app(rate_limit_burst=3)) as client:
+        too_big = await client.post(
+            "/v1/programs/triage:batch",
+            json={"items": [{"ticket": "x", "priority": 1}] * 4},
+            headers=AUTH,
+        )
+        assert too_big.status_code == 422
+        assert "at most 3 items" in too_big.json()["error"]["message"]
+        assert "rate_limit_burst 3" in too_big.json()["error"]["message"]
+
+
+async def test_batch_items_use_the_servers_concurrency_slots() -> None:
+    running = [0]
+    most = [0]
+    release = asyncio.Event()
+
+    async def slow(request: LMRequest) -> str:
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        await release.wait()
+        await asyncio.sleep(0.01)
+        running[0] -= 1
+        return "[[ ## team ## ]]\ntech"
+
+    app = _app(FunctionLM(slow), max_concurrency=2, batch_concurrency=8)
+    async with _client(app) as client:
+        batch = asyncio.create_task(
+            client.post(
+                "/v1/programs/triage:batch",
+                json={"items": [{"ticket": "x", "priority": 1}] * 6},
+                headers=AUTH,
+            )
+        )
+        await asyncio.sleep(0.1)
+        assert app.state.runtime.in_flight == 2  # the batch holds both slots
+        single = await client.post(
+            "/v1/programs/triage", json={"ticket": "x", "priority": 1}, headers=AUTH
+        )
+        assert single.status_code == 503 and single.json()["error"]["type"] == "saturated"
+        release.set()
+        done = await batch
+    assert done.status_code == 200
+    assert [r["output"]["team"] for r in done.json()["results"]] == ["tech"] * 6
+    assert most[0] == 2 and app.state.runtime.in_flight == 0
+
+
+async def test_chat_stream_options_must_be_an_object() -> None:
+    async with _client(_app(sig=lf.Signature.parse("ticket: str -> team: str"))) as client:
+        body = {
+            "model": "triage",
+            "messages": [{"role": "user", "content": "refund"}],
+            "stream": True,
+        }
+        bad = await client.post(
+            "/v1/chat/completions", headers=AUTH, json={**body, "stream_options": "yes"}
+        )
+        assert bad.status_code == 422
+        error = bad.json()["error"]
+        assert error["type"] == "invalid_input" and "stream_options" in error["message"]
+        good = await client.post(
+            "/v1/chat/completions",
+            headers=AUTH,
+            json={**body, "stream_options": {"include_usage": True}},
+        )
+        assert good.status_code == 200 and '"usage"' in good.text and "data: [DONE]" in good.text

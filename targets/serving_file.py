@@ -1,0 +1,90 @@
+"""A bundle's ``serving.json``: reading it, and the server limits it may set."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lmforge.errors import ArtifactError
+
+__all__ = ["BUNDLE_LIMIT_KEYS", "bundle_limits", "read_serving"]
+
+# The ServerConfig fields a bundle may set, with their types: request limits only. Auth
+# switches (api_keys, insecure_no_auth) come from the operator, never from the bundle.
+BUNDLE_LIMIT_KEYS: dict[str, type] = {
+    "max_body_bytes": int,
+    "rate_limit_per_minute": float,
+    "rate_limit_burst": int,
+    "max_concurrency": int,
+    "request_timeout_s": float,
+    "max_batch_items": int,
+    "batch_concurrency": int,
+    "drift_window": int,
+    "retry_after_s": int,
+}
+_SHAPES: dict[str, tuple[type, str]] = {
+    "name": (str, "a string"),
+    "target": (str, "a string"),
+    "backend": (dict, "an object"),
+    "predictors": (dict, "an object"),
+}
+
+
+def read_serving(directory: Path) -> dict[str, Any]:
+    """The bundle's ``serving.json``; ArtifactError when it is missing or malformed."""
+    path = Path(directory) / "serving.json"
+    try:
+        serving = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path} is missing; re-export the bundle") from None
+    except (ValueError, OSError) as exc:
+        raise ArtifactError(f"{path} is not valid JSON ({exc}); re-export the bundle") from None
+    if not isinstance(serving, dict) or serving.get("format", "lmforge.serving") != (
+        "lmforge.serving"
+    ):
+        raise ArtifactError(f"{path} is not an lmforge serving file; re-export the bundle")
+    for key, (shape, described) in _SHAPES.items():
+        if not isinstance(serving.get(key), shape):
+            raise ArtifactError(f"{path}: {key!r} must be {described}; re-export the bundle")
+    if serving["target"] not in ("vllm", "managed"):
+        raise ArtifactError(
+            f"{path}: unknown target {serving['target']!r} (vllm or managed); re-export it"
+        )
+    return serving
+
+
+def bundle_limits(serving: Mapping[str, Any]) -> dict[str, Any]:
+    """The server limits in ``serving.json``'s ``server`` object, checked.
+
+    Only the keys in :data:`BUNDLE_LIMIT_KEYS` are allowed, each a positive number:
+    authentication and other security switches come from whoever serves the bundle
+    (``lmforge serve`` flags, ``$LMFORGE_API_KEYS``). Raises ArtifactError.
+    """
+    server = serving.get("server", {})
+    if not isinstance(server, Mapping):
+        raise ArtifactError("serving.json: 'server' must be an object of limits; re-export it")
+    limits: dict[str, Any] = {}
+    for key, value in server.items():
+        kind = BUNDLE_LIMIT_KEYS.get(key)
+        if kind is None:
+            raise ArtifactError(
+                f"serving.json: server setting {key!r} is not allowed in a bundle (allowed: "
+                f"{', '.join(sorted(BUNDLE_LIMIT_KEYS))}); authentication is chosen when "
+                "serving (--insecure-no-auth, $LMFORGE_API_KEYS). Remove it and re-export"
+            )
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value <= 0
+            or (kind is int and not float(value).is_integer())
+        ):
+            raise ArtifactError(
+                f"serving.json: server setting {key!r} must be a positive "
+                f"{'integer' if kind is int else 'number'}, got {value!r}; fix it and re-export"
+            )
+        limits[key] = kind(value)
+    return limits
