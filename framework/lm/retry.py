@@ -27,8 +27,9 @@ class RetryPolicy:
 
     Attempts are bounded by ``max_attempts`` and by ``max_total_seconds`` of elapsed time
     (the failed calls plus the waits between them): no retry starts whose wait would end
-    past that bound. A provider's ``Retry-After`` is honoured (capped by ``max_delay``). Errors that cannot
-    succeed on retry (auth, bad request, context window) are raised at once.
+    past that bound. A provider's ``Retry-After`` is honoured (capped by ``max_delay``).
+    Errors that cannot succeed on retry (auth, bad request, context window) are raised at
+    once.
     """
 
     max_attempts: int = 5

@@ -184,9 +184,11 @@ def test_use_rejects_unknown_keys_and_bad_values() -> None:
         pass
     with pytest.raises(lf.UsageError, match="max_concurrency"), lf.use(max_concurrency=0):
         pass
-    with pytest.raises(lf.UsageError, match="cache must be True or False, got 'false'"):
-        with lf.use(cache="false"):
-            pass
+    with (
+        pytest.raises(lf.UsageError, match="cache must be True or False, got 'false'"),
+        lf.use(cache="false"),
+    ):
+        pass
     predictor = lf.Predict("question -> answer", lm=echo_lm())
     for bad in ("4", 0, 2.5, True):
         with pytest.raises(lf.UsageError, match=f"concurrency must be an int.*got {bad!r}"):
