@@ -41,7 +41,9 @@ def eval_command(
 ) -> None:
     """Score ARTIFACT on --data with --metric and print the score table."""
     if model is not None and is_lm_spec(model):
-        program = load_program(artifact)
+        # Loaded without the default model: every predictor gets --model's LM, so the
+        # "no model configured" notice of a default LM would be wrong.
+        program = lf.load(artifact)
         program.set_lm(load_lm(model))
     else:
         program = load_program(artifact, model=model)

@@ -131,11 +131,37 @@ def load_metric(spec: str) -> Callable[..., Any]:
 
 
 def program_inputs(program: lf.Module) -> list[str]:
-    """The program's input names: its first predictor's input fields."""
+    """The program's input names: the input fields of its own ``signature`` (``Predict``,
+    ``Chain``, ``ReAct``, ``Retrieve``, ``BestOfN``, ... have one); else the named
+    parameters of its ``forward``; else its first predictor's input fields."""
+    signature = getattr(program, "signature", None)
+    if isinstance(signature, lf.Signature) and signature.input_fields:
+        return [f.name for f in signature.input_fields]
+    named = _forward_parameters(program)
+    if named:
+        return named
     predictors = program.predictors()
     if not predictors:
-        raise UsageError(f"{type(program).__name__} has no lf.Predict inside")
+        raise UsageError(
+            f"{type(program).__name__} has no signature and no lf.Predict inside; "
+            "name its inputs with --inputs a,b"
+        )
     return [f.name for f in predictors[0].signature.input_fields]
+
+
+def _forward_parameters(program: lf.Module) -> list[str]:
+    """``forward(self, question, context, k=3)`` -> ``["question", "context"]`` (the
+    parameters without a default); ``[]`` when it takes ``**inputs``."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(program.forward).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return []
+    return [p.name for p in parameters if p.kind in kinds and p.default is p.empty]
 
 
 def load_data(

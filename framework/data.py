@@ -11,37 +11,63 @@ import hashlib
 import json
 import os
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
 from .example import Example
 
-__all__ = ["DataError", "dataset_hash", "load_jsonl", "split"]
+__all__ = ["DataError", "as_field_names", "dataset_hash", "load_jsonl", "split"]
 
 
 class DataError(UsageError):
     """A dataset file or record is malformed; the message names the line and the fix."""
 
 
+def as_field_names(value: str | Iterable[str] | None, what: str) -> list[str]:
+    """Field names given as a list (``["question", "context"]``) or, as in signatures, one
+    comma-separated string (``"question, context"``; ``"question"`` is one name, never
+    its characters). Anything else is a :class:`UsageError` naming ``what``."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [name.strip() for name in value.split(",") if name.strip()]
+    if isinstance(value, bytes | Mapping) or not isinstance(value, Iterable):
+        raise UsageError(
+            f"{what} must be field names (a list like ['question'] or a string like "
+            f"'question, context'), got {type(value).__name__}: {value!r}"
+        )
+    names = list(value)
+    wrong = [name for name in names if not isinstance(name, str) or not name.strip()]
+    if wrong:
+        raise UsageError(f"{what} must be field names (non-empty strings), got {wrong[0]!r}")
+    return [name.strip() for name in names]
+
+
 def load_jsonl(
     path: str | os.PathLike[str],
-    inputs: Sequence[str] | None = None,
+    inputs: str | Sequence[str] | None = None,
     *,
-    labels: Sequence[str] | None = None,
+    labels: str | Sequence[str] | None = None,
     limit: int | None = None,
 ) -> list[Example]:
     """Read one JSON object per line into ``lf.Example`` items.
 
     Args:
         path: the JSONL file (blank lines are skipped).
-        inputs: keys every record must have, marked as the program's inputs. Without it,
-            examples are returned unmarked (call ``.with_inputs`` yourself).
-        labels: keys every record must also have (the metric's labels). Without it, the
-            first record's non-input keys are the labels and every record must have them.
+        inputs: keys every record must have, marked as the program's inputs: a list, or a
+            comma-separated string (``"question, context"``). Without it, examples are
+            returned unmarked (call ``.with_inputs`` yourself).
+        labels: keys every record must also have (the metric's labels), given like
+            ``inputs``. Without it, the first record's non-input keys are the labels and
+            every record must have them.
         limit: read at most this many records.
     """
+    input_keys = tuple(as_field_names(inputs, "load_jsonl(inputs=...)")) or None
+    wanted_labels = tuple(as_field_names(labels, "load_jsonl(labels=...)")) or None
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
+        raise UsageError(f"load_jsonl(limit=...) must be a whole number, got {limit!r}")
     source = Path(path)
     try:
         handle = source.open(encoding="utf-8")
@@ -49,8 +75,6 @@ def load_jsonl(
         raise DataError(f"{source}: no such dataset file") from None
     except OSError as exc:
         raise DataError(f"{source}: cannot open it ({exc.strerror})") from None
-    input_keys = tuple(inputs) if inputs else None
-    wanted_labels = tuple(labels) if labels else None
     examples: list[Example] = []
     with handle:
         for number, line in enumerate(_lines(handle, source), start=1):
@@ -123,6 +147,12 @@ def split(
     """
     if not sizes:
         raise UsageError("split(examples, *sizes): give the part sizes, e.g. split(data, 0.8, 0.2)")
+    wrong = [s for s in sizes if isinstance(s, bool) or not isinstance(s, int | float)]
+    if wrong:
+        raise UsageError(
+            f"split sizes must be numbers: fractions (0.8, 0.2) or counts (40, 10); got "
+            f"{wrong[0]!r} ({type(wrong[0]).__name__})"
+        )
     if any(s < 0 for s in sizes):
         raise UsageError(f"split sizes must be positive, got {sizes}")
     items = list(examples)

@@ -1,8 +1,9 @@
 """``lf.evaluate``: score a program on a dataset with a metric, concurrently.
 
-Scores are floats in [0, 1] (a metric returning ``True``/``False`` gives 1/0) and are
-shown as percentages. A failed example (the program raised, or the metric did) scores
-``failure_score`` and is listed with its error: failures are counted, never dropped.
+Scores are floats in [0, 1] (a metric returning ``True``/``False`` gives 1/0; NaN or a
+number outside [0, 1] is a :class:`lmforge.UsageError`) and are shown as percentages. A
+failed example (the program raised, or the metric did) scores ``failure_score`` and is
+listed with its error: failures are counted, never dropped.
 """
 
 from __future__ import annotations
@@ -141,22 +142,59 @@ def _examples(dataset: Iterable[Example | Mapping[str, Any]]) -> list[Example]:
     return examples
 
 
-def score_value(value: Any) -> float:
-    """A metric's return value as a float score (bools become 1.0 / 0.0)."""
+#: Rounding slack at the ends of [0, 1] (an F1 of 1.0000000000000002 is 1.0).
+_SLACK = 1e-9
+
+
+def score_value(value: Any, metric: str = "metric") -> float:
+    """A metric's return value as a float score in [0, 1] (bools become 1.0 / 0.0).
+
+    Numbers of other types (numpy's ``bool_``, ``float64``, ``int64``, ``Fraction``, ...)
+    are accepted by what they can do (``float(value)``), so numpy is never imported here.
+    NaN and numbers outside [0, 1] are a :class:`UsageError` naming ``metric``.
+    """
     if isinstance(value, bool):
         return 1.0 if value else 0.0
-    if isinstance(value, int | float):
-        return float(value)
-    raise UsageError(
-        f"a metric must return a bool or a number, got {type(value).__name__}: {value!r}"
-    )
+    number: float | None = None
+    if not isinstance(value, str | bytes) and hasattr(type(value), "__float__"):
+        try:
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
+            number = None
+    if number is None:
+        raise UsageError(
+            f"the metric {metric!r} must return a bool or a number, got "
+            f"{type(value).__name__}: {value!r}"
+        )
+    if number != number:  # NaN
+        raise UsageError(
+            f"the metric {metric!r} returned NaN; return a score in [0, 1] (a bool or a float)"
+        )
+    if not -_SLACK <= number <= 1.0 + _SLACK:
+        raise UsageError(
+            f"the metric {metric!r} returned {value!r}, outside [0, 1]; scores must be in "
+            "[0, 1]: return a bool, or divide by the largest possible value"
+        )
+    return min(1.0, max(0.0, number))
 
 
 async def ascore(
     metric: Metric, example: Example, prediction: Prediction, trace: Any = None
 ) -> float:
     """Run ``metric`` (sync, async, or an object with ``acall``) and return its float score."""
-    return score_value(await call_metric(metric, example, prediction, trace))
+    value = await call_metric(metric, example, prediction, trace)
+    return score_value(value, metric_name(metric))
+
+
+def _check_failure_score(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise UsageError(
+            f"failure_score must be a number in [0, 1] (the score of a failed example), "
+            f"got {type(value).__name__}: {value!r}"
+        )
+    if not 0.0 <= value <= 1.0:
+        raise UsageError(f"failure_score must be in [0, 1], got {value!r}")
+    return float(value)
 
 
 async def aevaluate(
@@ -171,9 +209,15 @@ async def aevaluate(
 ) -> EvaluationResult:
     """Async :func:`evaluate`."""
     examples = _examples(dataset)
+    if not examples:
+        raise UsageError(
+            "nothing to evaluate: the dataset is empty; pass labeled lf.Example items "
+            "(e.g. lf.data.load_jsonl(path, inputs=[...]))"
+        )
+    failure_score = _check_failure_score(failure_score)
     limit = concurrency if concurrency is not None else _settings.current().max_concurrency
-    if limit < 1:
-        raise UsageError("concurrency must be at least 1")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise UsageError(f"concurrency must be a whole number of at least 1, got {limit!r}")
     semaphore = asyncio.Semaphore(limit)
     name = metric_name(metric)
     stopped: list[BudgetExceededError] = []
@@ -271,7 +315,9 @@ def evaluate(
     ``failure_score`` and is listed in ``result.failures``. A spent budget
     (:class:`lmforge.BudgetExceededError`) stops the evaluation and is raised, and so is the
     :class:`lmforge.UsageError` when *every* example failed with one (e.g. no LM configured,
-    or a metric comparing fields the program does not output).
+    a metric comparing fields the program does not output, or one returning scores outside
+    [0, 1]). An empty dataset, or a ``failure_score`` that is not a number in [0, 1], is a
+    :class:`lmforge.UsageError` before anything runs.
     """
     coroutine = aevaluate(
         program,

@@ -13,12 +13,13 @@ import enum
 import functools
 import inspect
 import json
+import math
 import re
 import string
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from .errors import UsageError
+from .errors import ParseError, UsageError
 from .example import Example, Prediction
 
 __all__ = [
@@ -164,8 +165,10 @@ class Judge:
     The signature's inputs are filled by name: ``expected_<x>`` / ``gold_<x>`` from the
     example's field ``x``; any other name from the prediction first, then the example
     (or from ``inputs={"name": lambda example, prediction: ...}``). Its first output
-    field is the score: ``bool`` (pass/fail) or a number, mapped to [0, 1] with
-    ``scale=(low, high)``::
+    field is the score: ``bool`` (pass/fail) or a number in [0, 1], or in
+    ``scale=(low, high)`` and mapped to [0, 1] from it. A verdict outside its scale (or
+    no score at all) is a :class:`lmforge.ParseError`, so the example is listed as failed
+    instead of silently clamped::
 
         judge = lf.metrics.Judge(
             "question, answer, expected_answer -> correct: bool",
@@ -190,9 +193,7 @@ class Judge:
         self.predict = Predict(signature, lm=lm, adapter=adapter)
         self.inputs = dict(inputs or {})
         self.name = name
-        if scale is not None and not scale[1] > scale[0]:
-            raise UsageError(f"Judge(scale=...) must be (low, high) with high > low, got {scale}")
-        self.scale = scale
+        self.scale = _check_scale(scale)
         outputs = self.predict.signature.output_fields
         if not outputs:
             raise UsageError("a Judge signature needs an output field holding the score")
@@ -242,14 +243,33 @@ class Judge:
             try:
                 value = float(lowered)
             except ValueError:
-                raise UsageError(
-                    f"Judge: the score field {self.score_field!r} gave {value!r}, not a score"
+                raise ParseError(
+                    f"Judge: the score field {self.score_field!r} gave {value!r}, not a score",
+                    raw=str(value),
+                    field=self.score_field,
                 ) from None
-        number = float(value)
-        if self.scale is not None:
-            low, high = self.scale
-            number = (number - low) / (high - low)
-        return min(1.0, max(0.0, number))
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ParseError(
+                f"Judge: the score field {self.score_field!r} gave {value!r}, not a score",
+                raw=str(value),
+                field=self.score_field,
+            ) from None
+        low, high = self.scale if self.scale is not None else (0.0, 1.0)
+        if not low <= number <= high:  # NaN fails this too
+            hint = (
+                "; if the judge answers on another scale, pass Judge(..., scale=(low, high))"
+                if self.scale is None
+                else ""
+            )
+            raise ParseError(
+                f"Judge: the score field {self.score_field!r} gave {value!r}, outside the "
+                f"scale [{_num(low)}, {_num(high)}]{hint}",
+                raw=str(value),
+                field=self.score_field,
+            )
+        return (number - low) / (high - low)
 
     def __call__(self, example: Example, prediction: Prediction, trace: Any = None) -> float:
         return self._score(self.predict(**self.judge_inputs(example, prediction)))
@@ -259,6 +279,30 @@ class Judge:
 
     def __repr__(self) -> str:
         return f"Judge({self.predict.signature!r})"
+
+
+def _check_scale(scale: Any) -> tuple[float, float] | None:
+    """``Judge(scale=...)``: ``None`` or two numbers ``(low, high)`` with ``low < high``."""
+    if scale is None:
+        return None
+    usage = "Judge(scale=...) must be two numbers (low, high) with low < high, e.g. (1, 5)"
+    if isinstance(scale, str | bytes) or not isinstance(scale, Sequence) or len(scale) != 2:
+        raise UsageError(f"{usage}; got {scale!r}")
+    low, high = scale
+    for bound in (low, high):
+        if (
+            isinstance(bound, bool)
+            or not isinstance(bound, int | float)
+            or not math.isfinite(bound)
+        ):
+            raise UsageError(f"{usage}; got {scale!r}")
+    if not low < high:
+        raise UsageError(f"{usage}; got {scale!r}")
+    return float(low), float(high)
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if value.is_integer() else str(value)
 
 
 def metric_name(metric: Any) -> str:

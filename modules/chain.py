@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeAlias
 
 import lmforge as lf
+from lmforge.data import as_field_names
 from lmforge.signature import Field, as_signature
 
 from ._spec import module_from_spec, module_spec
@@ -30,24 +31,28 @@ class Chain(lf.Module):
 
     The chain's inputs are the first step's inputs plus the names in ``inputs`` (external
     values later steps need). Its outputs are the last step's outputs, or the fields named
-    in ``outputs`` (any step's outputs). A step input that nothing provides is a
-    :class:`lf.UsageError` at construction, naming the field and the step.
+    in ``outputs`` (any step's outputs). Both take a list or, as signatures do, a
+    comma-separated string (``inputs="context, tone"``). A step input that nothing
+    provides is a :class:`lf.UsageError` at construction, naming the field and the step.
     """
 
     def __init__(
         self,
         *steps: StepLike,
         mapping: Mapping[int, Mapping[str, str]] | None = None,
-        inputs: Sequence[str] = (),
-        outputs: Sequence[str] | None = None,
+        inputs: str | Sequence[str] = (),
+        outputs: str | Sequence[str] | None = None,
         instructions: str = "",
     ) -> None:
         if not steps:
             raise lf.UsageError("Chain needs at least one step, e.g. Chain('text -> summary')")
         self.steps: list[lf.Module] = [_as_step(step, i) for i, step in enumerate(steps)]
         self.mapping: dict[int, dict[str, str]] = _check_mapping(mapping or {}, len(self.steps))
-        self.extra_inputs: list[str] = list(inputs)
-        self.chosen_outputs: list[str] | None = list(outputs) if outputs is not None else None
+        # A string names fields as a signature does: "context" or "context, tone".
+        self.extra_inputs: list[str] = as_field_names(inputs, "Chain(inputs=...)")
+        self.chosen_outputs: list[str] | None = (
+            as_field_names(outputs, "Chain(outputs=...)") if outputs is not None else None
+        )
         self.signature = self._build_signature(instructions)
 
     # -- construction-time validation -----------------------------------------------------

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import string
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import lmforge as lf
 from lmforge.predict import request_config
+from lmforge.trace import Tracker, track
 
+from ._checks import check_count, check_number
 from ._spec import callable_ref, module_from_spec, module_spec, resolve_callable
+from .sampling import reject
 
 __all__ = ["Ensemble", "Majority", "majority", "normalize_answer"]
 
@@ -80,12 +83,12 @@ class Majority(lf.Module):
     ) -> None:
         if not isinstance(module, lf.Module):
             raise lf.UsageError(f"Majority wraps an lf.Module, got {type(module).__name__}")
-        if n < 1:
-            raise lf.UsageError("Majority needs n >= 1")
+        self.n = check_count(n, "Majority", "n", least=1)
+        if field is not None and not isinstance(field, str):
+            raise lf.UsageError(f"Majority(field=...) must be an output field name, got {field!r}")
         self.module = module
-        self.n = n
         self.field = field
-        self.temperature = float(temperature)
+        self.temperature = check_number(temperature, "Majority(temperature=...)")
 
     @property
     def signature(self) -> lf.Signature | None:
@@ -101,21 +104,29 @@ class Majority(lf.Module):
         return {} if attempt == 0 else {"rollout_id": attempt, "temperature": self.temperature}
 
     def forward(self, **inputs: Any) -> lf.Prediction:
-        predictions = []
+        samples = []
         for attempt in range(self.n):
-            with request_config(**self._options(attempt)):
-                predictions.append(self.module(**inputs))
-        return majority(predictions, field=self._field())
+            with track() as tracker, request_config(**self._options(attempt)):
+                samples.append((self.module(**inputs), tracker))
+        return self._vote(samples)
 
     async def aforward(self, **inputs: Any) -> lf.Prediction:
-        async def one(attempt: int) -> lf.Prediction:
-            with request_config(**self._options(attempt)):
-                return await self.module.acall(**inputs)
+        async def one(attempt: int) -> tuple[lf.Prediction, Tracker]:
+            with track() as tracker, request_config(**self._options(attempt)):
+                return await self.module.acall(**inputs), tracker
 
         import asyncio  # imported on first async use: plain calls never need it
 
-        predictions = await asyncio.gather(*(one(i) for i in range(self.n)))
-        return majority(list(predictions), field=self._field())
+        return self._vote(list(await asyncio.gather(*(one(i) for i in range(self.n)))))
+
+    def _vote(self, samples: list[tuple[lf.Prediction, Tracker]]) -> lf.Prediction:
+        """The majority prediction; the trace records of every other sample are marked
+        rejected (see :func:`lmforge.modules.sampling.rejected_attempts`): only the returned
+        sample is a demonstration worth copying."""
+        result = majority([prediction for prediction, _ in samples], field=self._field())
+        winner = next((i for i, (p, _) in enumerate(samples) if dict(p) == dict(result)), 0)
+        reject(r for i, (_, t) in enumerate(samples) if i != winner for r in t.predictions)
+        return result
 
     def spec_config(self) -> dict[str, Any]:
         return {
@@ -143,6 +154,13 @@ class Ensemble(lf.Module):
     """
 
     def __init__(self, programs: Sequence[lf.Module], *, reduce: Reducer = majority) -> None:
+        if isinstance(programs, lf.Module | str | bytes | Mapping) or not isinstance(
+            programs, Iterable
+        ):
+            raise lf.UsageError(
+                f"Ensemble(programs) must be a list of lf.Module, got {type(programs).__name__}; "
+                "pass Ensemble([program_a, program_b])"
+            )
         self.programs: list[lf.Module] = list(programs)
         if not self.programs:
             raise lf.UsageError("Ensemble needs at least one program")

@@ -10,6 +10,7 @@ from typing import Any, Literal
 import lmforge as lf
 from lmforge.signature import Field, as_signature
 
+from ._checks import check_count
 from .chain_of_thought import ChainOfThought
 from .tools import Tool, ToolArgumentError, render_observation
 
@@ -55,8 +56,12 @@ class ReAct(lf.Module):
         *,
         max_steps: int = 8,
     ) -> None:
-        if max_steps < 1:
-            raise lf.UsageError("ReAct max_steps must be at least 1")
+        max_steps = check_count(max_steps, "ReAct", "max_steps", least=1)
+        if isinstance(tools, str | bytes | Mapping) or not isinstance(tools, Iterable):
+            raise lf.UsageError(
+                f"ReAct(tools=...) must be a list of functions or Tool objects, got "
+                f"{type(tools).__name__}; pass tools=[search, calculator] (tools=[] for none)"
+            )
         self.signature = as_signature(signature)
         if TRAJECTORY in self.signature.field_names():
             raise lf.UsageError(f"ReAct uses the field name {TRAJECTORY!r}; rename that field")

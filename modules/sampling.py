@@ -2,25 +2,57 @@
 
 Each attempt after the first runs under :func:`lmforge.predict.request_config` with its own
 ``rollout_id`` (so the response cache does not hand back the same answer) and a sampling
-``temperature``. The inner module is not copied for that, so trace records point at its own
-predictors and optimizers can attribute them.
+``temperature``. Trace records point at the inner module's own predictors (Refine's advised
+copies are mapped back to them), so optimizers can attribute them.
+
+Only the attempt a call returns is a demonstration of the task: inside
+:func:`rejected_attempts`, the records of every other attempt (and of Refine's feedback
+calls) are collected, and optimizers that build demos from traces leave them out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 import lmforge as lf
 from lmforge.predict import request_config
+from lmforge.trace import PredictorCall, Tracker, track
 
+from ._checks import check_count, check_number
 from ._spec import callable_ref, module_from_spec, module_spec, resolve_callable
 
-__all__ = ["BestOfN", "Refine", "Reward"]
+__all__ = ["BestOfN", "Refine", "Reward", "reject", "rejected_attempts"]
 
 Reward = Callable[[dict[str, Any], lf.Prediction], float]
 _HINT = "pass reward= yourself: lf.load(path, program=BestOfN(module, n, reward=...))"
+
+_rejected: ContextVar[set[int] | None] = ContextVar("lmforge_rejected_attempts", default=None)
+
+
+@contextlib.contextmanager
+def rejected_attempts() -> Iterator[set[int]]:
+    """Collect the ``seq`` of every predictor record made in the block by an attempt that a
+    resampling module (:class:`BestOfN`, :class:`Refine`) did not return, and by Refine's
+    feedback step. A trace used as demos should leave those records out: they show
+    outputs the reward rejected."""
+    found: set[int] = set()
+    token = _rejected.set(found)
+    try:
+        yield found
+    finally:
+        _rejected.reset(token)
+
+
+def reject(records: Iterable[PredictorCall]) -> None:
+    """Mark ``records`` as coming from attempts a call did not return (no-op outside
+    :func:`rejected_attempts`)."""
+    rejected = _rejected.get()
+    if rejected is not None:
+        rejected.update(record.seq for record in records)
 
 
 class _Attempts:
@@ -30,10 +62,13 @@ class _Attempts:
         self.owner = owner
         self.best: lf.Prediction | None = None
         self.best_score = float("-inf")
+        self.best_records: list[PredictorCall] = []
         self.failures = 0
         self.last_error: Exception | None = None
+        self.records: list[PredictorCall] = []  # every predictor record of this call
 
-    def failed(self, exc: Exception) -> None:
+    def failed(self, exc: Exception, tracker: Tracker) -> None:
+        self.records.extend(tracker.predictions)
         if isinstance(exc, lf.UsageError | lf.BudgetExceededError):
             raise exc  # a wrong call or a spent budget: more attempts cannot help
         self.failures += 1
@@ -41,16 +76,24 @@ class _Attempts:
         if self.failures > self.owner.fail_count:
             raise exc
 
-    def scored(self, prediction: lf.Prediction, score: float) -> bool:
+    def scored(self, prediction: lf.Prediction, score: float, tracker: Tracker) -> bool:
         """Keep ``prediction`` if it is the best yet; True when it reaches the threshold."""
+        self.records.extend(tracker.predictions)
         if self.best is None or score > self.best_score:
             self.best, self.best_score = prediction, score
+            self.best_records = list(tracker.predictions)
         return score >= self.owner.threshold
+
+    def discard(self, tracker: Tracker) -> None:
+        """Records that are never part of the returned attempt (Refine's feedback calls)."""
+        self.records.extend(tracker.predictions)
 
     def result(self) -> lf.Prediction:
         if self.best is None:
             assert self.last_error is not None
             raise self.last_error
+        kept = {id(record) for record in self.best_records}
+        reject(r for r in self.records if id(r) not in kept)
         return self.best
 
 
@@ -69,16 +112,20 @@ class _Resampler(lf.Module):
             raise lf.UsageError(
                 f"{type(self).__name__} wraps an lf.Module, got {type(module).__name__}"
             )
-        if n < 1:
-            raise lf.UsageError(f"{type(self).__name__} needs n >= 1 attempts")
+        name = type(self).__name__
+        self.n = check_count(n, name, "n", least=1)
         if not callable(reward):
-            raise lf.UsageError("reward must be a function reward(inputs, prediction) -> float")
+            raise lf.UsageError(
+                f"{name}(reward=...) must be a function reward(inputs, prediction) -> float, "
+                f"got {reward!r}"
+            )
         self.module = module
-        self.n = n
         self.reward = reward
-        self.threshold = float(threshold)
-        self.temperature = float(temperature)
-        self.fail_count = n if fail_count is None else int(fail_count)
+        self.threshold = check_number(threshold, f"{name}(threshold=...)")
+        self.temperature = check_number(temperature, f"{name}(temperature=...)")
+        self.fail_count = (
+            self.n if fail_count is None else check_count(fail_count, name, "fail_count", least=0)
+        )
 
     @property
     def signature(self) -> lf.Signature | None:
@@ -89,7 +136,19 @@ class _Resampler(lf.Module):
         return {} if attempt == 0 else {"rollout_id": attempt, "temperature": self.temperature}
 
     def _score(self, inputs: Mapping[str, Any], prediction: lf.Prediction) -> float:
-        return float(self.reward(dict(inputs), prediction))
+        """The reward of one attempt; a reward that raises or returns a non-number is a
+        :class:`lmforge.UsageError` naming the function (the original error chained)."""
+        name = f"{type(self).__name__} reward function {_describe(self.reward)}"
+        try:
+            value = self.reward(dict(inputs), prediction)
+        except (lf.BudgetExceededError, lf.LMError):
+            raise  # a spent budget or a failed LM call inside the reward: not its bug
+        except Exception as exc:
+            raise lf.UsageError(
+                f"{name} raised {type(exc).__name__}: {exc}; fix the reward so it returns a "
+                "number for every prediction"
+            ) from exc
+        return check_number(value, f"the value returned by {name}")
 
     def spec_config(self) -> dict[str, Any]:
         return {
@@ -120,32 +179,37 @@ class BestOfN(_Resampler):
     ``reward(inputs, prediction) -> float`` scores an attempt. Attempts that raise are
     skipped; more than ``fail_count`` of them (default ``n``) re-raises the last error, as
     does having no successful attempt at all. Usage errors and a spent budget are raised at
-    once. Rewards are saved by import path, so use a module-level function.
+    once. A reward that raises, or returns something that is not a number, is a
+    :class:`lmforge.UsageError` naming it (its own error chained as the cause); an LM error
+    or a spent budget inside the reward propagates unchanged. Rewards are saved by import
+    path, so use a module-level function.
     """
 
     def forward(self, **inputs: Any) -> lf.Prediction:
         attempts = _Attempts(self)
         for attempt in range(self.n):
-            try:
-                with request_config(**self._options(attempt)):
-                    prediction = self.module(**inputs)
-            except Exception as exc:
-                attempts.failed(exc)
-                continue
-            if attempts.scored(prediction, self._score(inputs, prediction)):
+            with track() as tracker:
+                try:
+                    with request_config(**self._options(attempt)):
+                        prediction = self.module(**inputs)
+                except Exception as exc:
+                    attempts.failed(exc, tracker)
+                    continue
+            if attempts.scored(prediction, self._score(inputs, prediction), tracker):
                 break
         return attempts.result()
 
     async def aforward(self, **inputs: Any) -> lf.Prediction:
         attempts = _Attempts(self)
         for attempt in range(self.n):
-            try:
-                with request_config(**self._options(attempt)):
-                    prediction = await self.module.acall(**inputs)
-            except Exception as exc:
-                attempts.failed(exc)
-                continue
-            if attempts.scored(prediction, self._score(inputs, prediction)):
+            with track() as tracker:
+                try:
+                    with request_config(**self._options(attempt)):
+                        prediction = await self.module.acall(**inputs)
+                except Exception as exc:
+                    attempts.failed(exc, tracker)
+                    continue
+            if attempts.scored(prediction, self._score(inputs, prediction), tracker):
                 break
         return attempts.result()
 
@@ -176,56 +240,72 @@ class Refine(_Resampler):
         attempts = _Attempts(self)
         advice: str | None = None
         for attempt in range(self.n):
-            target = self._advised(advice)
-            try:
-                with request_config(**self._options(attempt)):
-                    prediction = target(**inputs)
-            except Exception as exc:
-                attempts.failed(exc)
-                continue
+            target, origin = self._advised(advice)
+            with track() as tracker:
+                try:
+                    with request_config(**self._options(attempt)):
+                        prediction = target(**inputs)
+                except Exception as exc:
+                    attempts.failed(exc, _attributed(tracker, origin))
+                    continue
             score = self._score(inputs, prediction)
-            if attempts.scored(prediction, score) or attempt == self.n - 1:
+            if attempts.scored(prediction, score, _attributed(tracker, origin)):
                 break
-            try:
-                reply = self.feedback(**self._feedback_inputs(inputs, prediction, score))
-            except lf.ParseError:
-                continue  # no usable advice this time: retry with the previous advice
-            advice = self._advice(reply) or advice
+            if attempt == self.n - 1:
+                break
+            with track() as tracker:
+                try:
+                    reply = self.feedback(**self._feedback_inputs(inputs, prediction, score))
+                except lf.ParseError:
+                    reply = None  # no usable advice this time: retry with the previous advice
+            attempts.discard(tracker)
+            if reply is not None:
+                advice = self._advice(reply) or advice
         return attempts.result()
 
     async def aforward(self, **inputs: Any) -> lf.Prediction:
         attempts = _Attempts(self)
         advice: str | None = None
         for attempt in range(self.n):
-            target = self._advised(advice)
-            try:
-                with request_config(**self._options(attempt)):
-                    prediction = await target.acall(**inputs)
-            except Exception as exc:
-                attempts.failed(exc)
-                continue
+            target, origin = self._advised(advice)
+            with track() as tracker:
+                try:
+                    with request_config(**self._options(attempt)):
+                        prediction = await target.acall(**inputs)
+                except Exception as exc:
+                    attempts.failed(exc, _attributed(tracker, origin))
+                    continue
             score = self._score(inputs, prediction)
-            if attempts.scored(prediction, score) or attempt == self.n - 1:
+            if attempts.scored(prediction, score, _attributed(tracker, origin)):
                 break
-            try:
-                reply = await self.feedback.acall(
-                    **self._feedback_inputs(inputs, prediction, score)
-                )
-            except lf.ParseError:
-                continue  # no usable advice this time: retry with the previous advice
-            advice = self._advice(reply) or advice
+            if attempt == self.n - 1:
+                break
+            with track() as tracker:
+                try:
+                    reply = await self.feedback.acall(
+                        **self._feedback_inputs(inputs, prediction, score)
+                    )
+                except lf.ParseError:
+                    reply = None  # no usable advice this time: retry with the previous advice
+            attempts.discard(tracker)
+            if reply is not None:
+                advice = self._advice(reply) or advice
         return attempts.result()
 
-    def _advised(self, advice: str | None) -> lf.Module:
+    def _advised(self, advice: str | None) -> tuple[lf.Module, dict[int, lf.Predict]]:
+        """The module to run (a copy with ``advice`` in its instructions, when there is
+        advice) and, by ``id``, the module's own predictor behind each copied one."""
         if advice is None:
-            return self.module
+            return self.module, {}
         copy = self.module.deepcopy()
-        for predictor in copy.predictors():
+        origin: dict[int, lf.Predict] = {}
+        for predictor, own in zip(copy.predictors(), self.module.predictors(), strict=True):
             signature = predictor.signature
             predictor.signature = signature.with_instructions(
                 f"{signature.instructions}\n\nAdvice from reviewing an earlier attempt: {advice}"
             )
-        return copy
+            origin[id(predictor)] = own
+        return copy, origin
 
     def _feedback_inputs(
         self, inputs: Mapping[str, Any], prediction: lf.Prediction, score: float
@@ -256,3 +336,19 @@ def _feedback_signature() -> lf.Signature:
 
 def _as_json(values: Mapping[str, Any]) -> str:
     return json.dumps(dict(values), ensure_ascii=False, default=str)
+
+
+def _attributed(tracker: Tracker, origin: Mapping[int, lf.Predict]) -> Tracker:
+    """Point the records of an advised copy's predictors at the module's own predictors,
+    so traces (demos, per-predictor metrics) name the predictor the program has."""
+    if origin:
+        for record in tracker.predictions:
+            own = origin.get(id(record.predictor))
+            if own is not None:
+                record.predictor = own
+    return tracker
+
+
+def _describe(func: Any) -> str:
+    name = getattr(func, "__qualname__", None) or type(func).__name__
+    return f"{name!r}"

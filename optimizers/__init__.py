@@ -69,8 +69,16 @@ def optimizer_class(name: str) -> type[Optimizer]:
 
 
 def create(name: str, **options: Any) -> Optimizer:
-    """Build the optimizer named ``name`` with ``options`` (its constructor arguments)."""
+    """Build the optimizer named ``name`` with ``options`` (its constructor arguments).
+
+    Options are checked against the constructor first: an unknown name, or a value of the
+    wrong type (``num_trials="abc"`` where an int is expected, as ``-o num_trials=abc``
+    gives), is a :class:`UsageError` naming the option and what it expects.
+    """
+    from ._options import check_options
+
     cls = optimizer_class(name)
+    check_options(cls, name, options)
     try:
         return cls(**options)
     except TypeError as exc:

@@ -4,7 +4,7 @@ Subclasses implement three things:
 
 - ``config()``: their settings as JSON (recorded in the artifact and in the run's identity);
 - ``estimate_calls(program, trainset, valset)``: an upper bound of the LM calls a fresh run
-  makes (printed before the run starts);
+  makes (printed before the run starts); :func:`lm_calls_per_run` bounds one program call;
 - ``_compile(run)``: the search itself, written against :class:`lmforge.optimizers.run.Run`
   (checkpointed steps, evaluations, seeded randomness, candidates). It returns the program
   it chose. It may raise :class:`lmforge.BudgetExceededError` at any point (any LM call
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,7 +34,7 @@ from lmforge.trace import track
 from .progress import CompileProgress
 from .run import Run, RunStore, jsonable, program_fingerprint
 
-__all__ = ["Optimizer", "check_dataset", "target_model"]
+__all__ = ["Optimizer", "check_dataset", "lm_calls_per_run", "target_model"]
 
 
 class Optimizer(abc.ABC):
@@ -120,8 +121,8 @@ class Optimizer(abc.ABC):
         if val is not None and not val:
             raise UsageError("valset is empty; pass labeled examples or valset=None")
         limit = concurrency if concurrency is not None else _settings.current().max_concurrency
-        if limit < 1:
-            raise UsageError("concurrency must be at least 1")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise UsageError(f"concurrency must be a whole number of at least 1, got {limit!r}")
         model = task_lm.model if task_lm is not None else target_model(program)
         if (
             task_lm is None
@@ -300,3 +301,45 @@ def target_model(program: lf.Module) -> str | None:
         if predictor.lm is not None:
             return predictor.lm.model
     return None
+
+
+def lm_calls_per_run(program: lf.Module) -> int:
+    """An upper bound of the LM calls one call of ``program`` makes: one per predictor,
+    times the repeats of the modules around it (``BestOfN`` / ``Refine`` / ``Majority``
+    attempts: ``n``; Refine's feedback step: ``n - 1``; ReAct's tool-choosing step:
+    ``max_steps``), nested repeats multiplied."""
+    modules = program.named_modules()
+    total = 0
+    for name, module in modules:
+        if not isinstance(module, lf.Predict):
+            continue
+        factor = 1
+        for outer_name, outer in modules:
+            if outer is module:
+                continue
+            if not outer_name:
+                rest = name
+            elif name.startswith(outer_name) and name[len(outer_name) : len(outer_name) + 1] in (
+                ".",
+                "[",
+            ):
+                rest = name[len(outer_name) :].lstrip(".")
+            else:
+                continue
+            factor *= _repeats(outer, rest)
+        total += factor
+    return total
+
+
+def _repeats(module: lf.Module, path: str) -> int:
+    """How many times one call of ``module`` calls its part at ``path`` (at most)."""
+    from lmforge.modules import BestOfN, Majority, ReAct, Refine
+
+    attribute = re.split(r"[.\[]", path, maxsplit=1)[0]
+    if isinstance(module, BestOfN | Refine | Majority) and attribute == "module":
+        return max(1, int(module.n))
+    if isinstance(module, Refine) and attribute == "feedback":
+        return max(0, int(module.n) - 1)
+    if isinstance(module, ReAct) and attribute == "react":
+        return max(1, int(module.max_steps))
+    return 1

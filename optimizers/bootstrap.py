@@ -16,9 +16,10 @@ from typing import Any
 import lmforge as lf
 from lmforge.errors import BudgetExceededError, UsageError
 from lmforge.evaluation import ascore, run_sync
+from lmforge.modules.sampling import rejected_attempts
 from lmforge.trace import track
 
-from .base import Optimizer
+from .base import Optimizer, lm_calls_per_run
 from .labeled import labeled_demos
 from .run import Run, fingerprint, jsonable, program_fingerprint
 
@@ -84,7 +85,9 @@ async def _trace(
 ) -> dict[str, Any]:
     program = _teacher_for(teacher, example, round_, temperature)
     names = {id(p): name for name, p in program.named_predictors()}
-    with track() as tracker:
+    # Attempts that BestOfN / Refine did not return (and Refine's feedback calls) are in the
+    # trace too; only the returned attempt shows outputs worth copying.
+    with track() as tracker, rejected_attempts() as rejected:
         try:
             prediction = await program.acall(**example.inputs())
         except BudgetExceededError:
@@ -100,14 +103,17 @@ async def _trace(
         (
             c
             for c in tracker.predictions
-            if id(c.predictor) in names and c.error is None and c.outputs is not None
+            if id(c.predictor) in names
+            and c.error is None
+            and c.outputs is not None
+            and c.seq not in rejected
         ),
         key=lambda c: c.seq,
     )
     try:
         score = await ascore(run.metric, example, prediction, calls)
-    except BudgetExceededError:
-        raise
+    except (BudgetExceededError, UsageError):
+        raise  # a spent budget, or a metric bug (e.g. a score outside [0, 1]): stop the run
     except Exception as exc:
         return {
             "passed": False,
@@ -301,11 +307,12 @@ class BootstrapFewShot(Optimizer):
         trainset: Sequence[lf.Example],
         valset: Sequence[lf.Example] | None,
     ) -> int:
-        steps = len((self.teacher or program).predictors())
+        # per program call: one per predictor, times BestOfN / Refine attempts (and ReAct steps)
+        steps = lm_calls_per_run(self.teacher or program)
         teacher_calls = (
             len(trainset) * self.max_rounds * steps if self.max_bootstrapped_demos else 0
         )
-        return teacher_calls + len(valset or ()) * len(program.predictors())
+        return teacher_calls + len(valset or ()) * lm_calls_per_run(program)
 
     def _compile(self, run: Run) -> lf.Module:
         student = run.student.reset_copy()

@@ -16,7 +16,7 @@ from typing import Any
 import lmforge as lf
 from lmforge.errors import UsageError
 
-from .base import Optimizer
+from .base import Optimizer, lm_calls_per_run
 from .candidates import data_summary
 from .proposer import InstructionProposer, as_lm, describe_program, describe_step, pick_tip
 from .run import Run, program_fingerprint
@@ -78,7 +78,7 @@ class InstructionSearch(Optimizer):
         val = len(valset) if valset else len(trainset)
         proposals = 1 + steps * (self.breadth - 1 + (self.depth - 1) * self.breadth)
         evaluations = steps * self.depth * self.breadth
-        return proposals + evaluations * val * steps
+        return proposals + evaluations * val * lm_calls_per_run(program)
 
     def _compile(self, run: Run) -> lf.Module:
         program = run.student.deepcopy()

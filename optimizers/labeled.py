@@ -9,7 +9,7 @@ from typing import Any
 import lmforge as lf
 from lmforge.errors import UsageError
 
-from .base import Optimizer
+from .base import Optimizer, lm_calls_per_run
 from .run import Run, jsonable
 
 __all__ = ["LabeledFewShot", "labeled_demos"]
@@ -50,7 +50,7 @@ class LabeledFewShot(Optimizer):
         trainset: Sequence[lf.Example],
         valset: Sequence[lf.Example] | None,
     ) -> int:
-        return len(valset or ()) * len(program.predictors())
+        return len(valset or ()) * lm_calls_per_run(program)
 
     def _compile(self, run: Run) -> lf.Module:
         program = run.student.reset_copy()

@@ -25,7 +25,7 @@ from typing import Any
 import lmforge as lf
 from lmforge.errors import MissingExtraError, UsageError
 
-from .base import Optimizer
+from .base import Optimizer, lm_calls_per_run
 from .candidates import CandidateSpace, build_space, data_summary
 from .proposer import as_lm
 from .run import Run, fingerprint
@@ -155,11 +155,12 @@ class MIPRO(Optimizer):
         val = len(valset) if valset else len(trainset)
         batch = min(self.minibatch_size, val)
         proposals = 1 + steps * (plan["num_instruction_candidates"] - 1)
-        bootstraps = max(0, plan["num_demo_sets"] - 2) * len(trainset) * steps
-        trials = plan["num_trials"] * batch * steps
+        per_run = lm_calls_per_run(program)
+        bootstraps = max(0, plan["num_demo_sets"] - 2) * len(trainset) * per_run
+        trials = plan["num_trials"] * batch * per_run
         full = 0
         if val > batch:
-            full = (2 + plan["num_trials"] // self.full_eval_steps) * val * steps
+            full = (2 + plan["num_trials"] // self.full_eval_steps) * val * per_run
         return proposals + bootstraps + trials + full
 
     # -- the search -------------------------------------------------------------------------

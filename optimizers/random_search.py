@@ -14,7 +14,7 @@ from typing import Any
 import lmforge as lf
 from lmforge.errors import UsageError
 
-from .base import Optimizer
+from .base import Optimizer, lm_calls_per_run
 from .bootstrap import bootstrap_program, check_same_structure, default_teacher
 from .labeled import labeled_demos
 from .run import Run, program_fingerprint
@@ -80,13 +80,11 @@ class RandomSearch(Optimizer):
         trainset: Sequence[lf.Example],
         valset: Sequence[lf.Example] | None,
     ) -> int:
-        steps = len(program.predictors())
+        steps = lm_calls_per_run(program)
         scored = len(valset) if valset else len(trainset)
         candidates = self.num_candidates + 3
         # Teacher traces are checkpointed per example and shared by every candidate.
-        teacher_calls = (
-            len(trainset) * self.max_rounds * len((self.teacher or program).predictors())
-        )
+        teacher_calls = len(trainset) * self.max_rounds * lm_calls_per_run(self.teacher or program)
         return teacher_calls + candidates * scored * steps
 
     def _candidate_plan(self) -> list[tuple[int, str]]:

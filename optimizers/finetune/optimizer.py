@@ -22,7 +22,7 @@ from lmforge.evaluation import run_sync
 from lmforge.finetune import Finetuner, TrainingData, TrainingExample, render_example
 from lmforge.lm.lm import is_secret_key
 
-from ..base import Optimizer, target_model
+from ..base import Optimizer, lm_calls_per_run, target_model
 from ..bootstrap import acollect_traces, bootstrap_program, check_same_structure, default_teacher
 from ..run import Run, fingerprint, program_fingerprint
 
@@ -140,7 +140,7 @@ class Finetune(Optimizer):
         trainset: Sequence[lf.Example],
         valset: Sequence[lf.Example] | None,
     ) -> int:
-        steps = len(program.predictors())
+        steps = lm_calls_per_run(program)
         teacher = 0 if self.teacher == "labels" else len(trainset) * self.max_rounds * steps
         fewshot = len(trainset) * steps if self.fewshot_after else 0
         evaluations = len(valset or ()) * steps * (2 if self.fewshot_after else 1)

@@ -116,3 +116,31 @@ def test_dataset_hash_tracks_content_order_and_inputs() -> None:
     assert dataset_hash(data) != dataset_hash(list(reversed(data)))
     assert dataset_hash(data) != dataset_hash([e.with_inputs("a") for e in data])
     assert len(dataset_hash(data)) == 64
+
+
+def test_a_string_of_field_names_is_names_not_characters(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "d.jsonl",
+        [json.dumps({"ticket": "t", "channel": "mail", "team": "billing"})],
+    )
+    (one,) = load_jsonl(path, inputs="ticket")
+    assert one.input_keys == ("ticket",)
+    assert one.labels().to_dict() == {"channel": "mail", "team": "billing"}
+    (two,) = load_jsonl(path, inputs="ticket, channel", labels="team")
+    assert two.input_keys == ("ticket", "channel")
+    assert two.labels().to_dict() == {"team": "billing"}
+    assert lf.data.as_field_names("a, b", "x") == lf.data.as_field_names(["a", "b"], "x")
+
+
+@pytest.mark.parametrize("inputs", [5, [1], ["ticket", ""], {"ticket": 1}])
+def test_inputs_that_are_not_field_names_are_usage_errors(tmp_path: Path, inputs: object) -> None:
+    path = write(tmp_path / "d.jsonl", rows(1))
+    with pytest.raises(lf.UsageError, match=r"load_jsonl\(inputs=\.\.\.\) must be field names"):
+        load_jsonl(path, inputs=inputs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("size", ["0.5", None, True, [0.5]])
+def test_split_sizes_that_are_not_numbers_are_usage_errors(size: object) -> None:
+    examples = [lf.Example(x=i).with_inputs("x") for i in range(4)]
+    with pytest.raises(lf.UsageError, match="split sizes must be numbers"):
+        split(examples, size)  # type: ignore[arg-type]

@@ -182,3 +182,60 @@ def test_a_mistake_on_every_example_is_raised_not_scored() -> None:
         pytest.raises(lf.UsageError, match="none of the example's label"),
     ):
         lf.evaluate(lf.Predict("ticket -> queue"), dataset, lf.metrics.exact_match, progress=False)
+
+
+def test_numpy_scores_are_accepted_by_what_they_are() -> None:
+    np = pytest.importorskip("numpy")
+    dataset = data(("refund", "billing"), ("crash", "technical"), ("hello", "billing"))
+    values = {"refund": np.bool_(True), "crash": np.float64(0.5), "hello": np.int64(0)}
+    with lf.use(lm=router_lm()):
+        result = lf.evaluate(
+            lf.Predict(PROGRAM), dataset, lambda e, p: values[e.ticket], progress=False
+        )
+    assert result.num_failures == 0
+    assert result.scores == [1.0, 0.5, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(5, "returned 5, outside"), (-0.5, "returned -0.5"), (float("nan"), "returned NaN")],
+)
+def test_scores_outside_0_1_or_nan_are_usage_errors_naming_the_metric(
+    value: float, shown: str
+) -> None:
+    def counts_words(example: lf.Example, prediction: lf.Prediction) -> float:
+        return value
+
+    dataset = data(("refund", "billing"), ("crash", "technical"))
+    with lf.use(lm=router_lm()), pytest.raises(lf.UsageError) as info:
+        lf.evaluate(lf.Predict(PROGRAM), dataset, counts_words, progress=False)
+    assert "'counts_words'" in str(info.value) and shown in str(info.value)
+    # one bad score among good ones fails that example only, with the same message
+    with lf.use(lm=router_lm()):
+        result = lf.evaluate(
+            lf.Predict(PROGRAM),
+            dataset,
+            lambda e, p: value if e.ticket == "crash" else 1.0,
+            progress=False,
+        )
+    assert result.score == 0.5
+    assert result.failures[0].error_type == "metric:UsageError"
+    assert shown in (result.failures[0].error or "")
+
+
+def test_an_empty_dataset_is_a_usage_error_not_a_zero_score() -> None:
+    with lf.use(lm=router_lm()), pytest.raises(lf.UsageError, match="nothing to evaluate"):
+        lf.evaluate(lf.Predict(PROGRAM), [], lf.metrics.exact_match, progress=False)
+
+
+@pytest.mark.parametrize("failure_score", ["x", None, True, 2.0, -1])
+def test_failure_score_must_be_a_number_in_0_1(failure_score: Any) -> None:
+    dataset = data(("refund", "billing"))
+    with lf.use(lm=router_lm()), pytest.raises(lf.UsageError, match="failure_score must be"):
+        lf.evaluate(
+            lf.Predict(PROGRAM),
+            dataset,
+            lf.metrics.exact_match,
+            failure_score=failure_score,
+            progress=False,
+        )

@@ -100,7 +100,9 @@ def test_judge_scale_async_and_custom_inputs() -> None:
         scale=(1, 5),
     )
     assert judge(ex(answer="a"), lf.Prediction(answer="b")) == pytest.approx(0.75)
-    assert run_sync(judge.acall(ex(answer="a"), lf.Prediction(answer="b"))) == 1.0  # clamped
+    # 9 on a 1..5 scale is not a verdict: a parse failure, never silently clamped to 1.0
+    with pytest.raises(lf.ParseError, match=r"gave 9, outside the scale \[1, 5\]"):
+        run_sync(judge.acall(ex(answer="a"), lf.Prediction(answer="b")))
 
 
 def test_judge_errors() -> None:
@@ -124,3 +126,40 @@ def test_judge_inside_evaluate_counts_its_calls() -> None:
     assert result.score == 1.0
     assert result.usage["lm_calls"] == 4  # 2 task + 2 judge
     assert result.metric == "judge"
+
+
+def test_judge_normalizes_by_its_scale_and_refuses_scores_outside_it() -> None:
+    verdicts = ["0", "5", "10", "10.5", "-1"]
+    judge = Judge(
+        "answer -> score: float",
+        lm=ScriptedLM([f"[[ ## score ## ]]\n{v}" for v in verdicts]),
+        scale=(0, 10),
+    )
+    prediction = lf.Prediction(answer="b")
+    assert [judge(ex(answer="a"), prediction) for _ in range(3)] == [0.0, 0.5, 1.0]
+    for _ in range(2):
+        with pytest.raises(lf.ParseError, match=r"outside the scale \[0, 10\]") as info:
+            judge(ex(answer="a"), prediction)
+        assert info.value.field == "score"
+
+
+def test_judge_without_a_scale_takes_scores_in_0_1_only() -> None:
+    """A 1-5 rating with no scale= used to be clamped to 1.0: now it fails the example and
+    the error says to pass scale=."""
+    judge = Judge("answer -> rating: int", lm=ScriptedLM(["[[ ## rating ## ]]\n4"] * 2))
+    with pytest.raises(lf.ParseError, match=r"gave 4, outside the scale \[0, 1\].*scale="):
+        judge(ex(answer="a"), lf.Prediction(answer="b"))
+    with lf.use(lm=ScriptedLM(["[[ ## answer ## ]]\nx"])):
+        result = lf.evaluate(
+            lf.Predict("question -> answer"), [ex(answer="a")], judge, progress=False
+        )
+    assert result.score == 0.0
+    assert result.failures[0].error_type == "metric:ParseError"
+
+
+@pytest.mark.parametrize(
+    "scale", [(1,), (1, 2, 3), "15", (1, "5"), (True, 5), (3, 3), (0, float("inf")), 5]
+)
+def test_judge_scale_must_be_two_numbers_low_below_high(scale: Any) -> None:
+    with pytest.raises(lf.UsageError, match=r"scale=\.\.\.\) must be two numbers \(low, high\)"):
+        Judge("a -> score: float", scale=scale)

@@ -216,3 +216,19 @@ def test_a_saved_chain_loads_in_a_fresh_process_without_user_code(
         "prompts": 2,
         "second_sees_draft": True,
     }
+
+
+def test_inputs_and_outputs_given_as_a_string_name_fields_not_characters() -> None:
+    """``inputs="tone"`` used to become the fields t, o, n, e."""
+    chain = Chain("topic -> draft", "draft, tone -> title", inputs="tone", outputs="draft, title")
+    assert [f.name for f in chain.signature.input_fields] == ["topic", "tone"]
+    assert [f.name for f in chain.signature.output_fields] == ["draft", "title"]
+    listed = Chain("topic -> draft", "draft, tone -> title", inputs=["tone"], outputs=["title"])
+    single = Chain("topic -> draft", "draft, tone -> title", inputs="tone", outputs="title")
+    assert single.signature == listed.signature
+
+
+@pytest.mark.parametrize("inputs", [3, [None], {"tone": 1}])
+def test_inputs_that_are_not_field_names_are_usage_errors(inputs: Any) -> None:
+    with pytest.raises(lf.UsageError, match=r"Chain\(inputs=\.\.\.\) must be field names"):
+        Chain("topic -> draft", "draft, tone -> title", inputs=inputs)

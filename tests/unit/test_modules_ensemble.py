@@ -113,3 +113,19 @@ def test_save_and_load(tmp_path: Path) -> None:
     voting.save(tmp_path / "majority.json")
     again = lf.load(tmp_path / "majority.json")
     assert isinstance(again, Majority) and (again.n, again.field) == (3, "a")
+
+
+@pytest.mark.parametrize(
+    ("build", "expected"),
+    [
+        (lambda: Majority(lf.Predict("q -> a"), n="3"), r"Majority\(n=\.\.\.\) must be a whole"),
+        (lambda: Majority(lf.Predict("q -> a"), n=2.5), r"Majority\(n=\.\.\.\) must be a whole"),
+        (lambda: Majority(lf.Predict("q -> a"), n=0), "Majority needs n >= 1"),
+        (lambda: Majority(lf.Predict("q -> a"), temperature="hot"), "temperature"),
+        (lambda: Ensemble(lf.Predict("q -> a")), r"Ensemble\(programs\) must be a list"),
+        (lambda: Ensemble(None), r"Ensemble\(programs\) must be a list"),
+    ],
+)
+def test_wrong_argument_types_are_usage_errors(build: Any, expected: str) -> None:
+    with pytest.raises(lf.UsageError, match=expected):
+        build()

@@ -262,6 +262,21 @@ def test_construction_errors() -> None:
         ReAct("question -> answer", tools=[stock])(query="wrong name")
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"tools": None}, r"ReAct\(tools=\.\.\.\) must be a list of functions"),
+        ({"tools": stock}, r"ReAct\(tools=\.\.\.\) must be a list of functions"),
+        ({"tools": "stock"}, r"ReAct\(tools=\.\.\.\) must be a list of functions"),
+        ({"tools": [stock], "max_steps": "3"}, r"ReAct\(max_steps=\.\.\.\) must be a whole"),
+        ({"tools": [stock], "max_steps": 2.5}, r"ReAct\(max_steps=\.\.\.\) must be a whole"),
+    ],
+)
+def test_wrong_argument_types_are_usage_errors(kwargs: dict[str, Any], expected: str) -> None:
+    with pytest.raises(lf.UsageError, match=expected):
+        ReAct("q -> a", **kwargs)
+
+
 TOOLS_MODULE = '''
 def lookup(code: str) -> str:
     """Find a product by its code."""

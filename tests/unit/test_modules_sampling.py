@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import lmforge as lf
 import pytest
 from lmforge.modules import BestOfN, ChainOfThought, Refine
+from lmforge.modules.sampling import rejected_attempts
 from lmforge.predict import request_config
 from lmforge.testing import FunctionLM, ScriptedLM
 
@@ -188,3 +190,88 @@ def test_local_reward_functions_cannot_be_reloaded(tmp_path: Path) -> None:
     program.save(path)
     with pytest.raises(lf.ArtifactError, match="lambda"):
         lf.load(path)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"n": "3"}, r"BestOfN\(n=\.\.\.\) must be a whole number"),
+        ({"n": 2.5}, r"BestOfN\(n=\.\.\.\) must be a whole number"),
+        ({"threshold": None}, r"BestOfN\(threshold=\.\.\.\) must be a number"),
+        ({"threshold": "high"}, r"BestOfN\(threshold=\.\.\.\) must be a number"),
+        ({"temperature": "hot"}, r"BestOfN\(temperature=\.\.\.\) must be a number"),
+        ({"fail_count": "1"}, r"BestOfN\(fail_count=\.\.\.\) must be a whole number"),
+        ({"reward": None}, r"BestOfN\(reward=\.\.\.\) must be a function"),
+    ],
+)
+def test_wrong_argument_types_are_usage_errors(kwargs: dict[str, Any], expected: str) -> None:
+    arguments: dict[str, Any] = {"n": 3, "reward": length_reward, "threshold": 1, **kwargs}
+    with pytest.raises(lf.UsageError, match=expected):
+        BestOfN(lf.Predict("q -> a"), **arguments)
+
+
+def broken_reward(inputs: dict[str, Any], prediction: lf.Prediction) -> float:
+    raise KeyError("score")
+
+
+def wordy_reward(inputs: dict[str, Any], prediction: lf.Prediction) -> Any:
+    return "high"
+
+
+@pytest.mark.parametrize("cls", [BestOfN, Refine])
+def test_a_reward_that_raises_is_a_usage_error_naming_it(cls: type) -> None:
+    program = cls(lf.Predict("question -> answer"), 3, reward=broken_reward, threshold=1)
+    with lf.use(lm=FunctionLM(by_rollout)), pytest.raises(lf.UsageError) as info:
+        program(question="q")
+    message = str(info.value)
+    assert f"{cls.__name__} reward function 'broken_reward' raised KeyError" in message
+    assert isinstance(info.value.__cause__, KeyError)  # the original error stays chained
+    wordy = cls(lf.Predict("question -> answer"), 3, reward=wordy_reward, threshold=1)
+    with (
+        lf.use(lm=FunctionLM(by_rollout)),
+        pytest.raises(lf.UsageError, match=r"'wordy_reward' must be a number, got 'high'"),
+    ):
+        wordy(question="q")
+
+
+def test_a_failed_lm_call_inside_the_reward_is_not_relabelled() -> None:
+    def judging_reward(inputs: dict[str, Any], prediction: lf.Prediction) -> float:
+        raise lf.RateLimitError("slow down", model="judge")
+
+    program = BestOfN(lf.Predict("question -> answer"), 2, reward=judging_reward, threshold=1)
+    with lf.use(lm=FunctionLM(by_rollout)), pytest.raises(lf.RateLimitError):
+        program(question="q")
+
+
+def right_on_a_rollout(request: lf.LMRequest) -> str:
+    """Attempt 0 answers 'WRONG', later attempts 'right'; Refine's feedback gives advice."""
+    if "program_outputs" in request.as_text():
+        return reply(advice="say right")
+    return reply(answer="right" if request.rollout_id else "WRONG")
+
+
+def right_reward(inputs: dict[str, Any], prediction: lf.Prediction) -> float:
+    return 1.0 if prediction.answer == "right" else 0.0
+
+
+@pytest.mark.parametrize("cls", [BestOfN, Refine])
+@pytest.mark.parametrize("run_async", [False, True])
+def test_only_the_returned_attempt_stays_in_the_trace(cls: type, run_async: bool) -> None:
+    program = cls(lf.Predict("question -> answer"), 3, reward=right_reward, threshold=1)
+    with (
+        lf.use(lm=FunctionLM(right_on_a_rollout)),
+        lf.track() as tracker,
+        rejected_attempts() as rejected,
+    ):
+        if run_async:
+            prediction = asyncio.run(program.acall(question="q"))
+        else:
+            prediction = program(question="q")
+    assert prediction.answer == "right"
+    kept = [r for r in tracker.predictions if r.seq not in rejected]
+    assert [r.outputs["answer"] for r in kept if r.outputs is not None] == ["right"]
+    # the kept record names the module's own predictor, also when Refine ran an advised copy
+    assert [r.predictor for r in kept] == [program.module]
+    dropped = [r for r in tracker.predictions if r.seq in rejected]
+    expected = ["WRONG"] + (["say right"] if cls is Refine else [])
+    assert [next(iter(r.outputs.values())) for r in dropped if r.outputs] == expected

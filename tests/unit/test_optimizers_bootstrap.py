@@ -8,7 +8,9 @@ from typing import Any
 
 import lmforge as lf
 import pytest
+from lmforge.modules import BestOfN, ChainOfThought, Majority, Refine
 from lmforge.optimizers import BootstrapFewShot, LabeledFewShot, create, optimizer_class
+from lmforge.optimizers.base import lm_calls_per_run
 from lmforge.optimizers.bootstrap import interleave_by_label
 from lmforge.testing import FunctionLM
 from optimizer_fakes import (
@@ -247,3 +249,101 @@ def test_bootstrap_demos_span_the_classes_of_a_sorted_training_set() -> None:
 def test_interleaving_keeps_free_text_labels_in_order() -> None:
     train = [lf.Example(q=f"q{i}", a=f"answer {i}").with_inputs("q") for i in range(6)]
     assert interleave_by_label(train) == train
+
+
+def resampled_reply(request: lf.LMRequest) -> str:
+    """The plain call answers WRONG, every resampled attempt right; Refine's feedback step
+    gets advice (its prompt shows the rejected outputs)."""
+    if "program_outputs" in request.as_text():
+        return "[[ ## advice ## ]]\nsay right\n\n[[ ## completed ## ]]"
+    answer = "right" if request.rollout_id else "WRONG"
+    return f"[[ ## answer ## ]]\n{answer}\n\n[[ ## completed ## ]]"
+
+
+def right_reward(inputs: dict[str, Any], prediction: lf.Prediction) -> float:
+    return 1.0 if prediction.answer == "right" else 0.0
+
+
+RIGHT = [lf.Example(question=f"q{i}", answer="right").with_inputs("question") for i in range(3)]
+
+
+@pytest.mark.parametrize("cls", [BestOfN, Refine])
+def test_attempts_the_reward_rejected_never_become_demos(cls: type) -> None:
+    """Each example's first attempt fails the reward and the second passes: only the
+    passing (returned) attempt is a demo; Refine's feedback calls are not demos either."""
+    program = cls(lf.Predict("question -> answer"), 3, reward=right_reward, threshold=1.0)
+    lm = FunctionLM(resampled_reply)
+    compiled = BootstrapFewShot(max_bootstrapped_demos=2, max_labeled_demos=0).compile(
+        program, RIGHT, metric=lf.metrics.exact_match, lm=lm, progress=False
+    )
+    demos = {name: list(p.demos) for name, p in compiled.named_predictors()}
+    assert demos["module"] == [
+        {"question": "q0", "answer": "right"},
+        {"question": "q1", "answer": "right"},
+    ]
+    if cls is Refine:
+        assert demos["feedback"] == []
+    # the rejected attempts were still made (3 examples in one chunk, 2 attempts each)
+    answers = [r for r in lm.calls if "program_outputs" not in r.as_text()]
+    assert [r.rollout_id for r in answers].count(None) == 3 and len(answers) == 6
+
+
+def test_samples_that_lost_the_majority_vote_never_become_demos() -> None:
+    program = Majority(lf.Predict("question -> answer"), 3)
+    compiled = BootstrapFewShot(max_bootstrapped_demos=2, max_labeled_demos=0).compile(
+        program,
+        RIGHT,
+        metric=lf.metrics.exact_match,
+        lm=FunctionLM(resampled_reply),
+        progress=False,
+    )
+    assert [dict(d) for d in compiled.module.demos] == [
+        {"question": "q0", "answer": "right"},
+        {"question": "q1", "answer": "right"},
+    ]
+
+
+def test_the_estimate_counts_every_resampled_attempt() -> None:
+    """One BestOfN(n=3) call may make 3 LM calls, Refine(n=3) 3 + 2 feedback calls; the
+    estimate used to count one call per predictor."""
+    optimizer = BootstrapFewShot(max_bootstrapped_demos=2, max_labeled_demos=0, max_rounds=2)
+    plain = lf.Predict("question -> answer")
+    best = BestOfN(plain, 3, reward=right_reward, threshold=1.0)
+    refine = Refine(plain, 3, reward=right_reward, threshold=1.0)
+    nested = BestOfN(ChainOfThought("question -> answer"), 2, reward=right_reward, threshold=1)
+    assert optimizer.estimate_calls(plain, RIGHT, RIGHT[:1]) == 3 * 2 * 1 + 1
+    assert optimizer.estimate_calls(best, RIGHT, RIGHT[:1]) == 3 * 2 * 3 + 3
+    assert optimizer.estimate_calls(refine, RIGHT, RIGHT[:1]) == 3 * 2 * 5 + 5
+    assert lm_calls_per_run(Refine(nested, 2, reward=right_reward, threshold=1)) == 2 * 2 + 1
+    lm = FunctionLM(resampled_reply)
+    compiled = BootstrapFewShot(max_bootstrapped_demos=3, max_labeled_demos=0).compile(
+        refine, RIGHT, metric=lf.metrics.exact_match, valset=RIGHT, lm=lm, progress=False
+    )
+    assert len(lm.calls) <= compiled.artifact_meta["estimated_lm_calls"] == 3 * 5 + 3 * 5
+
+
+def test_a_metric_returning_a_score_outside_0_1_stops_the_compile() -> None:
+    def counts(example: lf.Example, prediction: lf.Prediction, trace: Any = None) -> int:
+        return 3
+
+    with pytest.raises(lf.UsageError, match=r"'counts' returned 3, outside \[0, 1\]"):
+        BootstrapFewShot(max_bootstrapped_demos=2, max_labeled_demos=0).compile(
+            lf.Predict("question -> answer"),
+            RIGHT,
+            metric=counts,
+            lm=FunctionLM(resampled_reply),
+            progress=False,
+        )
+
+
+@pytest.mark.parametrize("bad", ["4", 0, 1.5])
+def test_compile_concurrency_must_be_a_whole_number(bad: Any) -> None:
+    with pytest.raises(lf.UsageError, match=f"concurrency must be a whole number.*got {bad!r}"):
+        BootstrapFewShot(max_bootstrapped_demos=1, max_labeled_demos=0).compile(
+            lf.Predict("question -> answer"),
+            RIGHT,
+            metric=lf.metrics.exact_match,
+            lm=FunctionLM(resampled_reply),
+            concurrency=bad,
+            progress=False,
+        )

@@ -12,6 +12,8 @@ import lmforge.cli.compile as compile_cli
 import lmforge.cli.eval as eval_cli
 import pytest
 from lmforge.cli.app import app
+from lmforge.cli.loading import program_inputs
+from lmforge.modules import Chain, ReAct, Retrieve
 from optimizer_fakes import TRAIN, VAL, Router
 from typer.testing import CliRunner
 
@@ -177,6 +179,11 @@ def test_eval_prints_the_score_table(
         ({"optimizer": "genetic"}, "unknown optimizer 'genetic'"),
         ({"program": "prog.py:nothing"}, "has no attribute 'nothing'"),
         ({"option": "oops"}, "must look like name=value"),
+        ({"option": "k=abc"}, "option k expects an int, got 'abc' (str); e.g. -o k=4"),
+        (
+            {"optimizer": "mipro", "option": "num_trials=abc"},
+            "option num_trials expects an int (or null), got 'abc'",
+        ),
     ],
 )
 def test_bad_inputs_are_one_line_errors(
@@ -232,3 +239,96 @@ def test_labels_must_match_a_program_output_for_builtin_metrics(
     )
     assert result.exit_code == 2
     assert "match no output field of the program" in result.stderr
+
+
+class _Shelf:
+    def search(self, query: str, k: int) -> list[Any]:
+        return []
+
+
+class _RetrieveFirst(lf.Module):
+    def __init__(self) -> None:
+        self.retrieve = Retrieve(_Shelf(), k=1, query="question")
+        self.answer = lf.Predict("question, passages -> answer")
+
+    def forward(self, question: str) -> lf.Prediction:
+        passages = self.retrieve(question=question).passages
+        return self.answer(question=question, passages=passages)
+
+
+class _Untyped(lf.Module):
+    def __init__(self) -> None:
+        self.step = lf.Predict("ticket -> team")
+
+    def forward(self, **inputs: Any) -> lf.Prediction:
+        return self.step(**inputs)
+
+
+def test_program_inputs_are_the_programs_own_inputs_not_its_first_predictors() -> None:
+    chain = Chain("ticket -> summary", "summary, channel -> team", inputs=["channel"])
+    assert program_inputs(chain) == ["ticket", "channel"]
+    assert program_inputs(_RetrieveFirst()) == ["question"]  # not question, passages
+    assert program_inputs(ReAct("question -> answer", tools=[])) == ["question"]
+    assert program_inputs(_Untyped()) == ["ticket"]  # no signature, **inputs: first predictor
+
+
+CHAIN_PROGRAM = """
+import lmforge as lf
+from lmforge.modules import Chain
+
+program = Chain("ticket -> summary", "summary, channel -> team", inputs=["channel"])
+"""
+
+
+def test_compile_marks_every_chain_input(workdir: Path, routers: list[Router]) -> None:
+    (workdir / "chain.py").write_text(CHAIN_PROGRAM)
+    write_jsonl(workdir / "train.jsonl", [ex.copy(channel="mail") for ex in TRAIN])
+    result = invoke(
+        "compile",
+        "chain.py:program",
+        "--train",
+        "train.jsonl",
+        "--metric",
+        "exact_match",
+        "--optimizer",
+        "labeled",
+        "--model",
+        "m/x",
+        "--out",
+        "out",
+        "--no-progress",
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((workdir / "out" / "report.json").read_text())
+    assert report["command"]["inputs"] == ["ticket", "channel"]
+
+
+LMS = r"""
+from lmforge.testing import FunctionLM
+
+fake = FunctionLM(lambda request: "[[ ## team ## ]]\nbilling\n\n[[ ## completed ## ]]")
+"""
+
+
+def test_eval_with_a_model_file_prints_no_default_model_notice(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lmforge.lm import lm as lm_module
+
+    lf.Predict("ticket -> team").save(workdir / "plain.json")  # saved without a model
+    (workdir / "lms.py").write_text(LMS)
+    monkeypatch.delenv("LMFORGE_MODEL", raising=False)
+    lm_module._announce.cache_clear()  # the notice is printed once per process
+    result = invoke(
+        "eval",
+        "plain.json",
+        "--model",
+        "lms.py:fake",
+        "--data",
+        "dev.jsonl",
+        "--metric",
+        "exact_match",
+        "--no-progress",
+    )
+    assert result.exit_code == 0, result.output
+    assert "no model configured" not in result.stderr
