@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +18,8 @@ from lmforge.targets import create_app, load_bundle
 from lmforge.targets.config import ServerConfig
 from lmforge.targets.export import ExportOptions, export_bundle
 
+from ._serving import serve
+
 KEY = "bundle-key-0123456789abcdef"
 GEMMA = {
     "hidden_size": 640,
@@ -34,27 +31,6 @@ GEMMA = {
     "vocab_size": 262144,
     "max_position_embeddings": 32768,
 }
-
-
-@contextlib.contextmanager
-def serve(app: Any) -> Iterator[str]:
-    import uvicorn
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @pytest.fixture

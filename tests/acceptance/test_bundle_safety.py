@@ -4,15 +4,10 @@ the manifest; and the generated files (smoke test, k8s probes, Dockerfile) work 
 from __future__ import annotations
 
 import ast
-import contextlib
 import hashlib
 import json
-import socket
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +25,8 @@ from lmforge.targets.program import build_models
 from lmforge.testing import FunctionLM
 from typer.testing import CliRunner
 
+from ._serving import serve
+
 KEY = "safety-key-0123456789abcdef"
 SIG = lf.Signature.parse(
     "ticket: str, urgent: bool, note: Optional[str] -> team: Literal['billing', 'tech']"
@@ -38,27 +35,6 @@ ROWS = [
     {"ticket": "refund please", "urgent": True, "note": None, "team": "billing"},
     {"ticket": "app crashes", "urgent": False, "note": "since monday", "team": "tech"},
 ]
-
-
-@contextlib.contextmanager
-def serve(app: Any) -> Iterator[str]:
-    import uvicorn
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def _cli() -> Any:

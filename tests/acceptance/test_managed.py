@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +18,8 @@ from lmforge.targets import create_app
 from lmforge.targets.backends import CacheHintBackend
 from lmforge.targets.export import ExportOptions, export_bundle
 
+from ._serving import serve
+
 KEY = "managed-key-0123456789abcdef"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
 
@@ -31,27 +28,6 @@ HEADERS = {"Authorization": f"Bearer {KEY}"}
 def _local_http_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
     """These tests call a fake provider on 127.0.0.1 through litellm: allow that client."""
     monkeypatch.delenv("LMFORGE_BLOCK_NETWORK", raising=False)
-
-
-@contextlib.contextmanager
-def serve(app: Any) -> Iterator[str]:
-    import uvicorn
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def fake_provider(seen: list[dict[str, Any]]) -> FastAPI:
