@@ -121,6 +121,7 @@ def compile_command(
 
     from lmforge.data import dataset_hash
     from lmforge.optimizers.run import fingerprint, program_fingerprint
+    from lmforge.optimizers.store import code_fingerprint
 
     command = {
         "program": program_spec,
@@ -129,6 +130,7 @@ def compile_command(
         "dev": dataset_hash(devset) if devset else None,
         "test": dataset_hash(testset) if testset else None,
         "metric": metric_spec,
+        "metric_code": code_fingerprint(metric),
         "optimizer": optimizer_name,
         "config": optimizer.config(),
         "seed": seed,
@@ -161,7 +163,7 @@ def compile_command(
         "title": f"lmforge compile report: {name}",
         "program": program_spec,
         "lmforge_version": lf.__version__,
-        "command": {k: v for k, v in command.items() if k != "program_state"},
+        "command": {k: v for k, v in command.items() if k not in ("program_state", "metric_code")},
         "runs": runs,
     }
     write_json_atomic(out / "report.json", report)

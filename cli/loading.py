@@ -98,17 +98,26 @@ def load_target(spec: str) -> tuple[lf.Module, str]:
     if isinstance(obj, lf.Module):
         return obj.deepcopy(), name
     if callable(obj):
-        try:
-            built = obj()
-        except TypeError as exc:
-            raise UsageError(
-                f"program {spec!r}: calling it with no arguments failed ({exc})"
-            ) from None
+        built = _build(obj, spec, "program")
         if isinstance(built, lf.Module):
             return built, name
     raise UsageError(
         f"program {spec!r} is not an lf.Module (nor a class or function that builds one)"
     )
+
+
+def _build(factory: Callable[..., Any], spec: str, what: str) -> Any:
+    """Call a class or factory named on the command line with no arguments; anything it
+    raises (other than lmforge's own one-line errors) becomes a :class:`UsageError`."""
+    try:
+        return factory()
+    except lf.LMForgeError:
+        raise
+    except Exception as exc:
+        raise UsageError(
+            f"{what} {spec!r}: calling it with no arguments failed "
+            f"({type(exc).__name__}: {exc}); name an object, or a function that takes none"
+        ) from None
 
 
 def load_metric(spec: str) -> Callable[..., Any]:
@@ -122,7 +131,7 @@ def load_metric(spec: str) -> Callable[..., Any]:
         )
     metric = resolve_object(spec, "metric")
     if isinstance(metric, type):
-        metric = metric()
+        metric = _build(metric, spec, "metric")
     if not callable(metric):
         raise UsageError(
             f"metric {spec!r} is not callable as metric(example, prediction, trace=None)"
@@ -212,7 +221,7 @@ def load_lm(model: str) -> lf.LM:
         return lf.LM(model)
     obj = resolve_object(model, "model")
     if not isinstance(obj, lf.LM) and callable(obj):
-        obj = obj()
+        obj = _build(obj, model, "model")
     if not isinstance(obj, lf.LM):
         raise UsageError(f"model {model!r} is not an lf.LM (nor a function that returns one)")
     return obj

@@ -19,7 +19,7 @@ from typing import Any
 from . import budget as _budget
 from . import progress as _progress
 from . import settings as _settings
-from .errors import BudgetExceededError, UsageError
+from .errors import BudgetExceededError, LMForgeError, UsageError
 from .example import Example, Prediction
 from .metrics import call_metric, metric_name
 from .module import Module
@@ -222,6 +222,7 @@ async def aevaluate(
     name = metric_name(metric)
     stopped: list[BudgetExceededError] = []
     mistakes: dict[int, UsageError] = {}
+    metric_bugs: dict[int, Exception] = {}
     spent_before = _budget.exhausted()
     done = [0, 0.0]
 
@@ -235,7 +236,7 @@ async def aevaluate(
                 if stopped:
                     return None
                 row = await _run_one(
-                    program, metric, index, example, failure_score, stopped, mistakes
+                    program, metric, index, example, failure_score, stopped, mistakes, metric_bugs
                 )
             if row is not None:
                 done[0] += 1
@@ -254,6 +255,7 @@ async def aevaluate(
         # every example failed with a usage mistake (no LM configured, wrong field names):
         # that is a bug in the call, not a score of zero
         raise mistakes[min(mistakes)]
+    _check_metric_ran(rows, metric_bugs, name)
     mean = sum(row.score for row in rows) / len(rows) if rows else 0.0
     return EvaluationResult(score=mean, rows=rows, usage=tracker.totals(), metric=name)
 
@@ -266,6 +268,7 @@ async def _run_one(
     failure_score: float,
     stopped: list[BudgetExceededError],
     mistakes: dict[int, UsageError],
+    metric_bugs: dict[int, Exception],
 ) -> EvaluationRow | None:
     try:
         prediction = await program.acall(**example.inputs())
@@ -286,6 +289,8 @@ async def _run_one(
     except Exception as exc:
         if isinstance(exc, UsageError):
             mistakes[index] = exc
+        elif not isinstance(exc, LMForgeError):  # a Python error in the metric's own code
+            metric_bugs[index] = exc
         return EvaluationRow(
             index,
             example,
@@ -295,6 +300,23 @@ async def _run_one(
             _one_line(exc),
         )
     return EvaluationRow(index, example, prediction, value)
+
+
+def _check_metric_ran(
+    rows: tuple[EvaluationRow, ...], metric_bugs: Mapping[int, Exception], name: str
+) -> None:
+    """Raise a :class:`UsageError` when the metric's own code raised (``AttributeError``,
+    ``TypeError``, ``KeyError``, ...) on every prediction it was given: that is a bug in
+    the metric, not a score of zero. A judge's LM or parse errors are real failures."""
+    scored = [row for row in rows if row.prediction is not None]
+    if not scored or len(metric_bugs) < len(scored):
+        return
+    first = metric_bugs[min(metric_bugs)]
+    raise UsageError(
+        f"the metric {name!r} raised on every prediction it scored ({len(scored)} of "
+        f"{len(rows)}): {type(first).__name__}: {_one_line(first)}; fix the metric, which is "
+        "called as metric(example, prediction, trace=None)"
+    ) from first
 
 
 def evaluate(

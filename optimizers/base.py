@@ -33,6 +33,7 @@ from lmforge.trace import track
 
 from .progress import CompileProgress
 from .run import Run, RunStore, jsonable, program_fingerprint
+from .store import code_fingerprint
 
 __all__ = ["Optimizer", "check_dataset", "lm_calls_per_run", "target_model"]
 
@@ -142,6 +143,7 @@ class Optimizer(abc.ABC):
             "program": program_fingerprint(student),
             "model": model,
             "metric": metric_name(metric),
+            "metric_code": code_fingerprint(metric),
             "train": dataset_hash(train),
             "dev": dataset_hash(val) if val is not None else None,
         }

@@ -120,6 +120,8 @@ async def _trace(
             "score": None,
             "error": f"metric {type(exc).__name__}: {exc}"[:300],
             "demos": {},
+            # the metric's own code raised (not a judge's LM): a bug when it always does
+            "metric_bug": not isinstance(exc, lf.LMForgeError),
         }
     passed = score >= threshold
     demos: dict[str, list[dict[str, Any]]] = {}
@@ -155,6 +157,8 @@ async def acollect_traces(
     teacher_id = program_fingerprint(teacher)
     semaphore = asyncio.Semaphore(run.concurrency)
     passed: set[int] = set()
+    scored = 0  # outcomes the metric was called on
+    bugs: list[str] = []  # ... of which the metric's own code raised
 
     async def one(index: int, round_: int) -> dict[str, Any]:
         example = examples[index]
@@ -180,6 +184,10 @@ async def acollect_traces(
                         stop = stop or outcome
                         continue
                     row.advance(1)
+                    if outcome.get("error") is None or "metric_bug" in outcome:
+                        scored += 1
+                    if outcome.get("metric_bug"):
+                        bugs.append(str(outcome["error"]))
                     if outcome["passed"]:
                         passed.add(index)
                         found.append(
@@ -194,6 +202,12 @@ async def acollect_traces(
                     raise stop
                 if needed is not None and len(found) >= needed:
                     return found[:needed]
+    if scored and len(bugs) == scored:
+        raise UsageError(
+            f"the metric {run.metric_name!r} raised on every trace it scored ({scored}): "
+            f"{bugs[0].removeprefix('metric ')}; fix the metric, which is called as "
+            "metric(example, prediction, trace=None)"
+        )
     return found
 
 

@@ -18,6 +18,7 @@ from lmforge.trace import LMCall
 __all__ = [
     "RunStore",
     "add_usage",
+    "code_fingerprint",
     "fingerprint",
     "jsonable",
     "program_fingerprint",
@@ -51,6 +52,39 @@ def program_fingerprint(program: lf.Module) -> str:
     """A hash of everything learnable in ``program`` (signatures, demos, adapters, LMs)."""
     cls = type(program)
     return fingerprint(f"{cls.__module__}:{cls.__qualname__}", program.state())
+
+
+def code_fingerprint(obj: Any) -> str | None:
+    """A hash of the source code behind a callable (a metric), so a resumed run notices
+    that it was edited: a function's source, or an object's class source plus its plain
+    JSON attributes (``ExactMatch(fields=...)``). ``None`` when no source is available
+    (built-ins, interactive sessions), in which case only the callable's name identifies it.
+    """
+    import functools
+    import inspect
+
+    parts: list[Any] = []
+    while isinstance(obj, functools.partial):
+        try:
+            parts.append(json.dumps([obj.args, obj.keywords], sort_keys=True))
+        except (TypeError, ValueError):
+            parts.append(None)
+        obj = obj.func
+    target = inspect.unwrap(obj) if inspect.isfunction(obj) or inspect.ismethod(obj) else obj
+    state: str | None = None
+    if not (inspect.isfunction(target) or inspect.ismethod(target) or inspect.isclass(target)):
+        try:
+            state = json.dumps(vars(target), sort_keys=True)
+        except (TypeError, ValueError):
+            state = None
+        target = type(target)
+    try:
+        source: str | None = inspect.getsource(target)
+    except (OSError, TypeError):
+        source = None
+    if source is None and state is None:
+        return None
+    return fingerprint(source, state, parts)
 
 
 # -- usage ------------------------------------------------------------------------------
@@ -128,7 +162,7 @@ class RunStore:
                 ) from None
             if data.get("identity") != self.identity:
                 raise UsageError(
-                    f"{self.directory} holds a different run (other program, data, seed "
+                    f"{self.directory} holds a different run (other program, data, metric, seed "
                     f"or optimizer "
                     "settings); pass a new run directory or delete this one"
                 )

@@ -239,3 +239,37 @@ def test_failure_score_must_be_a_number_in_0_1(failure_score: Any) -> None:
             failure_score=failure_score,
             progress=False,
         )
+
+
+def test_a_metric_that_raises_on_every_prediction_is_a_usage_error_not_a_zero_score() -> None:
+    """A metric bug (wrong label name, wrong arity) used to score 0% on every example and
+    let ``lmforge compile`` write an artifact for a program it never really scored."""
+
+    def wrong_label(example: lf.Example, prediction: lf.Prediction, trace: Any = None) -> bool:
+        return bool(prediction.team == example.label)
+
+    def one_argument(example: lf.Example) -> float:
+        return 1.0
+
+    dataset = data(("refund", "billing"), ("boom", "billing"), ("crash", "technical"))
+    with lf.use(lm=router_lm()), pytest.raises(lf.UsageError) as info:
+        lf.evaluate(lf.Predict(PROGRAM), dataset, wrong_label, progress=False)
+    message = str(info.value)
+    assert "'wrong_label' raised on every prediction it scored (2 of 3)" in message
+    assert "AttributeError" in message and "'label'" in message
+    assert isinstance(info.value.__cause__, AttributeError)
+    with lf.use(lm=router_lm()), pytest.raises(lf.UsageError, match="TypeError"):
+        lf.evaluate(lf.Predict(PROGRAM), dataset, one_argument, progress=False)  # type: ignore[arg-type]
+
+
+def test_a_metric_that_raises_on_some_predictions_only_fails_those() -> None:
+    def picky(example: lf.Example, prediction: lf.Prediction, trace: Any = None) -> bool:
+        if example.ticket == "crash":
+            raise KeyError("oops")
+        return bool(prediction.team == example.team)
+
+    dataset = data(("refund", "billing"), ("crash", "technical"))
+    with lf.use(lm=router_lm()):
+        result = lf.evaluate(lf.Predict(PROGRAM), dataset, picky, progress=False)
+    assert result.score == 0.5
+    assert [row.error_type for row in result.failures] == ["metric:KeyError"]

@@ -347,3 +347,32 @@ def test_compile_concurrency_must_be_a_whole_number(bad: Any) -> None:
             concurrency=bad,
             progress=False,
         )
+
+
+def test_a_metric_that_raises_on_every_trace_stops_bootstrapping_with_a_usage_error() -> None:
+    """Without a valset nothing else scores the program, so a broken metric used to give an
+    artifact with no bootstrapped demos and no word about why."""
+
+    def wrong_label(example: lf.Example, prediction: lf.Prediction, trace: Any = None) -> bool:
+        return bool(prediction.team == example.label)
+
+    with pytest.raises(lf.UsageError, match=r"'wrong_label' raised on every trace.*AttributeError"):
+        BootstrapFewShot(max_bootstrapped_demos=2).compile(
+            lf.Predict("ticket -> team"),
+            TRAIN,
+            metric=wrong_label,
+            lm=Router().lm(),
+            progress=False,
+        )
+
+
+def test_a_metric_that_raises_on_some_traces_only_skips_those() -> None:
+    def picky(example: lf.Example, prediction: lf.Prediction, trace: Any = None) -> bool:
+        if example.ticket == TRAIN[0].ticket:
+            raise KeyError("oops")
+        return bool(prediction.team == example.team)
+
+    compiled = BootstrapFewShot(max_bootstrapped_demos=2, max_labeled_demos=2).compile(
+        lf.Predict("ticket -> team"), TRAIN, metric=picky, lm=Router().lm(), progress=False
+    )
+    assert len(compiled.predictors()[0].demos) == 2

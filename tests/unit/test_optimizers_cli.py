@@ -25,6 +25,15 @@ program = lf.Predict("ticket -> team")
 
 def metric(example, prediction, trace=None):
     return prediction.team == example.team
+
+
+def build_boom():
+    raise ValueError("bad config")
+
+
+class NeedsArgs:
+    def __init__(self, field):
+        self.field = field
 """
 
 
@@ -132,6 +141,33 @@ def test_rerunning_the_command_resumes_from_the_run_directory(
     assert len(list((workdir / "out" / ".runs").iterdir())) == 1
 
 
+def test_rerunning_after_editing_the_metric_starts_a_fresh_run(
+    workdir: Path, routers: list[Router]
+) -> None:
+    """Fixing a bug in a custom metric and rerunning used to resume the old run directory and
+    report the buggy metric's scores (0% dev) for a program that now scores 100%."""
+    (workdir / "metric.py").write_text(
+        "def metric(example, prediction, trace=None):\n"
+        "    return prediction.team.upper() == example.team\n"
+    )
+    args = [*compile_args("--optimizer", "labeled", "--model", "m/x", "--no-baseline")]
+    args[args.index("exact_match")] = "metric.py:metric"
+    assert invoke(*args).exit_code == 0
+    scores = json.loads((workdir / "out" / "report.json").read_text())["runs"][0]["scores"]
+    assert scores["dev"] == 0.0
+    (workdir / "metric.py").write_text(
+        "def metric(example, prediction, trace=None):\n    return prediction.team == example.team\n"
+    )
+    import sys
+
+    sys.modules.pop("metric", None)  # in-process runs: let the edited file be imported again
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    scores = json.loads((workdir / "out" / "report.json").read_text())["runs"][0]["scores"]
+    assert scores["dev"] == 1.0
+    assert len(list((workdir / "out" / ".runs").iterdir())) == 2
+
+
 def test_eval_prints_the_score_table(
     workdir: Path, routers: list[Router], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -178,6 +214,14 @@ def test_eval_prints_the_score_table(
         ({"metric": "accuracy"}, "unknown metric 'accuracy'"),
         ({"optimizer": "genetic"}, "unknown optimizer 'genetic'"),
         ({"program": "prog.py:nothing"}, "has no attribute 'nothing'"),
+        (
+            {"program": "prog.py:build_boom"},
+            "calling it with no arguments failed (ValueError: bad config)",
+        ),
+        (
+            {"metric": "prog.py:NeedsArgs"},
+            "calling it with no arguments failed (TypeError: ",
+        ),
         ({"option": "oops"}, "must look like name=value"),
         ({"option": "k=abc"}, "option k expects an int, got 'abc' (str); e.g. -o k=4"),
         (
@@ -332,3 +376,24 @@ def test_eval_with_a_model_file_prints_no_default_model_notice(
     )
     assert result.exit_code == 0, result.output
     assert "no model configured" not in result.stderr
+
+
+def test_eval_with_a_model_factory_that_fails_is_a_one_line_error(workdir: Path) -> None:
+    """A ``--model file.py:factory`` that raises used to print a Python traceback."""
+    lf.Predict("ticket -> team").save(workdir / "plain.json")
+    (workdir / "lms.py").write_text(
+        "def needs_args(endpoint):\n    pass\n\n"
+        "def no_endpoint():\n    raise RuntimeError('set MY_ENDPOINT')\n"
+    )
+    for factory, expected in [
+        ("needs_args", "TypeError: needs_args() missing 1 required positional argument"),
+        ("no_endpoint", "RuntimeError: set MY_ENDPOINT"),
+    ]:
+        result = invoke(
+            "eval", "plain.json", "--model", f"lms.py:{factory}", "--data", "dev.jsonl",
+            "--metric", "exact_match", "--no-progress",
+        )  # fmt: skip
+        assert result.exit_code == 2, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: model 'lms.py:"), lines
+        assert expected in lines[0]

@@ -159,3 +159,47 @@ def test_store_ignores_torn_files_and_round_trips_json(tmp_path: Path) -> None:
     reopened._file("step/b").write_text("{not json")
     assert reopened.get("step/b") is None
     assert RunStore(None).get("step/a") is None
+
+
+def _shouting_metric() -> object:
+    def metric(example: lf.Example, prediction: lf.Prediction, trace: object = None) -> bool:
+        return bool(prediction.team.upper() == example.team)  # the bug: labels are lower case
+
+    return metric
+
+
+def _fixed_metric() -> object:
+    def metric(example: lf.Example, prediction: lf.Prediction, trace: object = None) -> bool:
+        return bool(prediction.team == example.team)
+
+    return metric
+
+
+def test_an_edited_metric_is_a_different_run_not_a_resume(tmp_path: Path) -> None:
+    """Fixing a metric and rerunning into the same run directory used to restore every
+    score the buggy metric gave (same name, so same identity): a stale 0% result."""
+    from lmforge.optimizers.store import code_fingerprint
+
+    buggy, fixed = _shouting_metric(), _fixed_metric()
+    assert code_fingerprint(buggy) != code_fingerprint(fixed)
+    assert code_fingerprint(fixed) == code_fingerprint(_fixed_metric())
+    assert code_fingerprint(lf.metrics.ExactMatch("team")) != code_fingerprint(
+        lf.metrics.ExactMatch("answer")
+    )
+    run_dir = tmp_path / "run"
+
+    def go(metric: object) -> lf.Module:
+        return BootstrapFewShot(max_bootstrapped_demos=2).compile(
+            lf.Predict("ticket -> team"),
+            TRAIN,
+            metric=metric,  # type: ignore[arg-type]
+            valset=VAL,
+            lm=Router(needs_demos=False).lm(),
+            progress=False,
+            run_dir=run_dir,
+        )
+
+    assert go(buggy).artifact_meta["scores"]["dev"] == 0.0  # type: ignore[attr-defined]
+    with pytest.raises(lf.UsageError, match=r"holds a different run .*metric"):
+        go(fixed)
+    assert go(buggy).compile_info["restored_steps"] > 0  # type: ignore[attr-defined]
