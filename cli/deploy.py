@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import warnings
 from pathlib import Path
@@ -125,6 +126,10 @@ def serve(
     ),
 ) -> None:
     """Run a bundle's program server (API keys from $LMFORGE_API_KEYS)."""
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--port must be between 1 and 65535, got {port}")
+    if not (math.isfinite(graceful_timeout) and graceful_timeout >= 0):
+        raise UsageError(f"--graceful-timeout must be 0 or more seconds, got {graceful_timeout:g}")
     try:
         import uvicorn
     except ImportError:
@@ -162,7 +167,7 @@ def serve(
         app_,
         host=host,
         port=port,
-        timeout_graceful_shutdown=int(graceful_timeout),
+        timeout_graceful_shutdown=math.ceil(graceful_timeout),
         log_level="info",
         access_log=False,
         server_header=False,

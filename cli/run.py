@@ -51,6 +51,31 @@ def _output(prediction: lf.Prediction) -> str:
     return json.dumps(prediction.to_dict(), ensure_ascii=False, default=_json_default)
 
 
+def _note_untrusted_endpoints(artifact: Path) -> None:
+    """Say so on stderr when the artifact records endpoints that this run ignores.
+
+    Without the note, a program compiled against ``hosted_vllm/...`` at a recorded
+    ``api_base`` fails after its retries with a DNS or connection error that does not say
+    why the recorded server was not called.
+    """
+    from lmforge.artifact import read_artifact
+
+    states = read_artifact(artifact).get("predictors") or {}
+    names = sorted(
+        str(name)
+        for name, state in states.items()
+        if isinstance(state, dict)
+        and isinstance(state.get("lm"), dict)
+        and state["lm"].get("api_base")
+    )
+    if names:
+        sys.stderr.write(
+            f"note: {artifact} records an api_base for predictor(s) {', '.join(names)}; it is "
+            "not used unless you pass --allow-endpoints (trust the file), so the model's "
+            "default endpoint is called\n"
+        )
+
+
 @app.command()
 @friendly
 def run(
@@ -79,6 +104,8 @@ def run(
         ]
     )
     program = load_program(artifact, model=model, allow_endpoints=allow_endpoints)
+    if not allow_endpoints and not model:
+        _note_untrusted_endpoints(artifact)
     if single is not None:
         typer.echo(_output(program(**single)))
         return

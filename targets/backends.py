@@ -163,13 +163,28 @@ class FallbackBackend:
     def _should_fall_back(exc: LMError) -> bool:
         return not isinstance(exc, ContextWindowError)
 
+    def _priced(self, response: LMResponse) -> LMResponse:
+        """The fallback's answer priced at the fallback model's rates.
+
+        The wrapping ``lf.LM`` prices unpriced answers by its own (the primary) model, which
+        would bill a cheap fallback at the primary's price.
+        """
+        if response.cost is not None:
+            return response
+        from lmforge.lm.pricing import cost_of
+
+        cost = cost_of(self.fallback_model, response.usage)
+        return response if cost is None else dataclasses.replace(response, cost=cost)
+
     def complete(self, request: LMRequest) -> LMResponse:
         try:
             return self.primary.complete(request)
         except LMError as exc:
             if not self._should_fall_back(exc):
                 raise
-            return self.fallback.complete(dataclasses.replace(request, model=self.fallback_model))
+            return self._priced(
+                self.fallback.complete(dataclasses.replace(request, model=self.fallback_model))
+            )
 
     async def acomplete(self, request: LMRequest) -> LMResponse:
         try:
@@ -177,8 +192,10 @@ class FallbackBackend:
         except LMError as exc:
             if not self._should_fall_back(exc):
                 raise
-            return await self.fallback.acomplete(
-                dataclasses.replace(request, model=self.fallback_model)
+            return self._priced(
+                await self.fallback.acomplete(
+                    dataclasses.replace(request, model=self.fallback_model)
+                )
             )
 
 

@@ -35,6 +35,7 @@ __all__ = [
 BUNDLE_FORMAT = "lmforge.bundle"
 BUNDLE_VERSION = 1
 MANIFEST = "manifest.json"
+SOURCE_DIR = "program_source"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -111,7 +112,8 @@ def verify_bundle(directory: Path) -> dict[str, Any]:
         raise ArtifactError(
             f"{directory} holds a bundle format this lmforge cannot read; re-export it"
         )
-    for relative, digest in _manifest_files(directory, manifest.get("files")).items():
+    listed = _manifest_files(directory, manifest.get("files"))
+    for relative, digest in listed.items():
         path = directory / relative
         if not path.is_file():
             raise ArtifactError(f"bundle file {relative} is missing; re-export the bundle")
@@ -119,7 +121,33 @@ def verify_bundle(directory: Path) -> dict[str, Any]:
             raise ArtifactError(
                 f"bundle file {relative} was modified after export (sha256 mismatch); re-export it"
             )
+    _refuse_unlisted_source(directory, listed)
     return manifest
+
+
+def _refuse_unlisted_source(directory: Path, listed: Mapping[str, str]) -> None:
+    """Refuse files under ``program_source/`` that the manifest does not list.
+
+    That folder goes on ``sys.path`` when the bundle is served, so a file added there after
+    export (``program_source/litellm.py``) would run as code without failing the hashes.
+    Python's own ``__pycache__`` folders are allowed. Other unlisted files (a wheel placed
+    next to the Dockerfile) are never imported and are left alone.
+    """
+    source = directory / SOURCE_DIR
+    if not source.is_dir():
+        return
+    for path in sorted(source.rglob("*")):
+        relative = path.relative_to(directory).as_posix()
+        if "__pycache__" in path.relative_to(source).parts:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            continue
+        if relative not in listed:
+            raise ArtifactError(
+                f"bundle file {relative} is not in the bundle's manifest (added after export); "
+                f"files under {SOURCE_DIR}/ are imported when serving: remove it, or re-export "
+                "the bundle"
+            )
 
 
 def _manifest_files(directory: Path, files: Any) -> dict[str, str]:
@@ -219,7 +247,7 @@ def load_bundle(
     directory = Path(directory)
     verify_bundle(directory)
     serving = read_serving(directory)
-    source = directory / "program_source"
+    source = directory / SOURCE_DIR
     if source.is_dir() and str(source) not in sys.path:
         sys.path.insert(0, str(source))
     program = lf.load(directory / "program.json")

@@ -24,7 +24,7 @@ from .backends import constraint_to_structured
 from .bundle import dumps, manifest_for, write_bundle
 from .drift import reference_stats
 from .managed_target import managed_backend
-from .memory import MemoryPlan
+from .memory import DTYPE_BYTES, MemoryPlan
 from .program import build_models, program_signature
 from .templating import environment, k8s_name
 from .vllm_target import VLLM_VERSION, vllm_files
@@ -57,6 +57,61 @@ class ExportOptions:
     api_key_env: str | None = None
     fallback_model: str | None = None
     image: str | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse values vLLM, the memory plan or the generated files cannot use (UsageError).
+
+        Checked here, not only in the memory plan: without a model config the plan is
+        skipped and a bad value would otherwise reach vllm.yaml, the manifests and the
+        README's commands unchecked.
+        """
+        for flag, value in (
+            ("--max-tokens", self.max_tokens),
+            ("--max-num-seqs", self.max_num_seqs),
+            ("--tensor-parallel-size", self.tensor_parallel_size),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"{flag} must be a whole number of at least 1, got {value!r}")
+        if self.max_model_len is not None and (
+            not isinstance(self.max_model_len, int) or self.max_model_len <= self.max_tokens
+        ):
+            raise UsageError(
+                f"--max-model-len {self.max_model_len!r} must be larger than --max-tokens "
+                f"{self.max_tokens} (it holds the prompt and the answer); or leave it out to "
+                "derive it from the program's prompts"
+            )
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise UsageError(
+                f"--gpu-memory-utilization must be a fraction in (0, 1], e.g. 0.9; "
+                f"got {self.gpu_memory_utilization!r}"
+            )
+        if self.gpu_memory_gib is not None and not 0 < self.gpu_memory_gib <= 65_536:
+            raise UsageError(
+                f"--gpu-memory-gib must be > 0 and at most 65536 (GiB of one GPU), "
+                f"got {self.gpu_memory_gib!r}"
+            )
+        if self.dtype.lower() not in DTYPE_BYTES:
+            raise UsageError(
+                f"unknown --dtype {self.dtype!r}; use one of {', '.join(sorted(DTYPE_BYTES))}"
+            )
+        if self.api_key_env is not None and not _ENV_NAME.fullmatch(self.api_key_env):
+            raise UsageError(
+                f"--api-key-env {self.api_key_env!r} is not an environment variable name; "
+                "use letters, digits and '_', not starting with a digit (e.g. OPENAI_API_KEY)"
+            )
+        if self.image is not None and not _IMAGE.fullmatch(self.image):
+            raise UsageError(
+                f"--image {self.image!r} is not a container image reference; use e.g. "
+                "registry.example.com/team/triage-program:1.0"
+            )
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A container image reference: [registry[:port]/]path[:tag][@digest], no spaces or quotes.
+_IMAGE = re.compile(
+    r"[a-z0-9][a-z0-9._-]*(:[0-9]+)?(/[a-z0-9][a-z0-9._-]*)*"
+    r"(:\w[\w.-]{0,127})?(@sha256:[0-9a-f]{64})?"
+)
 
 
 @dataclasses.dataclass(frozen=True)

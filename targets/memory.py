@@ -70,9 +70,50 @@ def load_model_config(path: str | Path) -> dict[str, Any]:
         raise UsageError(
             f"cannot read the model config {source}: {exc}; pass --model-config PATH/config.json"
         ) from None
-    if "text_config" in data and "num_hidden_layers" not in data:
-        data = {**data, **data["text_config"]}
+    if not isinstance(data, dict):
+        raise UsageError(
+            f"the model config {source} holds a JSON {type(data).__name__}, not an object; "
+            "pass the model's transformers config.json"
+        )
+    text_config = data.get("text_config")
+    if isinstance(text_config, dict) and "num_hidden_layers" not in data:
+        data = {**data, **text_config}
+    _check_config_numbers(data, source)
     return data
+
+
+_CONFIG_NUMBERS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "intermediate_size",
+    "vocab_size",
+    "max_position_embeddings",
+)
+
+
+def _check_config_numbers(config: Mapping[str, Any], source: Path) -> None:
+    """The sizes the plan reads are positive whole numbers; the KV-cache ones are present."""
+    for key in _CONFIG_NUMBERS:
+        value = config.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UsageError(
+                f"the model config {source}: {key} must be a positive whole number, got "
+                f"{value!r}; pass the model's transformers config.json"
+            )
+    needed = ["num_hidden_layers", "num_attention_heads"]
+    if not config.get("head_dim"):
+        needed.append("hidden_size")
+    missing = [key for key in needed if key not in config]
+    if missing:
+        raise UsageError(
+            f"the model config {source} has no {', '.join(map(repr, missing))}; pass the "
+            "model's transformers config.json"
+        )
 
 
 def _head_dim(config: Mapping[str, Any]) -> int:

@@ -38,6 +38,8 @@ class ChatRequest(pydantic.BaseModel):
     messages: list[dict[str, Any]] = pydantic.Field(..., min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
+    n: int | None = None
+    tool_choice: str | dict[str, Any] | None = None
 
 
 def message_text(message: dict[str, Any]) -> str:
@@ -74,6 +76,7 @@ def add_openai_routes(app: Any, runtime: Any, error_response: Callable[[Any, Any
             raise ApiError(
                 404, "model_not_found", f"model {body.model!r} is not served here; use {name!r}"
             )
+        _check_options(body, ApiError)
         inputs = runtime.validate(_inputs_from_messages(runtime, body.messages, ApiError))
         runtime.acquire()
         status = 200
@@ -111,11 +114,41 @@ def add_openai_routes(app: Any, runtime: Any, error_response: Callable[[Any, Any
         }
 
 
+def _check_options(body: ChatRequest, api_error: Any) -> None:
+    """Refuse (422) the chat options a program cannot honour, rather than ignore them."""
+    if body.n is not None and body.n != 1:
+        raise api_error(
+            422,
+            "invalid_input",
+            f"n={body.n} is not supported: a program gives one answer per call; "
+            "send n separate requests (or omit n)",
+        )
+    if body.tool_choice is not None and body.tool_choice not in ("none", "auto"):
+        raise api_error(
+            422,
+            "invalid_input",
+            "tool_choice that forces a tool call is not supported: the program answers with "
+            "its output, never a tool call; omit tool_choice (or use 'auto' or 'none')",
+        )
+
+
 def _inputs_from_messages(runtime: Any, messages: list[dict[str, Any]], api_error: Any) -> Any:
     user = [m for m in messages if m.get("role") == "user"]
     if not user:
         raise api_error(
             422, "invalid_input", "messages hold no user message; put the program's input in one"
+        )
+    content = user[-1].get("content")
+    has_text = isinstance(content, str) or (
+        isinstance(content, list)
+        and any(isinstance(p, dict) and isinstance(p.get("text"), str) for p in content)
+    )
+    if not has_text:
+        raise api_error(
+            422,
+            "invalid_input",
+            "the last user message has no text content; send the program's input as a "
+            "string (or as text parts of a content list)",
         )
     text = message_text(user[-1])
     fields = runtime.signature.input_fields

@@ -20,7 +20,7 @@ from typing import Any
 import pydantic
 from lmforge import Module, Prediction, Signature
 from lmforge.adapters.coerce import _json_default, render_value
-from lmforge.errors import UsageError
+from lmforge.errors import ParseError, UsageError
 from lmforge.fieldtypes import is_enum_like
 
 __all__ = [
@@ -123,7 +123,17 @@ def response_payload(signature: Signature, prediction: Prediction) -> dict[str, 
             if hasattr(prediction, "get")
             else getattr(prediction, field.name)
         )
-        data[field.name] = json.loads(json.dumps(value, default=_json_default))
+        try:
+            # Strict JSON: NaN/Infinity would make the response body unparseable by strict
+            # clients (and the batch route already answered them as null).
+            text = json.dumps(value, default=_json_default, allow_nan=False)
+        except ValueError:
+            raise ParseError(
+                f"output field {field.name!r} is not a finite number ({value!r})",
+                raw=repr(value),
+                field=field.name,
+            ) from None
+        data[field.name] = json.loads(text)
     return data
 
 

@@ -68,7 +68,8 @@ def lm_error(exc: BaseException) -> ApiError:
     if isinstance(exc, ParseError):
         return ApiError(502, "parse_error", f"the model's answer could not be parsed: {exc}")
     if isinstance(exc, RateLimitError):
-        retry = str(max(1, int(exc.retry_after or 1)))
+        wait = exc.retry_after if exc.retry_after and math.isfinite(exc.retry_after) else 1
+        retry = str(max(1, math.ceil(wait)))
         return ApiError(
             503,
             "upstream_rate_limited",

@@ -8,6 +8,7 @@ into lmforge's error tree.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 from typing import Any
@@ -148,9 +149,11 @@ def _retry_after(exc: BaseException) -> float | None:
         return None
     value = headers.get("retry-after") or headers.get("Retry-After")
     try:
-        return float(value) if value is not None else None
+        seconds = float(value) if value is not None else None
     except (TypeError, ValueError):
         return None
+    # "nan" and "inf" parse as floats; neither is a wait anyone can sleep for.
+    return seconds if seconds is None or math.isfinite(seconds) else None
 
 
 _MISSING_KEY = re.compile(

@@ -53,6 +53,16 @@ def _refuse_credentials(settings: Mapping[str, Any], path: str = "") -> None:
             _refuse_credentials(value, where)
 
 
+def _without_userinfo(url: str) -> str:
+    """``url`` without a ``user:password@`` part: artifacts and bundles never hold one."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
 @functools.cache
 def _announce(model: str, source: str) -> None:
     sys.stderr.write(f"lmforge: no model configured; using {model} ({source})\n")
@@ -185,6 +195,9 @@ class LM:
             for k in ("response_format", "constraint", "tools", "rollout_id")
             if k in params
         }
+        # Requests end up in cache keys and traces: a per-call credential is refused like a
+        # default one (``lm("hi", api_key=...)``, ``extra_headers={"Authorization": ...}``).
+        _refuse_credentials(params)
         merged = {**self.defaults, **{k: v for k, v in params.items() if v is not None}}
         if self.lora is not None:  # the adapter's content is part of what decides the answer
             from .lora import file_digest
@@ -296,7 +309,7 @@ class LM:
         if defaults:
             data["defaults"] = defaults
         if include_endpoint and self.api_base:
-            data["api_base"] = self.api_base
+            data["api_base"] = _without_userinfo(self.api_base)
         if self.client != "auto":
             data["client"] = self.client
         if self.lora is not None:

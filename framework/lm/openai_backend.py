@@ -18,6 +18,7 @@ from __future__ import annotations
 import email.utils
 import ipaddress
 import json
+import math
 import os
 import re
 import sys
@@ -293,21 +294,40 @@ def _to_response(
     if status >= 400:
         raise error_from_status(status, headers, content, request.model, url)
     try:
-        data = json.loads(content)
-        choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
+        return _parse_completion(json.loads(content), request)
     except (ValueError, KeyError, TypeError, AttributeError):
+        # Anything off-shape (choices, usage, tool calls) is the server's fault, reported as
+        # one ProviderError, never a bare AttributeError from deep in the parsing.
         raise ProviderError(
             f"{request.model}: {_host(url)} sent a malformed response: {content[:200]!r}",
             model=request.model,
             status_code=status,
             retryable=True,
         ) from None
+
+
+def _content_text(content: Any) -> str:
+    """A message's text: a string, or the text parts of a content list (some servers)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            str(part.get("text") or "") if isinstance(part, dict) else str(part) for part in content
+        )
+    raise TypeError(f"message content is {type(content).__name__}, not text")
+
+
+def _parse_completion(data: Any, request: LMRequest) -> LMResponse:
+    """An LMResponse from a completion document; raises on a malformed one."""
+    choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
     texts: list[str] = []
     tool_calls: list[dict[str, Any]] = []
     for choice in choices:
         message = choice.get("message")
         if isinstance(message, dict):
-            texts.append(message.get("content") or "")
+            texts.append(_content_text(message.get("content")))
             for call in message.get("tool_calls") or ():
                 function = call.get("function") or {}
                 tool_calls.append(
@@ -318,7 +338,7 @@ def _to_response(
                     }
                 )
         else:
-            texts.append(choice.get("text") or "")
+            texts.append(_content_text(choice.get("text")))
     usage = data.get("usage") or {}
     return LMResponse(
         texts=tuple(texts) or ("",),
@@ -375,9 +395,12 @@ def retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        # "nan" and "inf" parse as floats; neither is a wait anyone can sleep for.
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -409,5 +432,7 @@ def _transport_error(exc: BaseException, model: str, url: str) -> LMError:
 
 
 def _host(url: str) -> str:
+    """The host (and port) of ``url`` for messages: never its ``user:password@`` part."""
     parts = urlsplit(url)
-    return parts.netloc or url
+    netloc = parts.netloc.rpartition("@")[2]
+    return netloc or (url.rpartition("@")[2] if "@" in url else url)

@@ -626,3 +626,10 @@ def test_unusable_cache_directory_says_how_to_fix(
     assert "\n" not in str(info.value)
     with lf.use(cache=False):
         assert predictor(question="q").answer == "fine"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_retry_after_from_litellm_is_ignored(value: str) -> None:
+    # time.sleep(nan) raises ValueError; the server's Retry-After int(inf) OverflowError.
+    exc = _fake_error("RateLimitError", 429, {"retry-after": value})
+    assert litellm_backend.translate_error(exc, "openai/gpt-4o-mini").retry_after is None

@@ -518,3 +518,68 @@ async def test_async_connection_refused_is_retryable() -> None:
     with pytest.raises(ProviderError) as info:
         await lm.acomplete(lm.request(messages=[{"role": "user", "content": "hi"}]))
     assert info.value.retryable
+
+
+# -- review: hostile and odd server replies ------------------------------------------------
+
+
+def test_non_finite_retry_after_is_ignored() -> None:
+    # float("nan") parses; time.sleep(nan) raises ValueError and int(nan) in the server too.
+    assert retry_after("nan") is None
+    assert retry_after("inf") is None
+    assert retry_after("-inf") is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"choices": [{"index": 0, "message": {"content": "hi"}}], "usage": [1, 2]},
+        {"choices": [{"index": 0, "message": {"content": "hi"}}], "usage": {"prompt_tokens": "x"}},
+        {"choices": [{"index": 0, "message": {"content": None, "tool_calls": ["x"]}}]},
+        {"choices": [{"index": 0, "message": {"content": 5}}]},
+    ],
+)
+async def test_off_shape_success_bodies_are_provider_errors(
+    server: FakeServer, body: dict[str, Any]
+) -> None:
+    server.reply = lambda req: (200, {}, body)
+    lm = vllm(server, retry=NO_RETRY)
+    with pytest.raises(ProviderError) as info:
+        _call(lm)
+    assert info.value.retryable and "malformed response" in str(info.value)
+    with pytest.raises(ProviderError):
+        await lm.acomplete(lm.request(messages=[{"role": "user", "content": "hi"}]))
+
+
+def test_content_parts_are_joined_into_text(server: FakeServer) -> None:
+    parts = [{"type": "text", "text": "hel"}, {"type": "text", "text": "lo"}]
+    server.reply = lambda req: (200, {}, {"choices": [{"index": 0, "message": {"content": parts}}]})
+    assert _call(vllm(server, retry=NO_RETRY)) == ["hello"]
+
+
+def test_error_messages_never_show_the_endpoints_credentials(server: FakeServer) -> None:
+    server.reply = lambda req: (401, {}, {"error": {"message": "bad key"}})
+    base = server.base.replace("http://", "http://user:s3cret-pass@")
+    lm = lf.LM("hosted_vllm/m", api_base=base, cache=False, retry=NO_RETRY)
+    with pytest.raises(AuthenticationError) as info:
+        _call(lm)
+    assert "s3cret-pass" not in str(info.value) and "127.0.0.1" in str(info.value)
+
+
+def test_per_call_credentials_are_refused() -> None:
+    lm = lf.LM("openai/gpt-4o-mini", cache=False)
+    with pytest.raises(UsageError, match="credential"):
+        lm.request(prompt="hi", api_key="sk-not-for-traces")
+    with pytest.raises(UsageError, match="credential"):
+        lm.request(prompt="hi", extra_headers={"Authorization": "Bearer sk-x"})
+
+
+def test_saved_artifacts_never_hold_the_endpoints_password(tmp_path: Path) -> None:
+    base = "http://bob:hunter2-pass@10.0.0.5:8000/v1?api-version=1"
+    lm = lf.LM("hosted_vllm/m", api_base=base, cache=False)
+    path = tmp_path / "prog.json"
+    lf.Predict("question -> answer", lm=lm).save(path)
+    text = path.read_text()
+    assert "hunter2-pass" not in text and "bob" not in text
+    assert "http://10.0.0.5:8000/v1?api-version=1" in text
+    assert lm.api_base == base  # the live LM still sends them

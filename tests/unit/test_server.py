@@ -457,3 +457,51 @@ async def test_chat_stream_options_must_be_an_object() -> None:
             json={**body, "stream_options": {"include_usage": True}},
         )
         assert good.status_code == 200 and '"usage"' in good.text and "data: [DONE]" in good.text
+
+
+async def test_chat_refuses_options_a_program_cannot_honour() -> None:
+    one_input = lf.Signature.parse("ticket: str -> team: Literal['billing', 'tech']")
+    async with _client(_app(sig=one_input)) as client:
+        base = {"model": "triage", "messages": [{"role": "user", "content": "refund"}]}
+
+        async def chat(**extra: Any) -> httpx.Response:
+            return await client.post("/v1/chat/completions", headers=AUTH, json={**base, **extra})
+
+        several = await chat(n=2)
+        assert several.status_code == 422 and "n=2" in several.json()["error"]["message"]
+        forced = await chat(
+            tools=[{"type": "function", "function": {"name": "lookup"}}], tool_choice="required"
+        )
+        assert forced.status_code == 422 and "tool_choice" in forced.json()["error"]["message"]
+        for content in (None, 5, [{"type": "image_url", "image_url": {"url": "x"}}]):
+            empty = await chat(messages=[{"role": "user", "content": content}])
+            assert empty.status_code == 422, content
+            assert "no text content" in empty.json()["error"]["message"]
+        for fine in ({"n": 1}, {"n": None}, {"tool_choice": "auto"}, {}):
+            ok = await chat(**fine)
+            assert ok.status_code == 200, fine
+            assert len(ok.json()["choices"]) == 1
+
+
+def test_upstream_rate_limit_with_a_non_finite_retry_after_still_answers_503() -> None:
+    from lmforge.errors import RateLimitError
+    from lmforge.targets.server import lm_error
+
+    for wait in (float("inf"), float("nan"), None, 2.2):
+        error = lm_error(RateLimitError("slow down", retry_after=wait))
+        assert error.status == 503
+        assert error.headers["Retry-After"] == ("3" if wait == 2.2 else "1")
+
+
+async def test_non_finite_outputs_are_a_parse_error_not_invalid_json() -> None:
+    # The call route answered 200 with the body {"score": NaN}, which is not JSON.
+    sig = lf.Signature.parse("ticket: str -> score: float")
+    app = _app(lm=FunctionLM(lambda request: "[[ ## score ## ]]\nnan"), sig=sig)
+    async with _client(app) as client:
+        single = await client.post("/v1/programs/triage", json={"ticket": "x"}, headers=AUTH)
+        assert single.status_code == 502 and single.json()["error"]["type"] == "parse_error"
+        batch = await client.post(
+            "/v1/programs/triage:batch", json={"items": [{"ticket": "x"}]}, headers=AUTH
+        )
+        assert batch.status_code == 200
+        assert batch.json()["results"][0]["error"]["type"] == "parse_error"

@@ -118,3 +118,35 @@ def test_psi_and_categorical_drift() -> None:
     assert report["input_length.text"]["level"] == "stable"
     with pytest.raises(lf.UsageError, match="version"):
         DriftMonitor({"version": 99, "statistics": {}})
+
+
+def test_fallback_answers_are_priced_at_the_fallback_models_rates() -> None:
+    # lf.LM prices unpriced answers by its own model: a gpt-4o-mini fallback was billed as
+    # gpt-4o (about 17 times too much).
+    from lmforge.errors import ProviderError
+    from lmforge.lm.pricing import cost_of
+    from lmforge.lm.types import LMResponse, Usage
+    from lmforge.targets.backends import FallbackBackend
+
+    class Down:
+        def complete(self, request: LMRequest) -> LMResponse:
+            raise ProviderError("down", model=request.model, retryable=False)
+
+        async def acomplete(self, request: LMRequest) -> LMResponse:
+            return self.complete(request)
+
+    class Up:
+        def complete(self, request: LMRequest) -> LMResponse:
+            return LMResponse(texts=("hi",), usage=Usage(1000, 1000), model=request.model)
+
+        async def acomplete(self, request: LMRequest) -> LMResponse:
+            return self.complete(request)
+
+    backend = FallbackBackend(Down(), Up(), "openai/gpt-4o-mini")
+    lm = lf.LM("openai/gpt-4o", backend=backend, cache=False, retry=1)
+    usage = Usage(1000, 1000)
+    expected = cost_of("openai/gpt-4o-mini", usage)
+    if expected is None:
+        pytest.skip("no price table (litellm not installed)")
+    assert expected != cost_of("openai/gpt-4o", usage)
+    assert lm.complete(lm.request(prompt="x")).cost == pytest.approx(expected)
