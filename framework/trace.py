@@ -116,9 +116,16 @@ class Tracker:
 
     @property
     def cost(self) -> float | None:
-        """USD spent on backend calls; ``None`` when no call's price is known."""
+        """USD spent on backend calls whose price is known; ``None`` when none is. Calls
+        without a known price are counted in :attr:`unpriced_calls` (the cost is then a
+        lower bound)."""
         known = [c.cost for c in self.calls if not c.cache_hit and c.cost is not None]
         return sum(known) if known else None
+
+    @property
+    def unpriced_calls(self) -> int:
+        """Backend calls (cache hits excluded) whose price is not known."""
+        return sum(1 for c in self.calls if not c.cache_hit and c.response and c.cost is None)
 
     def totals(self) -> dict[str, Any]:
         return {
@@ -126,6 +133,7 @@ class Tracker:
             "lm_calls": self.lm_calls,
             "cache_hits": self.cache_hits,
             "errors": self.errors,
+            "unpriced_calls": self.unpriced_calls,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "cost_usd": self.cost,

@@ -477,6 +477,21 @@ def test_track_totals_tokens_and_cost() -> None:
     assert t.calls[0].cost == pytest.approx(1000 * price_in + 200 * price_out)
     assert t.calls[0].latency >= 0 and t.calls[0].model == "openai/gpt-4o-mini"
     assert len(t.predictions) == 3 and t.predictions[0].inputs == {"question": "one"}
+    assert totals["unpriced_calls"] == 0
+
+
+def test_calls_without_a_known_price_are_counted_next_to_the_cost() -> None:
+    priced = FunctionLM(
+        lambda r: LMResponse(texts=(ANSWER,), usage=Usage(100, 10)), model="openai/gpt-4o-mini"
+    )
+    unpriced = FunctionLM(
+        lambda r: LMResponse(texts=(ANSWER,), usage=Usage(100, 10)), model="test/unknown-model"
+    )
+    with lf.track() as t:
+        lf.Predict("question -> answer", lm=priced)(question="a")
+        lf.Predict("question -> answer", lm=unpriced)(question="b")
+    assert t.cost is not None and t.cost > 0  # a lower bound: one call has no price
+    assert t.unpriced_calls == 1 and t.totals()["unpriced_calls"] == 1
 
 
 def test_unknown_model_cost_is_none_and_local_is_free() -> None:
