@@ -26,6 +26,7 @@ __all__ = [
     "HTTPStreamPool",
     "ProtocolError",
     "ssl_context",
+    "without_userinfo",
 ]
 
 # httpcore's pool scans every connection of a client (with a socket check for each idle
@@ -237,3 +238,13 @@ def ssl_context() -> Any:
     import httpx
 
     return httpx.create_ssl_context()
+
+
+def without_userinfo(url: str) -> str:
+    """``url`` without a ``user:password@`` part (for messages, artifacts and bundles)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

@@ -53,16 +53,6 @@ def _refuse_credentials(settings: Mapping[str, Any], path: str = "") -> None:
             _refuse_credentials(value, where)
 
 
-def _without_userinfo(url: str) -> str:
-    """``url`` without a ``user:password@`` part: artifacts and bundles never hold one."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-
-
 @functools.cache
 def _announce(model: str, source: str) -> None:
     sys.stderr.write(f"lmforge: no model configured; using {model} ({source})\n")
@@ -309,7 +299,9 @@ class LM:
         if defaults:
             data["defaults"] = defaults
         if include_endpoint and self.api_base:
-            data["api_base"] = _without_userinfo(self.api_base)
+            from ._http import without_userinfo  # artifacts and bundles never hold a password
+
+            data["api_base"] = without_userinfo(self.api_base)
         if self.client != "auto":
             data["client"] = self.client
         if self.lora is not None:

@@ -39,7 +39,13 @@ from ..errors import (
     RateLimitError,
     UsageError,
 )
-from ._http import SHARD_CONNECTIONS, ClientShards, HTTPStreamPool, ssl_context
+from ._http import (
+    SHARD_CONNECTIONS,
+    ClientShards,
+    HTTPStreamPool,
+    ssl_context,
+    without_userinfo,
+)
 from .types import LMRequest, LMResponse, Usage
 
 if TYPE_CHECKING:
@@ -433,6 +439,5 @@ def _transport_error(exc: BaseException, model: str, url: str) -> LMError:
 
 def _host(url: str) -> str:
     """The host (and port) of ``url`` for messages: never its ``user:password@`` part."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
+    netloc = urlsplit(without_userinfo(url)).netloc
     return netloc or (url.rpartition("@")[2] if "@" in url else url)
