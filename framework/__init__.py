@@ -41,7 +41,7 @@ from .inspection import inspect
 from .lm import LM, LMRequest, LMResponse, ModelProfile, RetryPolicy
 from .module import BatchError, Module
 from .predict import Predict, request_config
-from .settings import Settings, use
+from .settings import Settings, configure, use
 from .signature import InputField, OutputField, Signature
 from .trace import track
 
@@ -84,6 +84,7 @@ __all__ = [
     "SignatureError",
     "UsageError",
     "__version__",
+    "configure",
     "data",
     "evaluate",
     "inspect",

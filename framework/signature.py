@@ -132,7 +132,22 @@ def _hybrid_property(func: Callable[..., T]) -> T:
     return _hybrid(func, is_property=True)  # type: ignore[return-value]
 
 
-class Signature:
+class _SignatureClass(type):
+    """Class-form signatures compare (and hash) by their fields, types and instructions,
+    like signature instances: two identical declarations are equal."""
+
+    def __eq__(cls, other: object) -> bool:
+        mine = cls.__dict__.get("__lf_signature__")
+        if not isinstance(mine, Signature):
+            return cls is other
+        return mine == other
+
+    def __hash__(cls) -> int:
+        mine = cls.__dict__.get("__lf_signature__")
+        return hash(mine) if isinstance(mine, Signature) else id(cls)
+
+
+class Signature(metaclass=_SignatureClass):
     """Typed input and output fields plus the instructions for one LM step."""
 
     __slots__ = ("_fields", "_hash", "_inputs", "_instructions", "_key_value", "_name", "_outputs")
@@ -185,8 +200,12 @@ class Signature:
                 f"{cls.__name__}: field(s) {', '.join(missing)} need a value of "
                 "lf.InputField() or lf.OutputField()"
             )
-        doc = inspect.getdoc(cls) or ""  # a subclass without a docstring keeps its base's
-        cls.__lf_signature__ = Signature(fields, instructions=doc, name=cls.__name__)
+        if not fields:
+            # An empty body: either a declaration still to be checked on first use, or a
+            # class being rebuilt by cloudpickle, which fills the body in after creating it.
+            cls.__lf_signature__ = None
+            return
+        cls.__lf_signature__ = Signature(fields, instructions=_own_doc(cls), name=cls.__name__)
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Signature:
         if cls is not Signature:
@@ -367,9 +386,27 @@ class Signature:
 def _maybe_signature(value: object) -> Signature | None:
     if isinstance(value, Signature):
         return value
-    if isinstance(value, type) and issubclass(value, Signature):
-        return value.__lf_signature__
+    if isinstance(value, type) and issubclass(value, Signature) and value is not Signature:
+        sig = value.__lf_signature__
+        if sig is None:
+            raise SignatureError(
+                f"{value.__name__} declares no fields; give it lf.InputField() and "
+                "lf.OutputField() attributes"
+            )
+        return sig
     return None
+
+
+def _own_doc(cls: type) -> str:
+    """The docstring written on ``cls`` or on a user base of it; never lf.Signature's own,
+    which would silently become every undocumented signature's instructions."""
+    for klass in cls.__mro__:
+        if klass is Signature:
+            return ""
+        doc = klass.__dict__.get("__doc__")
+        if isinstance(doc, str) and doc.strip():
+            return inspect.cleandoc(doc)
+    return ""
 
 
 def as_signature(value: str | Signature | type[Signature]) -> Signature:
