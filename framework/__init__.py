@@ -113,4 +113,9 @@ def __getattr__(name: str) -> Any:
         value = getattr(module, attr) if attr else module
         globals()[name] = value
         return value
+    from ._dspy_names import hint_for
+
+    hint = hint_for(name)
+    if hint is not None:
+        raise AttributeError(f"module 'lmforge' has no attribute {name!r}; in lmforge: {hint}")
     raise AttributeError(f"module 'lmforge' has no attribute {name!r}")

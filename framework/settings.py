@@ -114,7 +114,7 @@ def no_lm_error() -> UsageError:
     return UsageError(
         "no LM configured: this thread has no `with lf.use(lm=...)` block and no process "
         "default from lf.configure(lm=...). Pass lm= to the predictor, call "
-        "lf.configure(lm=lf.LM(...)) once for every thread, or use `with lf.use(lm=...)` "
+        "lf.configure(lm=lf.LM(...)) once for every thread, or use `with lf.use(lm=lf.LM(...)):` "
         "(it reaches its own thread and lmforge's batch workers; a thread you start "
         "yourself needs contextvars.copy_context().run). lf.LM() is the embedded local model."
     )

@@ -160,8 +160,13 @@ class Signature(metaclass=_SignatureClass):
     _hash: int | None
     _key_value: tuple[Any, ...] | None
 
-    def __init__(self, fields: Iterable[Field], instructions: str = "", name: str = "") -> None:
-        fields = tuple(fields)
+    def __init__(
+        self,
+        fields: Iterable[Field] | Mapping[str, Any] | str,
+        instructions: str = "",
+        name: str = "",
+    ) -> None:
+        fields = _fields_from(fields)
         _validate(fields)
         object.__setattr__(self, "_fields", fields)
         object.__setattr__(self, "_inputs", tuple(f for f in fields if f.kind == "input"))
@@ -267,6 +272,18 @@ class Signature(metaclass=_SignatureClass):
     def name(self) -> str:
         return self._name
 
+    @_hybrid_property
+    def signature(self) -> str:
+        """The string form, ``"question, context: list[str] -> answer"`` (``str`` types are
+        left out); :meth:`parse` reads it back for builtin and typing types."""
+
+        def side(fields: tuple[Field, ...]) -> str:
+            return ", ".join(
+                f.name if f.annotation is str else f"{f.name}: {f.type_name}" for f in fields
+            )
+
+        return f"{side(self._inputs)} -> {side(self._outputs)}"
+
     @_hybrid
     def field(self, name: str) -> Field:
         for f in self._fields:
@@ -283,6 +300,14 @@ class Signature(metaclass=_SignatureClass):
     @_hybrid
     def with_instructions(self, instructions: str) -> Signature:
         return Signature(self._fields, instructions, self._name)
+
+    @_hybrid
+    def append_instructions(self, text: str) -> Signature:
+        """A new signature whose instructions end with ``text`` (on a new line)."""
+        if not isinstance(text, str):
+            raise UsageError(f"append_instructions takes a string, got {type(text).__name__}")
+        joined = f"{self.instructions}\n{text.strip()}" if text.strip() else self._instructions
+        return Signature(self._fields, joined, self._name)
 
     @_hybrid
     def append(
@@ -420,6 +445,25 @@ def as_signature(value: str | Signature | type[Signature]) -> Signature:
             f"subclass), got {type(value).__name__}"
         )
     return sig
+
+
+def _fields_from(value: Iterable[Field] | Mapping[str, Any] | str) -> tuple[Field, ...]:
+    """Fields from a list of ``Field``s, a signature string, or a dict of
+    ``name -> lf.InputField()/lf.OutputField()`` (or ``name -> (type, marker)``)."""
+    if isinstance(value, str):
+        return Signature.parse(value).fields
+    if isinstance(value, Mapping):
+        fields = []
+        for name, spec in value.items():
+            annotation, marker = spec if isinstance(spec, tuple) and len(spec) == 2 else (str, spec)
+            if not isinstance(marker, _FieldMarker | Field):
+                raise SignatureError(
+                    f"field {name!r}: give lf.InputField()/lf.OutputField() or "
+                    f"(type, lf.InputField()), got {marker!r}"
+                )
+            fields.append(_as_field(str(name), marker, annotation, None))
+        return tuple(sorted(fields, key=lambda f: f.kind != "input"))
+    return tuple(value)
 
 
 def _as_field(name: str, field: Any, annotation: Any, kind: FieldKind | None) -> Field:
