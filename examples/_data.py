@@ -19,6 +19,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "tickets": ("ticket",),
     "expenses": ("line",),
     "contacts": ("text",),
+    "intents": ("text",),
 }
 
 

@@ -41,7 +41,7 @@ from .inspection import inspect
 from .lm import LM, LMRequest, LMResponse, ModelProfile, RetryPolicy
 from .module import BatchError, Module
 from .predict import Predict, request_config
-from .settings import Settings, use
+from .settings import Settings, configure, use
 from .signature import InputField, OutputField, Signature
 from .trace import track
 
@@ -84,6 +84,7 @@ __all__ = [
     "SignatureError",
     "UsageError",
     "__version__",
+    "configure",
     "data",
     "evaluate",
     "inspect",
@@ -112,4 +113,9 @@ def __getattr__(name: str) -> Any:
         value = getattr(module, attr) if attr else module
         globals()[name] = value
         return value
+    from ._dspy_names import hint_for
+
+    hint = hint_for(name)
+    if hint is not None:
+        raise AttributeError(f"module 'lmforge' has no attribute {name!r}; in lmforge: {hint}")
     raise AttributeError(f"module 'lmforge' has no attribute {name!r}")

@@ -147,9 +147,88 @@ class Prediction(_Record):
         super().__init__(data, **fields)
         object.__setattr__(self, "_completions", _completions)
 
+    @classmethod
+    def from_completions(
+        cls, completions: Iterable[Mapping[str, Any]] | Mapping[str, Iterable[Any]]
+    ) -> Prediction:
+        """A prediction whose fields are the first completion's, keeping all of them.
+
+        ``completions`` is a list of field dicts, or a dict of equally long lists
+        (``{"answer": ["a", "b"]}``), as DSPy's ``Prediction.from_completions`` takes.
+        """
+        if isinstance(completions, Mapping):
+            columns = {key: list(values) for key, values in completions.items()}
+            sizes = {len(values) for values in columns.values()}
+            if len(sizes) > 1:
+                raise UsageError(
+                    f"from_completions: every field needs the same number of values, got "
+                    f"{ {key: len(values) for key, values in columns.items()} }"
+                )
+            count = sizes.pop() if sizes else 0
+            rows = [{key: values[i] for key, values in columns.items()} for i in range(count)]
+        else:
+            rows = [dict(row) for row in completions]
+        if not rows:
+            raise UsageError("from_completions needs at least one completion")
+        return cls(rows[0], _completions=rows)
+
     @property
     def completions(self) -> list[dict[str, Any]]:
         return self._completions if self._completions is not None else [dict(self._data)]
 
+    # Scored predictions (a ``score`` field, as rewards and judges return) order and add up
+    # by their score, so ``max(preds)`` and ``sum(preds) / len(preds)`` work as in DSPy.
+
+    def __float__(self) -> float:
+        if "score" not in self._data:
+            raise UsageError(
+                f"only a prediction with a 'score' field has a number value; fields: "
+                f"{sorted(self._data)}"
+            )
+        return float(self._data["score"])
+
+    def __add__(self, other: object) -> float:
+        value = _number(other)
+        return NotImplemented if value is None else float(self) + value
+
+    def __radd__(self, other: object) -> float:
+        value = _number(other)
+        return NotImplemented if value is None else value + float(self)
+
+    def __truediv__(self, other: object) -> float:
+        value = _number(other)
+        return NotImplemented if value is None else float(self) / value
+
+    def __rtruediv__(self, other: object) -> float:
+        value = _number(other)
+        return NotImplemented if value is None else value / float(self)
+
+    def __lt__(self, other: object) -> bool:
+        value = _number(other)
+        return NotImplemented if value is None else float(self) < value
+
+    def __le__(self, other: object) -> bool:
+        value = _number(other)
+        return NotImplemented if value is None else float(self) <= value
+
+    def __gt__(self, other: object) -> bool:
+        value = _number(other)
+        return NotImplemented if value is None else float(self) > value
+
+    def __ge__(self, other: object) -> bool:
+        value = _number(other)
+        return NotImplemented if value is None else float(self) >= value
+
+    __hash__ = _Record.__hash__
+
     def copy(self, **changes: Any) -> Prediction:
         return Prediction({**self._data, **changes}, _completions=self._completions)
+
+
+def _number(value: object) -> float | None:
+    """``value`` as a float for prediction arithmetic, or None when it has no number value."""
+    if isinstance(value, Prediction):
+        return float(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None

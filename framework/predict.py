@@ -170,10 +170,7 @@ class Predict(Module):
     def resolve_lm(self) -> LM:
         lm = self.lm or _settings.current().lm
         if lm is None:
-            raise UsageError(
-                "no LM configured: use `with lf.use(lm=lf.LM('openai/gpt-4o-mini')):` "
-                "(or lf.LM() for the embedded local model), or pass lm= to the predictor"
-            )
+            raise _settings.no_lm_error()
         return lm
 
     def resolve_adapter(self, lm: LM) -> Adapter:
@@ -280,6 +277,15 @@ class Predict(Module):
             "lm": self.lm.config() if self.lm is not None else None,
             "config": _jsonable(self.config),
         }
+
+    def load_state(self, state: Mapping[str, Any], *, allow_endpoints: bool = False) -> Predict:
+        """Load :meth:`dump_state` output (or a program-level :meth:`state`) into this
+        predictor, all or nothing."""
+        if isinstance(state.get("signature"), Mapping):  # one predictor's own state
+            self.apply_state(self.parsed_state(state, allow_endpoints=allow_endpoints))
+            return self
+        super().load_state(state, allow_endpoints=allow_endpoints)
+        return self
 
     def parsed_state(
         self, data: Mapping[str, Any], *, allow_endpoints: bool = False

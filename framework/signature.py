@@ -132,7 +132,22 @@ def _hybrid_property(func: Callable[..., T]) -> T:
     return _hybrid(func, is_property=True)  # type: ignore[return-value]
 
 
-class Signature:
+class _SignatureClass(type):
+    """Class-form signatures compare (and hash) by their fields, types and instructions,
+    like signature instances: two identical declarations are equal."""
+
+    def __eq__(cls, other: object) -> bool:
+        mine = cls.__dict__.get("__lf_signature__")
+        if not isinstance(mine, Signature):
+            return cls is other
+        return mine == other
+
+    def __hash__(cls) -> int:
+        mine = cls.__dict__.get("__lf_signature__")
+        return hash(mine) if isinstance(mine, Signature) else id(cls)
+
+
+class Signature(metaclass=_SignatureClass):
     """Typed input and output fields plus the instructions for one LM step."""
 
     __slots__ = ("_fields", "_hash", "_inputs", "_instructions", "_key_value", "_name", "_outputs")
@@ -145,8 +160,13 @@ class Signature:
     _hash: int | None
     _key_value: tuple[Any, ...] | None
 
-    def __init__(self, fields: Iterable[Field], instructions: str = "", name: str = "") -> None:
-        fields = tuple(fields)
+    def __init__(
+        self,
+        fields: Iterable[Field] | Mapping[str, Any] | str,
+        instructions: str = "",
+        name: str = "",
+    ) -> None:
+        fields = _fields_from(fields)
         _validate(fields)
         object.__setattr__(self, "_fields", fields)
         object.__setattr__(self, "_inputs", tuple(f for f in fields if f.kind == "input"))
@@ -185,8 +205,12 @@ class Signature:
                 f"{cls.__name__}: field(s) {', '.join(missing)} need a value of "
                 "lf.InputField() or lf.OutputField()"
             )
-        doc = inspect.getdoc(cls) or ""  # a subclass without a docstring keeps its base's
-        cls.__lf_signature__ = Signature(fields, instructions=doc, name=cls.__name__)
+        if not fields:
+            # An empty body: either a declaration still to be checked on first use, or a
+            # class being rebuilt by cloudpickle, which fills the body in after creating it.
+            cls.__lf_signature__ = None
+            return
+        cls.__lf_signature__ = Signature(fields, instructions=_own_doc(cls), name=cls.__name__)
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Signature:
         if cls is not Signature:
@@ -248,6 +272,18 @@ class Signature:
     def name(self) -> str:
         return self._name
 
+    @_hybrid_property
+    def signature(self) -> str:
+        """The string form, ``"question, context: list[str] -> answer"`` (``str`` types are
+        left out); :meth:`parse` reads it back for builtin and typing types."""
+
+        def side(fields: tuple[Field, ...]) -> str:
+            return ", ".join(
+                f.name if f.annotation is str else f"{f.name}: {f.type_name}" for f in fields
+            )
+
+        return f"{side(self._inputs)} -> {side(self._outputs)}"
+
     @_hybrid
     def field(self, name: str) -> Field:
         for f in self._fields:
@@ -264,6 +300,14 @@ class Signature:
     @_hybrid
     def with_instructions(self, instructions: str) -> Signature:
         return Signature(self._fields, instructions, self._name)
+
+    @_hybrid
+    def append_instructions(self, text: str) -> Signature:
+        """A new signature whose instructions end with ``text`` (on a new line)."""
+        if not isinstance(text, str):
+            raise UsageError(f"append_instructions takes a string, got {type(text).__name__}")
+        joined = f"{self.instructions}\n{text.strip()}" if text.strip() else self._instructions
+        return Signature(self._fields, joined, self._name)
 
     @_hybrid
     def append(
@@ -367,9 +411,27 @@ class Signature:
 def _maybe_signature(value: object) -> Signature | None:
     if isinstance(value, Signature):
         return value
-    if isinstance(value, type) and issubclass(value, Signature):
-        return value.__lf_signature__
+    if isinstance(value, type) and issubclass(value, Signature) and value is not Signature:
+        sig = value.__lf_signature__
+        if sig is None:
+            raise SignatureError(
+                f"{value.__name__} declares no fields; give it lf.InputField() and "
+                "lf.OutputField() attributes"
+            )
+        return sig
     return None
+
+
+def _own_doc(cls: type) -> str:
+    """The docstring written on ``cls`` or on a user base of it; never lf.Signature's own,
+    which would silently become every undocumented signature's instructions."""
+    for klass in cls.__mro__:
+        if klass is Signature:
+            return ""
+        doc = klass.__dict__.get("__doc__")
+        if isinstance(doc, str) and doc.strip():
+            return inspect.cleandoc(doc)
+    return ""
 
 
 def as_signature(value: str | Signature | type[Signature]) -> Signature:
@@ -383,6 +445,25 @@ def as_signature(value: str | Signature | type[Signature]) -> Signature:
             f"subclass), got {type(value).__name__}"
         )
     return sig
+
+
+def _fields_from(value: Iterable[Field] | Mapping[str, Any] | str) -> tuple[Field, ...]:
+    """Fields from a list of ``Field``s, a signature string, or a dict of
+    ``name -> lf.InputField()/lf.OutputField()`` (or ``name -> (type, marker)``)."""
+    if isinstance(value, str):
+        return Signature.parse(value).fields
+    if isinstance(value, Mapping):
+        fields = []
+        for name, spec in value.items():
+            annotation, marker = spec if isinstance(spec, tuple) and len(spec) == 2 else (str, spec)
+            if not isinstance(marker, _FieldMarker | Field):
+                raise SignatureError(
+                    f"field {name!r}: give lf.InputField()/lf.OutputField() or "
+                    f"(type, lf.InputField()), got {marker!r}"
+                )
+            fields.append(_as_field(str(name), marker, annotation, None))
+        return tuple(sorted(fields, key=lambda f: f.kind != "input"))
+    return tuple(value)
 
 
 def _as_field(name: str, field: Any, annotation: Any, kind: FieldKind | None) -> Field:

@@ -157,8 +157,9 @@ def test_installed_wheel_imports_from_another_directory(installed: Path, tmp_pat
         import lmforge as lf
         from lmforge.modules import *
         import lmforge.modules, lmforge.optimizers, lmforge.targets, lmforge.cli, lmforge.cli.main
+        import lmforge.compat.dspy
         blocked = {}
-        for name in ("framework", "modules", "optimizers", "targets", "cli"):
+        for name in ("framework", "modules", "optimizers", "targets", "cli", "compat"):
             try:
                 importlib.import_module(name)
                 blocked[name] = False
@@ -186,7 +187,7 @@ def test_installed_wheel_imports_from_another_directory(installed: Path, tmp_pat
     assert not Path(result["file"]).is_relative_to(ROOT)
     assert result["version"] == lf.__version__
     assert result["blocked"] == dict.fromkeys(
-        ("framework", "modules", "optimizers", "targets", "cli"), True
+        ("framework", "modules", "optimizers", "targets", "cli", "compat"), True
     )
     assert result["template_rendered"] is True
 

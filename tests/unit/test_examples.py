@@ -18,8 +18,9 @@ from lmforge.testing import FunctionLM
 CLASSIFIERS = {
     "ticket_router": ("tickets", "ticket", "team", 5),
     "expense_categoriser": ("expenses", "line", "category", 8),
+    "intent_classifier": ("intents", "text", "intent", 8),
 }
-MODULES = ("ticket_router", "expense_categoriser", "contact_extraction")
+MODULES = ("ticket_router", "expense_categoriser", "contact_extraction", "intent_classifier")
 
 
 def module(name: str) -> Any:

@@ -19,9 +19,17 @@ PACKAGES = {
     "optimizers": "lmforge.optimizers",
     "targets": "lmforge.targets",
     "cli": "lmforge.cli",
+    "compat": "lmforge.compat",
 }
 FORBIDDEN = {
-    "framework": ("lmforge.modules", "lmforge.optimizers", "lmforge.targets", "lmforge.cli"),
+    "framework": (
+        "lmforge.modules",
+        "lmforge.optimizers",
+        "lmforge.targets",
+        "lmforge.cli",
+        "lmforge.compat",
+    ),
+    "compat": ("lmforge.optimizers", "lmforge.targets", "lmforge.cli"),
     "targets": ("lmforge.optimizers", "lmforge.cli"),
     "modules": ("lmforge.optimizers", "lmforge.targets", "lmforge.cli"),
 }

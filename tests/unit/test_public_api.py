@@ -40,6 +40,7 @@ EXPECTED_EXPORTS = {
     "RetryPolicy",
     # settings, tracing, artifacts
     "use",
+    "configure",
     "Settings",
     "track",
     "inspect",
@@ -71,7 +72,7 @@ EXPECTED_EXPORTS = {
 # modules must be either exported from ``lmforge`` or listed here.
 SUBMODULE_ONLY = {
     "lmforge.signature": {"Field", "as_signature"},
-    "lmforge.settings": {"current"},
+    "lmforge.settings": {"current", "no_lm_error"},
     "lmforge.trace": {"LMCall", "PredictorCall", "Tracker"},
     "lmforge.artifact": {
         "SCHEMA_VERSION",

@@ -1,0 +1,1 @@
+"""Reading programs saved by other frameworks into lmforge programs and artifacts."""
