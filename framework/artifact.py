@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from ._version import __version__
 from .errors import ArtifactError, LMForgeError, UsageError
+from .jsonlimits import TooDeepError, loads_bounded
 from .lm.lm import is_secret_key
 from .module import Module
 
@@ -157,7 +158,9 @@ def read_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{source}: cannot read it ({exc})") from None
     try:
-        data = json.loads(text)
+        data = loads_bounded(text)
+    except TooDeepError as exc:
+        raise ArtifactError(f"{source} is not a valid lmforge artifact: {exc}") from None
     except ValueError as exc:
         raise ArtifactError(f"{source} is not an lmforge artifact (not JSON: {exc})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:

@@ -18,6 +18,7 @@ from lmforge import __version__
 from lmforge.artifact import read_artifact
 from lmforge.artifact_paths import confined_path
 from lmforge.errors import UsageError
+from lmforge.jsonlimits import TooDeepError, loads_bounded
 from lmforge.lm.lm import DEFAULT_LOCAL_MODEL, is_secret_key
 from lmforge.lm.profiles import profile_for
 
@@ -156,7 +157,9 @@ def _records(path: Path) -> list[dict[str, Any]]:
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             try:
-                row = json.loads(line)
+                row = loads_bounded(line)
+            except TooDeepError as exc:
+                raise UsageError(f"{path} line {number}: {exc}") from None
             except json.JSONDecodeError as exc:
                 raise UsageError(f"{path} line {number} is not JSON ({exc.msg})") from None
             if not isinstance(row, dict):
