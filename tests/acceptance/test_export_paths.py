@@ -1,9 +1,11 @@
 """`lmforge export` of an artifact from someone else: the adapter folder it records must
-be inside the artifact's folder, or nothing is copied into the bundle."""
+be inside the artifact's folder, or nothing is copied into the bundle; the code it names is
+imported only with --trust."""
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,10 +25,20 @@ def _app() -> Any:
     return app
 
 
-def _export(artifact: Path, out: Path) -> tuple[int, str]:
+def _export(artifact: Path, out: Path, *extra: str) -> tuple[int, str]:
     done = CliRunner().invoke(
         _app(),
-        ["export", str(artifact), "-t", "vllm", "-o", str(out), "--model", "org/base-model"],
+        [
+            "export",
+            str(artifact),
+            "-t",
+            "vllm",
+            "-o",
+            str(out),
+            "--model",
+            "org/base-model",
+            *extra,
+        ],
     )
     return done.exit_code, done.output
 
@@ -85,3 +97,28 @@ def test_export_refuses_an_adapter_path_leading_out(
     assert "ArtifactError" in lines[0] and "points outside the artifact's folder" in lines[0]
     assert not any(tmp_path.rglob("bundle*/**/id_rsa"))
     assert not (tmp_path / "bundle").exists()
+
+
+def test_export_imports_the_program_class_only_with_trust(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code_dir = tmp_path / "code"
+    code_dir.mkdir()
+    (code_dir / "lf_export_prog.py").write_text(
+        "import lmforge as lf\n\nclass Triage(lf.Predict):\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(code_dir))
+    path = tmp_path / "triage@base.json"
+    lf.Predict("q -> a").save(path)
+    _rehash(path, lambda d: d["program"].update(type="lf_export_prog:Triage"))
+    try:
+        code, output = _export(path, tmp_path / "refused")
+        assert code != 0 and "--trust lf_export_prog" in output, output
+        assert "lf_export_prog" not in sys.modules
+        code, output = _export(
+            path, tmp_path / "bundle", "--trust", str(code_dir / "lf_export_prog.py")
+        )
+        assert code == 0, output
+        assert (tmp_path / "bundle" / "program_source" / "lf_export_prog.py").is_file()
+    finally:
+        sys.modules.pop("lf_export_prog", None)
