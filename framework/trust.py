@@ -3,9 +3,9 @@
 Artifacts name classes and functions by import path (``package.module:Class``), and
 importing a module runs its top-level code: a file from elsewhere could run anything just
 by being loaded. While :func:`lmforge.load` rebuilds a program, only lmforge's own modules
-and the ones its caller trusts (``trusted_modules=``, the class of ``program=``) may be
-imported, and only objects defined in them are used. Outside a load (your own code calling
-``from_spec_config``), imports are not restricted.
+and the ones its caller trusts (``trusted_modules=``) may be imported, and only objects
+defined in them are used (``lf.load(path, program=...)`` imports nothing). Outside a load
+(your own code calling ``from_spec_config``), imports are not restricted.
 """
 
 from __future__ import annotations
