@@ -23,8 +23,16 @@ from lmforge.errors import MissingExtraError, UsageError
 from lmforge.optimizers import OPTIMIZERS
 
 from .app import app, friendly
+from .loading import (
+    TRUST_HELP,
+    load_data,
+    load_lm,
+    load_metric,
+    load_target,
+    model_slug,
+    program_inputs,
+)
 from .loading import console as make_console
-from .loading import load_data, load_lm, load_metric, load_target, model_slug, program_inputs
 
 __all__ = ["compile_command", "make_lm", "parse_options"]
 
@@ -95,6 +103,7 @@ def compile_command(
     progress: bool = typer.Option(
         True, "--progress/--no-progress", help="Progress bars (on a terminal)."
     ),
+    trust: list[str] = typer.Option([], "--trust", help=TRUST_HELP),
 ) -> None:
     """Compile PROGRAM for each --model and write one artifact per model plus a report.
 
@@ -105,7 +114,7 @@ def compile_command(
     from lmforge.optimizers import create
 
     optimizer = create(optimizer_name, **parse_options(options))
-    program, name = load_target(program_spec)
+    program, name = load_target(program_spec, trust=trust)
     program.set_lm(None)
     metric = load_metric(metric_spec)
     builtin = ":" not in metric_spec

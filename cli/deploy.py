@@ -14,6 +14,7 @@ import typer
 from lmforge.errors import MissingExtraError, UsageError
 
 from .app import app, friendly
+from .loading import TRUST_HELP
 
 __all__: list[str] = []
 
@@ -66,9 +67,12 @@ def export(
         None, help="managed: a second model used when the first fails."
     ),
     image: str | None = typer.Option(None, help="The program server image name in k8s manifests."),
+    trust: list[str] = typer.Option([], "--trust", help=TRUST_HELP),
 ) -> None:
     """Export a compiled artifact as a served bundle for vLLM or a managed API."""
     from lmforge.targets.export import ExportOptions, export_bundle
+
+    from .loading import trusted_modules
 
     if target not in ("vllm", "managed"):
         raise UsageError(f"unknown target {target!r}; use --target vllm or --target managed")
@@ -92,6 +96,7 @@ def export(
         api_key_env=api_key_env,
         fallback_model=fallback_model,
         image=image,
+        trusted_modules=tuple(trusted_modules(trust)),
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the notes below repeat them

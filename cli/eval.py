@@ -9,8 +9,16 @@ import lmforge as lf
 import typer
 
 from .app import app, friendly
+from .loading import (
+    TRUST_HELP,
+    is_lm_spec,
+    load_artifact,
+    load_data,
+    load_lm,
+    load_metric,
+    program_inputs,
+)
 from .loading import console as make_console
-from .loading import is_lm_spec, load_data, load_lm, load_metric, program_inputs
 from .run import load_program
 
 __all__ = ["eval_command"]
@@ -38,15 +46,16 @@ def eval_command(
     progress: bool = typer.Option(
         True, "--progress/--no-progress", help="Progress bar (on a terminal)."
     ),
+    trust: list[str] = typer.Option([], "--trust", help=TRUST_HELP),
 ) -> None:
     """Score ARTIFACT on --data with --metric and print the score table."""
     if model is not None and is_lm_spec(model):
         # Loaded without the default model: every predictor gets --model's LM, so the
         # "no model configured" notice of a default LM would be wrong.
-        program = lf.load(artifact)
+        program = load_artifact(artifact, trust=trust)
         program.set_lm(load_lm(model))
     else:
-        program = load_program(artifact, model=model)
+        program = load_program(artifact, model=model, trust=trust)
     metric = load_metric(metric_spec)
     names = [n.strip() for n in (inputs or "").split(",") if n.strip()] or program_inputs(program)
     examples = load_data(data, names, program, builtin_metric=":" not in metric_spec)

@@ -6,7 +6,7 @@ import importlib
 import importlib.util
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +15,16 @@ from lmforge.errors import UsageError
 from lmforge.metrics import BUILTIN
 
 __all__ = [
+    "TRUST_HELP",
     "console",
+    "load_artifact",
     "load_data",
     "load_metric",
     "load_target",
     "model_slug",
     "program_inputs",
     "resolve_object",
+    "trusted_modules",
 ]
 
 
@@ -54,21 +57,19 @@ def _import_file(path: Path) -> Any:
     return module
 
 
-def resolve_object(spec: str, what: str) -> Any:
-    """``path/to/file.py:name`` or ``package.module:name`` -> the object (dotted names allowed)."""
-    target, sep, attr = spec.rpartition(":")
-    if not sep or not target or not attr:
-        raise UsageError(
-            f"{what} {spec!r} must look like path/to/file.py:name or package.module:name"
-        )
+def _is_file(target: str) -> bool:
+    return target.endswith(".py") or "/" in target or "\\" in target
+
+
+def _import(target: str, what: str, spec: str) -> Any:
+    """The module ``target`` (a ``.py`` file or a dotted name); failures are UsageErrors."""
     try:
-        if target.endswith(".py") or "/" in target or "\\" in target:
+        if _is_file(target):
             file = Path(target)
             if not file.is_file():
                 raise UsageError(f"{what} {spec!r}: no such file {target}")
-            module = _import_file(file)
-        else:
-            module = importlib.import_module(target)
+            return _import_file(file)
+        return importlib.import_module(target)
     except UsageError:
         raise
     except ImportError as exc:
@@ -77,7 +78,16 @@ def resolve_object(spec: str, what: str) -> Any:
         raise UsageError(
             f"{what} {spec!r}: importing {target} failed ({type(exc).__name__}: {exc})"
         ) from None
-    obj: Any = module
+
+
+def resolve_object(spec: str, what: str) -> Any:
+    """``path/to/file.py:name`` or ``package.module:name`` -> the object (dotted names allowed)."""
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise UsageError(
+            f"{what} {spec!r} must look like path/to/file.py:name or package.module:name"
+        )
+    obj: Any = _import(target, what, spec)
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
@@ -86,12 +96,40 @@ def resolve_object(spec: str, what: str) -> Any:
     return obj
 
 
-def load_target(spec: str) -> tuple[lf.Module, str]:
-    """The program named on the command line and its short name: an artifact file, or
-    ``file.py:object`` (a Module instance, a Module class or a function returning one)."""
+TRUST_HELP = (
+    "Code the artifact may import (its program class, tools, functions): a module name "
+    "(mypackage.programs) or a Python file (path/to/programs.py); repeatable. Importing runs "
+    "that code: name only code you trust. lmforge's own modules need no --trust."
+)
+
+
+def trusted_modules(trust: Sequence[str]) -> list[str]:
+    """``--trust`` values as module names: a Python file the user named is imported the way
+    ``file.py:object`` programs are, and its module is trusted; anything else is a module
+    name (its submodules are trusted too)."""
+    names = []
+    for value in trust:
+        if _is_file(value):
+            names.append(_import(value, "--trust", value).__name__)
+        elif value.strip():
+            names.append(value.strip())
+    return names
+
+
+def load_artifact(
+    path: Path, *, trust: Sequence[str] = (), allow_endpoints: bool = False
+) -> lf.Module:
+    """``lf.load`` for the command line: the modules named by ``--trust`` may be imported."""
+    return lf.load(path, allow_endpoints=allow_endpoints, trusted_modules=trusted_modules(trust))
+
+
+def load_target(spec: str, *, trust: Sequence[str] = ()) -> tuple[lf.Module, str]:
+    """The program named on the command line and its short name: an artifact file (which
+    may import the ``--trust`` modules), or ``file.py:object`` (a Module instance, a Module
+    class or a function returning one)."""
     path = Path(spec)
     if path.suffix == ".json" and ":" not in path.name:
-        program = lf.load(path)
+        program = load_artifact(path, trust=trust)
         return program, path.stem.split("@", 1)[0]
     obj = resolve_object(spec, "program")
     name = spec.rpartition(":")[2].split(".")[-1]

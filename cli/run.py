@@ -13,16 +13,22 @@ from lmforge.errors import UsageError
 from lmforge.lm.lm import LM
 
 from .app import app, friendly
+from .loading import TRUST_HELP, load_artifact
 
 __all__ = ["load_program"]
 
 
 def load_program(
-    artifact: Path, *, model: str | None = None, allow_endpoints: bool = False
+    artifact: Path,
+    *,
+    model: str | None = None,
+    allow_endpoints: bool = False,
+    trust: list[str] | None = None,
 ) -> lf.Module:
-    """Load an artifact; ``model`` overrides every predictor's LM, and predictors saved
-    without one use the default model ($LMFORGE_MODEL, else the embedded local model)."""
-    program = lf.load(artifact, allow_endpoints=allow_endpoints)
+    """Load an artifact (it may import the ``trust`` modules); ``model`` overrides every
+    predictor's LM, and predictors saved without one use the default model
+    ($LMFORGE_MODEL, else the embedded local model)."""
+    program = load_artifact(artifact, allow_endpoints=allow_endpoints, trust=trust or [])
     if model:
         program.set_lm(LM(model))
     elif any(p.lm is None for p in program.predictors()):
@@ -90,6 +96,7 @@ def run(
         False, help="Trust api_base values stored in the artifact."
     ),
     concurrency: int = typer.Option(4, help="Parallel calls for JSONL input."),
+    trust: list[str] = typer.Option([], "--trust", help=TRUST_HELP),
 ) -> None:
     """Run a compiled program on one input, or on JSONL lines from stdin (one result per line)."""
     # Inputs are checked before the program (and its model) is loaded: a typo fails fast.
@@ -103,7 +110,7 @@ def run(
             if line.strip()
         ]
     )
-    program = load_program(artifact, model=model, allow_endpoints=allow_endpoints)
+    program = load_program(artifact, model=model, allow_endpoints=allow_endpoints, trust=trust)
     if not allow_endpoints and not model:
         _note_untrusted_endpoints(artifact)
     if single is not None:
@@ -133,9 +140,10 @@ def inspect(
     model: str | None = typer.Option(
         None, "--model", "-m", help="Render for this model (as `lmforge run --model` calls it)."
     ),
+    trust: list[str] = typer.Option([], "--trust", help=TRUST_HELP),
 ) -> None:
     """Print the prompts a compiled program sends (rendered without calling the model)."""
     inputs = _parse_inputs(input, "--input") if input else None
     # The same LM resolution as `lmforge run`: the prompt format depends on the model.
-    program = load_program(artifact, model=model)
+    program = load_program(artifact, model=model, trust=trust)
     lf.inspect(program, inputs=inputs)

@@ -10,15 +10,15 @@ unless the caller allows them; credentials are never written.
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from ._version import __version__
 from .errors import ArtifactError, LMForgeError, UsageError
+from .jsonlimits import TooDeepError, loads_bounded
 from .lm.lm import is_secret_key
 from .module import Module
 
@@ -158,7 +158,9 @@ def read_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{source}: cannot read it ({exc})") from None
     try:
-        data = json.loads(text)
+        data = loads_bounded(text)
+    except TooDeepError as exc:
+        raise ArtifactError(f"{source} is not a valid lmforge artifact: {exc}") from None
     except ValueError as exc:
         raise ArtifactError(f"{source} is not an lmforge artifact (not JSON: {exc})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
@@ -191,17 +193,24 @@ def load(
     *,
     program: Module | None = None,
     allow_endpoints: bool = False,
+    trusted_modules: str | Iterable[str] | None = None,
 ) -> Module:
     """Rebuild a program from an artifact.
 
-    Built-in modules are rebuilt from the JSON alone. A custom ``Module`` subclass is
-    imported from its recorded ``package.module:Class`` path (pass ``program=`` to load
-    the state into an instance you built instead). ``api_base`` values stored in the file
-    are ignored unless ``allow_endpoints=True``.
+    Built-in modules are rebuilt from the JSON alone. A custom ``Module`` subclass (and
+    any nested module, tool or function the artifact names) is imported from its recorded
+    ``package.module:name`` path only when its module is trusted: lmforge's own, one in
+    ``trusted_modules`` (submodules included). Importing runs a module's code, so anything
+    else is refused before it is imported. Pass ``program=`` to load the state into an
+    instance you built instead (nothing is imported then). ``api_base``
+    values stored in the file are ignored unless ``allow_endpoints=True``.
     """
+    from .trust import trusted_names
+
+    trusted = trusted_names(trusted_modules)
     data = read_artifact(path)
     if program is None:
-        program = _rebuild(data["program"], path)
+        program = _rebuild(data["program"], path, trusted)
     try:
         from .lm.lora import resolve_files, resolve_meta
 
@@ -212,42 +221,47 @@ def load(
                 "incomplete: re-save it from the compiled program"
             )
         predictors = resolve_files(data["predictors"], Path(path).parent)
+        meta = resolve_meta(dict(data.get("meta") or {}), Path(path).parent)
         program.load_state(predictors, allow_endpoints=allow_endpoints)
     except ArtifactError as exc:
         raise ArtifactError(f"{path}: {exc}") from None
     except LMForgeError as exc:
         raise ArtifactError(f"{path}: {exc}") from None
-    meta = resolve_meta(dict(data.get("meta") or {}), Path(path).parent)
     program.artifact_meta = meta  # type: ignore[attr-defined]
     return program
 
 
-def _rebuild(spec: Mapping[str, Any], path: str | os.PathLike[str]) -> Module:
+def _rebuild(
+    spec: Mapping[str, Any], path: str | os.PathLike[str], trusted: tuple[str, ...]
+) -> Module:
+    from .trust import import_trusted, trusting
+
     module_name, _, qualname = str(spec["type"]).partition(":")
     if module_name == "__main__":
         raise ArtifactError(
             f"{path}: the program class {qualname} was defined in a script (__main__); "
             f"build it yourself and pass it: lf.load(path, program={qualname}())"
         )
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise ArtifactError(
-            f"{path}: cannot import the program class {spec['type']} ({exc}); install the "
-            "package that defines it, or pass program=... to lf.load"
-        ) from None
-    if not (isinstance(obj, type) and issubclass(obj, Module)):
-        raise ArtifactError(f"{path}: {spec['type']} is not an lmforge Module subclass")
-    try:
-        return obj.from_spec_config(spec.get("config") or {})
-    except LMForgeError as exc:
-        raise ArtifactError(f"{path}: cannot rebuild {spec['type']}: {exc}") from None
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ArtifactError(
-            f"{path}: cannot rebuild {spec['type']}: {type(exc).__name__}: {exc}"
-        ) from None
+    with trusting(trusted):
+        try:
+            obj: Any = import_trusted(module_name, qualname, what="program class")
+        except ArtifactError as exc:
+            raise ArtifactError(f"{path}: {exc}") from None
+        except (ImportError, AttributeError) as exc:
+            raise ArtifactError(
+                f"{path}: cannot import the program class {spec['type']} ({exc}); install the "
+                "package that defines it, or pass program=... to lf.load"
+            ) from None
+        if not (isinstance(obj, type) and issubclass(obj, Module)):
+            raise ArtifactError(f"{path}: {spec['type']} is not an lmforge Module subclass")
+        try:  # nested modules, tools and functions are imported under the same trust
+            return obj.from_spec_config(spec.get("config") or {})
+        except LMForgeError as exc:
+            raise ArtifactError(f"{path}: cannot rebuild {spec['type']}: {exc}") from None
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ArtifactError(
+                f"{path}: cannot rebuild {spec['type']}: {type(exc).__name__}: {exc}"
+            ) from None
 
 
 def _scrub(value: Any) -> Any:

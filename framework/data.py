@@ -17,6 +17,7 @@ from typing import Any
 
 from .errors import UsageError
 from .example import Example
+from .jsonlimits import TooDeepError, loads_bounded
 
 __all__ = ["DataError", "as_field_names", "dataset_hash", "load_jsonl", "split"]
 
@@ -122,7 +123,9 @@ def _lines(handle: Iterable[str], source: Path) -> Iterable[str]:
 
 def _record(line: str, source: Path, number: int) -> dict[str, Any]:
     try:
-        record = json.loads(line)
+        record = loads_bounded(line)
+    except TooDeepError as exc:
+        raise DataError(f"{source} line {number}: {exc}; flatten the record") from None
     except json.JSONDecodeError as exc:
         raise DataError(
             f"{source} line {number}: not valid JSON ({exc.msg} at column {exc.colno}); "

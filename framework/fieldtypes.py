@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 from .errors import SignatureError
+from .jsonlimits import json_depth
 
 if TYPE_CHECKING:
     import pydantic
@@ -164,20 +165,49 @@ _SCALARS: dict[str, Any] = {
 }
 
 
+# How deeply a field's JSON schema may nest. pydantic keeps nested models in $defs, so
+# real schemas are shallow; a deep one would exhaust the stack building its validator.
+MAX_SCHEMA_DEPTH = 32
+
+
 def type_from_schema(schema: Mapping[str, Any], title: str = "Model") -> Any:
     """Rebuild a Python type from a JSON schema made by :func:`schema_of`.
 
     Objects become pydantic models, named enums (an ``Enum`` class) become ``Enum``
     classes of the same name and values, other enums ``Literal`` types; the result
     validates the same values as the original type did and has the same JSON schema.
+    A schema no type can come from (a file may hold anything) is a :class:`SignatureError`.
     """
-    built: dict[str, Any] = {}
-    result = _from_schema(schema, schema.get("$defs", {}), title, built, named=True)
-    # Recursive models were created with forward references (by definition name); resolve
-    # them now that every definition exists.
-    pending = [t for t in built.values() if getattr(t, "__pydantic_complete__", True) is False]
-    for model in pending:
-        model.model_rebuild(_types_namespace=built)
+    import pydantic
+    import pydantic_core
+
+    if json_depth(schema, MAX_SCHEMA_DEPTH) > MAX_SCHEMA_DEPTH:
+        raise SignatureError(f"its JSON schema nests more than {MAX_SCHEMA_DEPTH} levels deep")
+    try:
+        built: dict[str, Any] = {}
+        result = _from_schema(schema, schema.get("$defs", {}), title, built, named=True)
+        # Recursive models were created with forward references (by definition name);
+        # resolve them now that every definition exists.
+        pending = [t for t in built.values() if getattr(t, "__pydantic_complete__", True) is False]
+        for model in pending:
+            model.model_rebuild(_types_namespace=built)
+        # Build the validator and schema now: a bad bound or pattern fails here, once,
+        # instead of on every call of the program.
+        type_adapter(result).json_schema()
+    except SignatureError:
+        raise
+    except (
+        pydantic.PydanticUserError,
+        pydantic_core.SchemaError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        KeyError,
+        RecursionError,
+    ) as exc:
+        lines = (line.strip() for line in str(exc).splitlines())
+        reason = " ".join(x for x in lines if x and not x.startswith("For further information"))
+        raise SignatureError(f"invalid JSON schema ({type(exc).__name__}: {reason})") from None
     return result
 
 
@@ -195,6 +225,8 @@ def _from_schema(
                 raise SignatureError(f"schema reference {schema['$ref']!r} is not defined")
             built[name] = None  # being built: a reference to it from inside is recursive
             built[name] = _from_schema(defs[name], defs, name, built, named=True)
+            if isinstance(built[name], str):
+                raise SignatureError(f"schema definition {name!r} is only a reference to itself")
         # A recursive reference becomes a forward reference, resolved by type_from_schema.
         return name if built[name] is None else built[name]
     if "enum" in schema:

@@ -82,7 +82,13 @@ class Field:
             raise SignatureError(f"field {name!r} has kind {kind!r}; expected input or output")
         annotation: Any = str
         if "schema" in data:
-            annotation = type_from_schema(data["schema"], title=_camel(name))
+            try:
+                annotation = type_from_schema(data["schema"], title=_camel(name))
+            except SignatureError as exc:
+                raise SignatureError(
+                    f"field {name!r}: {exc}; a field's schema must be one lmforge wrote "
+                    "(re-save the program)"
+                ) from None
         elif "type" in data:
             annotation = resolve_type(str(data["type"]))
         return cls(

@@ -2,16 +2,17 @@
 
 Nested modules are saved as ``{"type": "package.module:Class", "config": spec_config()}``
 and functions (tools, rewards, reducers) as ``"package.module:function"``; nothing is
-ever pickled. Loading re-imports what was recorded.
+ever pickled. Loading re-imports what was recorded, from trusted modules only
+(see :mod:`lmforge.trust`).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import lmforge as lf
+from lmforge.trust import import_trusted
 
 __all__ = ["callable_ref", "import_object", "module_from_spec", "module_spec", "resolve_callable"]
 
@@ -66,9 +67,8 @@ def import_object(ref: str, *, what: str, hint: str = "") -> Any:
             f"the {what} {ref} is a local function or lambda and cannot be re-imported{suffix}"
         )
     try:
-        obj: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
+        # Inside lf.load, a module the caller does not trust is refused before importing.
+        obj: Any = import_trusted(module_name, qualname, what=what)
     except (ImportError, AttributeError) as exc:
         raise lf.UsageError(f"cannot import the {what} {ref} ({exc}){suffix}") from None
     return obj

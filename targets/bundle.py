@@ -250,7 +250,14 @@ def load_bundle(
     source = directory / SOURCE_DIR
     if source.is_dir() and str(source) not in sys.path:
         sys.path.insert(0, str(source))
-    program = lf.load(directory / "program.json")
+    # The program code the bundle ships (checked against its manifest above) is what
+    # serving it runs; the artifact may import that and lmforge, nothing else.
+    shipped = (
+        [".".join(p.relative_to(source).with_suffix("").parts) for p in source.rglob("*.py")]
+        if source.is_dir()
+        else []
+    )
+    program = lf.load(directory / "program.json", trusted_modules=shipped)
     backend = serving["backend"]
     max_tokens = int(serving.get("max_tokens", 256))
     predictors = dict(program.named_predictors())

@@ -16,7 +16,9 @@ from typing import Any, Literal
 import lmforge as lf
 from lmforge import __version__
 from lmforge.artifact import read_artifact
-from lmforge.errors import ArtifactError, UsageError
+from lmforge.artifact_paths import confined_path
+from lmforge.errors import UsageError
+from lmforge.jsonlimits import TooDeepError, loads_bounded
 from lmforge.lm.lm import DEFAULT_LOCAL_MODEL, is_secret_key
 from lmforge.lm.profiles import profile_for
 
@@ -57,6 +59,7 @@ class ExportOptions:
     api_key_env: str | None = None
     fallback_model: str | None = None
     image: str | None = None
+    trusted_modules: tuple[str, ...] = ()  # what the artifact may import (lf.load's)
 
     def __post_init__(self) -> None:
         """Refuse values vLLM, the memory plan or the generated files cannot use (UsageError).
@@ -154,7 +157,9 @@ def _records(path: Path) -> list[dict[str, Any]]:
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             try:
-                row = json.loads(line)
+                row = loads_bounded(line)
+            except TooDeepError as exc:
+                raise UsageError(f"{path} line {number}: {exc}") from None
             except json.JSONDecodeError as exc:
                 raise UsageError(f"{path} line {number} is not JSON ({exc.msg})") from None
             if not isinstance(row, dict):
@@ -199,22 +204,15 @@ def _adapter_files(document: Mapping[str, Any], directory: Path) -> dict[str, by
     """The LoRA files the artifact's predictors load (``lm.lora``, kept next to the artifact
     at relative paths), at the same paths in the bundle so its program.json loads there."""
     files: dict[str, bytes] = {}
-    root = directory.resolve()
-    for state in (document.get("predictors") or {}).values():
+    for name, state in (document.get("predictors") or {}).items():
         lm = state.get("lm") if isinstance(state, Mapping) else None
         lora = lm.get("lora") if isinstance(lm, Mapping) else None
-        if not lora or Path(str(lora)).is_absolute():
+        if not lora:
             continue
-        source = directory / str(lora)
+        source = confined_path(lora, directory, what=f"predictor {name}: its LoRA path")
         paths = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
         for path in paths:
             relative = posixpath.normpath(path.relative_to(directory).as_posix())
-            if relative.split("/")[0] == ".." or not path.resolve().is_relative_to(root):
-                raise ArtifactError(
-                    f"the artifact's LoRA adapter {lora!r} ({relative}) points outside the "
-                    f"artifact's folder {directory}; keep the adapter files in a folder next to "
-                    "the artifact (e.g. adapters/) and record a path inside it"
-                )
             if not path.is_file():
                 raise UsageError(
                     f"the artifact's LoRA adapter {path} is missing; keep the adapters/ folder "
@@ -297,7 +295,7 @@ def export_bundle(
     """Write a bundle for ``artifact`` at ``out`` (see DESIGN.md §6 for its contents)."""
     artifact = Path(artifact)
     document = read_artifact(artifact)
-    program = lf.load(artifact)
+    program = lf.load(artifact, trusted_modules=options.trusted_modules)
     meta: dict[str, Any] = dict(document.get("meta") or {})
     name = _name(artifact, options.name)
     signature = program_signature(program)

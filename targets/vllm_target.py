@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lmforge.artifact_paths import confined_path
 from lmforge.errors import UsageError
 
 from .bundle import dumps
@@ -31,7 +32,8 @@ def _lora(
         meta["finetune"] if isinstance(meta.get("finetune"), Mapping) else {}
     )
     if path is None and (found := finetune.get("adapter_path") or meta.get("adapter_path")):
-        path = Path(found) if Path(found).is_absolute() else artifact.parent / found
+        # A path the artifact records may come from anyone: it must stay in its folder.
+        path = confined_path(found, artifact.parent, what="the artifact's adapter_path")
     if path is None:
         return None, 0
     config_path = Path(path) / "adapter_config.json"

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..artifact_paths import confined_path
 from ..errors import ArtifactError, UsageError
 
 __all__ = ["bundle_files", "file_digest", "resolve_files", "resolve_meta"]
@@ -123,18 +124,8 @@ def resolve_files(predictors: Mapping[str, Any], directory: Path) -> dict[str, A
     for name, state in predictors.items():
         lm = state.get("lm") if isinstance(state, Mapping) else None
         if isinstance(lm, Mapping) and lm.get("lora"):
-            path = Path(str(lm["lora"]))
-            # Saving always stores adapters under the artifact's folder; a path that leaves
-            # it would make loading read whatever file the artifact names.
-            inside = not path.is_absolute() and (directory / path).resolve().is_relative_to(
-                directory.resolve()
-            )
-            if not inside:
-                raise ArtifactError(
-                    f"predictor {name}: its LoRA path {path} is outside the artifact's folder; "
-                    "artifacts keep adapters under adapters/ next to the file (re-save it)"
-                )
-            path = directory / path
+            # Saving always stores adapters under the artifact's folder.
+            path = confined_path(lm["lora"], directory, what=f"predictor {name}: its LoRA path")
             if not path.exists():
                 raise ArtifactError(
                     f"predictor {name}: its LoRA adapter {path} is missing; keep the adapters/ "
@@ -152,11 +143,14 @@ def resolve_files(predictors: Mapping[str, Any], directory: Path) -> dict[str, A
 
 
 def resolve_meta(meta: dict[str, Any], directory: Path) -> dict[str, Any]:
-    """``meta`` with a relative ``finetune.adapter_path`` made absolute against ``directory``
-    (so saving the loaded program elsewhere carries the adapter folder along)."""
+    """``meta`` with its adapter paths confined to ``directory``; an existing
+    ``finetune.adapter_path`` is made absolute (so saving the loaded program elsewhere
+    carries the adapter folder along), a missing one stays as recorded."""
+    if meta.get("adapter_path"):
+        confined_path(meta["adapter_path"], directory, what="meta.adapter_path")
     finetune = meta.get("finetune")
     if isinstance(finetune, Mapping) and finetune.get("adapter_path"):
-        path = Path(str(finetune["adapter_path"]))
-        if not path.is_absolute():
-            return {**meta, "finetune": {**finetune, "adapter_path": str(directory / path)}}
+        path = confined_path(finetune["adapter_path"], directory, what="meta.finetune.adapter_path")
+        if path.exists():
+            return {**meta, "finetune": {**finetune, "adapter_path": str(path)}}
     return meta

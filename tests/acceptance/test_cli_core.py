@@ -98,11 +98,13 @@ def test_version(cli: CLI) -> None:
 
 
 def test_run_one_input_and_jsonl(cli: CLI, shout_artifact: Path) -> None:
-    done = cli("run", str(shout_artifact), "--input", '{"question": "hello there"}')
+    done = cli(
+        "run", str(shout_artifact), "--trust", "userprog", "--input", '{"question": "hello there"}'
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"answer": "HELLO THERE"}
     lines = "\n".join(json.dumps({"question": q}) for q in ("one", "two", "three")) + "\n\n"
-    done = cli("run", str(shout_artifact), stdin=lines)
+    done = cli("run", str(shout_artifact), "--trust", "userprog", stdin=lines)
     assert done.returncode == 0, done.stderr
     assert [json.loads(line) for line in done.stdout.splitlines()] == [
         {"answer": "ONE"},
@@ -113,7 +115,7 @@ def test_run_one_input_and_jsonl(cli: CLI, shout_artifact: Path) -> None:
 
 def test_run_jsonl_with_a_failing_item_reports_it_in_place(cli: CLI, shout_artifact: Path) -> None:
     lines = "\n".join(json.dumps({"question": q}) for q in ("one", "garbage", "three"))
-    done = cli("run", str(shout_artifact), stdin=lines)
+    done = cli("run", str(shout_artifact), "--trust", "userprog", stdin=lines)
     assert done.returncode == 1
     results = [json.loads(line) for line in done.stdout.splitlines()]
     assert results[0] == {"answer": "ONE"} and results[2] == {"answer": "THREE"}
@@ -122,16 +124,27 @@ def test_run_jsonl_with_a_failing_item_reports_it_in_place(cli: CLI, shout_artif
 
 
 def test_runtime_failure_exits_1(cli: CLI, shout_artifact: Path) -> None:
-    done = cli("run", str(shout_artifact), "--input", '{"question": "garbage"}')
+    done = cli(
+        "run", str(shout_artifact), "--trust", "userprog", "--input", '{"question": "garbage"}'
+    )
     assert_one_line_error(done, 1, "ParseError", "empty answer")
 
 
 def test_inspect_prints_the_prompt(cli: CLI, shout_artifact: Path) -> None:
-    done = cli("inspect", str(shout_artifact), "--input", '{"question": "what?"}')
+    # --trust also takes the program's file, imported as `file.py:object` programs are.
+    done = cli(
+        "inspect", str(shout_artifact), "--trust", "userprog.py", "-i", '{"question": "what?"}'
+    )
     assert done.returncode == 0, done.stderr
     assert "[[ ## question ## ]]\ndemo q" in done.stdout
     assert "[[ ## question ## ]]\nwhat?" in done.stdout
     assert done.stdout.index("demo q") < done.stdout.index("what?")
+
+
+def test_artifact_code_is_imported_only_when_trusted(cli: CLI, shout_artifact: Path) -> None:
+    # Loading used to import whatever module an artifact named, running its top-level code.
+    done = cli("run", str(shout_artifact), "--input", '{"question": "hi"}')
+    assert_one_line_error(done, 1, "ArtifactError", "--trust userprog")
 
 
 def test_inspect_renders_for_the_model_run_would_call(cli: CLI, plain_artifact: Path) -> None:
@@ -190,7 +203,9 @@ def test_invalid_input_json_is_a_usage_error(
 
 
 def test_invalid_jsonl_line_names_the_line(cli: CLI, shout_artifact: Path) -> None:
-    done = cli("run", str(shout_artifact), stdin='{"question": "ok"}\nnot json\n')
+    done = cli(
+        "run", str(shout_artifact), "--trust", "userprog", stdin='{"question": "ok"}\nnot json\n'
+    )
     assert_one_line_error(done, 2, "stdin line 2 is not valid JSON")
     assert done.stdout == ""  # nothing ran: inputs are checked first
 

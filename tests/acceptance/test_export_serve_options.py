@@ -124,7 +124,8 @@ def test_code_added_to_program_source_after_export_is_refused(
     program.step.lm = lf.LM("openai/gpt-4o-mini", cache=False)
     artifact = tmp_path / "triage@gpt.json"
     program.save(artifact)
-    bundle = export_bundle(artifact, tmp_path / "bundle", ExportOptions(target="managed")).path
+    options = ExportOptions(target="managed", trusted_modules=("review_triage_prog",))
+    bundle = export_bundle(artifact, tmp_path / "bundle", options).path
     assert (bundle / "program_source" / "review_triage_prog.py").is_file()
     config = ServerConfig(api_keys=(KEY,))
     # Python's own bytecode cache is fine: serving writes it there.

@@ -106,7 +106,7 @@ def test_save_and_load(tmp_path: Path) -> None:
         [lf.Predict("ticket -> answer"), ChainOfThought("ticket -> answer")], reduce=first_answer
     )
     ensemble.save(tmp_path / "ensemble.json")
-    loaded = lf.load(tmp_path / "ensemble.json")
+    loaded = lf.load(tmp_path / "ensemble.json", trusted_modules=[__name__])
     assert isinstance(loaded, Ensemble) and loaded.reduce is first_answer
     assert isinstance(loaded.programs[1], ChainOfThought)
     voting = Majority(lf.Predict("q -> a"), n=3, field="a")

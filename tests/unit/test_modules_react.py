@@ -292,7 +292,7 @@ def reply(**fields):
     return "".join(f"[[ ## {k} ## ]]\\n{v if isinstance(v, str) else json.dumps(v)}\\n\\n"
                    for k, v in fields.items()) + "[[ ## completed ## ]]"
 
-program = lf.load(sys.argv[1])
+program = lf.load(sys.argv[1], trusted_modules=["shop_tools"])
 lm = ScriptedLM([
     reply(next_thought="look", next_tool_name="lookup", next_tool_args={"code": "A-100"}),
     reply(next_thought="done", next_tool_name="finish", next_tool_args={}),

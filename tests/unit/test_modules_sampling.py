@@ -175,7 +175,7 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     program = Refine(ChainOfThought("question -> answer"), n=3, reward=length_reward, threshold=4)
     path = tmp_path / "refine.json"
     program.save(path)
-    loaded = lf.load(path)
+    loaded = lf.load(path, trusted_modules=[__name__])
     assert isinstance(loaded, Refine)
     assert (loaded.n, loaded.threshold, loaded.reward) == (3, 4.0, length_reward)
     assert isinstance(loaded.module, ChainOfThought)

@@ -177,8 +177,10 @@ def test_eval_prints_the_score_table(
     )
     real_load = eval_cli.load_program
 
-    def load_with_fake(path: Path, model: str | None = None) -> lf.Module:
-        program = real_load(path, model=None)
+    def load_with_fake(
+        path: Path, model: str | None = None, trust: list[str] | None = None
+    ) -> lf.Module:
+        program = real_load(path, model=None, trust=trust)
         program.set_lm(Router(needs_demos=True).lm())
         return program
 
