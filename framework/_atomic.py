@@ -15,7 +15,6 @@ Elsewhere the old copy is renamed aside (``....old``) first and renamed back by
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import hashlib
 import json
@@ -165,6 +164,8 @@ def _swap_in(tmp: Path, target: Path) -> None:
 
 def _exchange(first: Path, second: Path) -> bool:
     """Swap two paths in one atomic step; False where the system or filesystem cannot."""
+    import ctypes  # only needed here; keeps ``import lmforge`` light
+
     libc = ctypes.CDLL(None, use_errno=True) if os.name == "posix" else None
     renameat2 = getattr(libc, "renameat2", None)
     if renameat2 is None:
