@@ -139,10 +139,12 @@ def serve(
         import uvicorn
     except ImportError:
         raise MissingExtraError("uvicorn", "serve", "lmforge serve") from None
+    from lmforge._atomic import restore_aside
     from lmforge.targets.bundle import bundle_limits, load_bundle, read_serving
     from lmforge.targets.config import ServerConfig, api_keys_from_env
     from lmforge.targets.server import create_app
 
+    restore_aside(bundle)  # a bundle an interrupted `export --force` left renamed aside
     # A bundle without serving.json is reported by load_bundle (missing file / not a bundle).
     serving = read_serving(bundle) if (bundle / "serving.json").is_file() else {}
     # Limits only (ArtifactError for anything else); authentication comes from the flags.

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from ._atomic import write_json_atomic
 from ._version import __version__
 from .errors import ArtifactError, LMForgeError, UsageError
 from .jsonlimits import TooDeepError, loads_bounded
@@ -128,24 +129,6 @@ def _bundled(document: dict[str, Any], directory: Path) -> dict[str, Any]:
     if body == {k: v for k, v in document.items() if k != "sha256"}:
         return document
     return {**body, "sha256": _digest(body)}
-
-
-def write_json_atomic(path: Path, document: Any) -> None:
-    """Write JSON to a temp file in the same directory, fsync, then rename over ``path``."""
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(document, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from ._atomic import write_json_atomic, write_text_atomic
 from .adapters import Adapter, ChatAdapter, CompletionAdapter, JSONAdapter
 from .adapters.coerce import render_value
 from .errors import ParseError, UsageError
@@ -292,8 +293,6 @@ class TrainingData:
     def write(self, directory: str | os.PathLike[str]) -> dict[str, Path]:
         """Write the four JSONL files, ``examples.json`` and ``data.json`` into ``directory``
         (each atomically); returns the JSONL paths by file name."""
-        from .artifact import write_json_atomic
-
         target = Path(directory)
         target.mkdir(parents=True, exist_ok=True)
         paths: dict[str, Path] = {}
@@ -301,7 +300,7 @@ class TrainingData:
         for name in _FILES:
             split, form, _ = name.split(".")
             text = self.jsonl(split, form)
-            _write_text_atomic(target / name, text)
+            write_text_atomic(target / name, text)
             paths[name] = target / name
             digests[name] = hashlib.sha256(text.encode()).hexdigest()
         write_json_atomic(
@@ -331,15 +330,6 @@ class TrainingData:
             validation_fraction=float(manifest["validation_fraction"]),
             duplicates=int(manifest.get("duplicates_dropped") or 0),
         )
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 # -- the finetuner contract --------------------------------------------------------------

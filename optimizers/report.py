@@ -34,16 +34,14 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jinja2
-from lmforge.artifact import write_json_atomic
+from lmforge._atomic import write_json_atomic, write_text_atomic
 from lmforge.errors import MissingExtraError, UsageError
 from markupsafe import Markup
 
@@ -69,17 +67,7 @@ def write_html(report: Mapping[str, Any], path: str | Path) -> Path:
     """Render ``report`` to a self-contained HTML file, written atomically."""
     target = Path(path)
     html = render_html(report)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # a unique temp file: several processes may write the same report at once
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(html)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is meant to be shared
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(target, html)
     return target
 
 

@@ -8,12 +8,13 @@ import os
 import re
 import shutil
 import sys
-import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import lmforge as lf
+from lmforge._atomic import STALE_AFTER_S, atomic_path, restore_aside
 from lmforge.errors import ArtifactError, UsageError
 from lmforge.lm.profiles import profile_for
 
@@ -56,8 +57,9 @@ def manifest_for(files: Mapping[str, bytes], info: Mapping[str, Any]) -> dict[st
 def write_bundle(out: Path, files: Mapping[str, bytes], *, force: bool = False) -> Path:
     """Write ``files`` (relative path -> bytes) as a bundle at ``out``, all or nothing.
 
-    A non-empty ``out`` is refused unless ``force``; the bundle is built in a temporary
-    directory next to ``out`` and renamed into place.
+    A non-empty ``out`` is refused unless ``force`` and it is a bundle itself; the bundle is
+    built in a temporary folder next to ``out`` and swapped into place, so a bundle already
+    at ``out`` stays there until the new one is complete.
     """
     out = Path(out)
     outside = [relative for relative in files if not is_bundle_path(relative)]
@@ -66,35 +68,79 @@ def write_bundle(out: Path, files: Mapping[str, bytes], *, force: bool = False) 
             f"refusing to write {outside[0]!r}: bundle files must stay inside the bundle "
             "(a relative path without '..')"
         )
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise UsageError(
-            f"{out} exists and is not empty; pass --force to replace it, or choose another --out"
-        )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        for relative, data in sorted(files.items()):
-            path = staging / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-            if relative.endswith(".py") or relative.endswith(".sh"):
-                path.chmod(0o755)
-        staging.chmod(0o755)
-        old: Path | None = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-        os.replace(staging, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        _check_replaceable(out, force)
+        with atomic_path(out) as staging:
+            staging.mkdir()
+            for relative, data in sorted(files.items()):
+                path = staging / relative
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+                if relative.endswith(".py") or relative.endswith(".sh"):
+                    path.chmod(0o755)
+    except OSError as exc:
+        raise ArtifactError(f"cannot write the bundle {out}: {exc.strerror or exc}") from None
     return out
 
 
+def _check_replaceable(out: Path, force: bool) -> None:
+    """Refuse to write over anything but an empty folder, or (with ``force``) a bundle.
+
+    A bundle that a killed export left renamed aside is put back first.
+    """
+    here = Path.cwd().resolve()
+    where = out.resolve()
+    if where == here or where in here.parents:
+        raise UsageError(
+            f"cannot write a bundle at {out}: it is the current directory or one above it; "
+            "pass a new folder as --out, such as --out ./bundle"
+        )
+    _tidy_legacy(out)
+    restore_aside(out)
+    if not os.path.lexists(out) or (out.is_dir() and not any(out.iterdir())):
+        return
+    if not _is_bundle(out):
+        raise UsageError(
+            f"{out} exists and is not an lmforge bundle (no lmforge {MANIFEST}); "
+            "choose another --out (--force only replaces a bundle)"
+        )
+    if not force:
+        raise UsageError(
+            f"{out} exists and is not empty; pass --force to replace it, or choose another --out"
+        )
+
+
+def _tidy_legacy(out: Path) -> None:
+    """Deal with what earlier lmforge versions left when killed mid-export: the old bundle
+    renamed aside as ``.NAME.old-PID`` (put back if ``out`` is missing, else removed) and
+    staging folders ``.NAME.tmp-XXXXXXXX`` (removed once stale)."""
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.(?:(?P<old>old-\d+)|tmp-\w{{8}})")
+    entries = sorted(out.parent.iterdir()) if out.parent.is_dir() else []
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match is None or not entry.is_dir() or entry.is_symlink():
+            continue
+        if match["old"] and not os.path.lexists(out):
+            os.rename(entry, out)
+        elif match["old"] or time.time() - entry.stat().st_mtime > STALE_AFTER_S:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _is_bundle(directory: Path) -> bool:
+    """Whether ``directory`` holds an lmforge bundle manifest (damaged files or not)."""
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == BUNDLE_FORMAT
+
+
 def verify_bundle(directory: Path) -> dict[str, Any]:
-    """Check every file against the manifest; returns the manifest or raises ArtifactError."""
+    """Check every file against the manifest; returns the manifest or raises ArtifactError.
+
+    A bundle that an interrupted ``export --force`` left renamed aside is first put back.
+    """
+    restore_aside(Path(directory))
     try:
         manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
     except FileNotFoundError:

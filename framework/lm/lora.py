@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .._atomic import atomic_path
 from ..artifact_paths import confined_path
 from ..errors import ArtifactError, UsageError
 
@@ -67,17 +68,11 @@ def _copy(source: Path, directory: Path, digest: str) -> str:
     target = directory / relative
     if target.resolve() == source.resolve() or (target.exists() and file_digest(target) == digest):
         return relative.as_posix()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.name}.tmp")
-    if staging.exists():
-        shutil.rmtree(staging) if staging.is_dir() else staging.unlink()
-    if source.is_dir():
-        shutil.copytree(source, staging)
-    else:
-        shutil.copy2(source, staging)
-    if target.exists():
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
-    os.replace(staging, target)
+    with atomic_path(target) as staging:
+        if source.is_dir():
+            shutil.copytree(source, staging)
+        else:
+            shutil.copy2(source, staging)
     return relative.as_posix()
 
 

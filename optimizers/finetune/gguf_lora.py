@@ -21,6 +21,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from lmforge._atomic import atomic_path
 from lmforge.errors import LMForgeError, UsageError
 
 __all__ = ["convert_to_gguf", "converter_script"]
@@ -86,18 +87,10 @@ def _fetch(version: str, folder: Path) -> None:
                 f"could not fetch the llama-cpp-python {version} source for its LoRA converter "
                 f"({detail[0]}); set $LMFORGE_LLAMA_CPP_DIR to a llama.cpp checkout"
             )
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
+        with atomic_path(folder) as staging:
             _extract(archives[0], staging)
             if not (staging / _SCRIPT).is_file():
                 raise LMForgeError(f"{archives[0].name} has no vendor/llama.cpp/{_SCRIPT}")
-            staging.chmod(0o755)  # mkdtemp makes it private; it is a plain cache folder
-            os.replace(staging, folder)
-        finally:
-            if staging.exists():
-                import shutil
-
-                shutil.rmtree(staging, ignore_errors=True)
 
 
 def _extract(archive: Path, target: Path) -> None:
@@ -116,20 +109,18 @@ def convert_to_gguf(adapter_dir: Path, base_dir: Path, out_file: Path) -> Path:
     """Convert the PEFT adapter in ``adapter_dir`` (trained on the HF model in
     ``base_dir``) into a float32 GGUF LoRA at ``out_file``."""
     script = converter_script()
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_file.with_name(f".{out_file.name}.tmp")
-    command = [
-        sys.executable, str(script), "--base", str(base_dir), "--outfile", str(tmp),
-        "--outtype", "f32", str(adapter_dir),
-    ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0 or not tmp.is_file():
-        tmp.unlink(missing_ok=True)
-        lines = [ln for ln in (done.stderr or done.stdout).strip().splitlines() if ln.strip()]
-        raise LMForgeError(
-            f"converting the LoRA adapter to GGUF failed ({lines[-1] if lines else 'no output'}); "
-            f"the PEFT adapter is still usable at {adapter_dir}"
-        )
-    os.replace(tmp, out_file)
+    with atomic_path(out_file) as tmp:
+        command = [
+            sys.executable, str(script), "--base", str(base_dir), "--outfile", str(tmp),
+            "--outtype", "f32", str(adapter_dir),
+        ]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        if done.returncode != 0 or not tmp.is_file():
+            lines = [ln for ln in (done.stderr or done.stdout).strip().splitlines() if ln.strip()]
+            raise LMForgeError(
+                f"converting the LoRA adapter to GGUF failed "
+                f"({lines[-1] if lines else 'no output'}); "
+                f"the PEFT adapter is still usable at {adapter_dir}"
+            )
     return out_file

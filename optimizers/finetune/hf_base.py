@@ -10,13 +10,11 @@ converter needs.
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from lmforge._atomic import atomic_path
 from lmforge.errors import UsageError
 
 from ._deps import quiet_transformers, require
@@ -54,15 +52,8 @@ def _dequantised(gguf: Path) -> Path:
             return target
         sys.stderr.write(f"lmforge: converting {gguf.name} to a trainable model (once)...\n")
         torch, transformers = require("torch", "transformers")
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            with quiet_transformers():
-                _convert(torch, transformers, gguf, staging)
-            staging.chmod(0o755)  # mkdtemp makes it private; it is a plain cache folder
-            os.replace(staging, target)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
+        with atomic_path(target) as staging, quiet_transformers():
+            _convert(torch, transformers, gguf, staging)
     return target
 
 

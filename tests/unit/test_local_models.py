@@ -55,7 +55,7 @@ def test_assembles_once_and_verifies(package: FakePackage, tmp_path: Path) -> No
     assert note["sha256"] == package.digest and note["size"] == target.stat().st_size
     assert ensure_model_file(package.spec(), tmp_path / "models", progress=False) == target
     assert package.reads == 1  # the second call trusted the verified note
-    assert not list((tmp_path / "models").glob("*.part"))
+    assert not list((tmp_path / "models").glob(".fake.gguf.*"))  # no temp file left
 
 
 def test_sha_mismatch_leaves_no_file(package: FakePackage, tmp_path: Path) -> None:
