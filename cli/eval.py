@@ -8,9 +8,10 @@ from pathlib import Path
 import lmforge as lf
 import typer
 
-from .app import app, friendly
+from . import options as check
+from .app import app, fail, friendly
 from .loading import console as make_console
-from .loading import is_lm_spec, load_data, load_lm, load_metric, program_inputs
+from .loading import load_data, load_metric, program_inputs
 from .run import load_program
 
 __all__ = ["eval_command"]
@@ -38,15 +39,18 @@ def eval_command(
     progress: bool = typer.Option(
         True, "--progress/--no-progress", help="Progress bar (on a terminal)."
     ),
+    max_failure_rate: float = typer.Option(
+        0.5,
+        "--max-failure-rate",
+        help="Exit 1 when more than this share of examples raise (0 to 1).",
+    ),
 ) -> None:
     """Score ARTIFACT on --data with --metric and print the score table."""
-    if model is not None and is_lm_spec(model):
-        # Loaded without the default model: every predictor gets --model's LM, so the
-        # "no model configured" notice of a default LM would be wrong.
-        program = lf.load(artifact)
-        program.set_lm(load_lm(model))
-    else:
-        program = load_program(artifact, model=model)
+    model = check.model_option(model)
+    check.at_least(concurrency, "--concurrency", 1)
+    check.at_least(failures, "--failures", 0)
+    check.failure_rate(max_failure_rate)
+    program = load_program(artifact, model=model)
     metric = load_metric(metric_spec)
     names = [n.strip() for n in (inputs or "").split(",") if n.strip()] or program_inputs(program)
     examples = load_data(data, names, program, builtin_metric=":" not in metric_spec)
@@ -55,8 +59,20 @@ def eval_command(
     )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
-        return
-    _print_table(artifact, data, result, failures)
+    else:
+        _print_table(artifact, data, result, failures)
+    if result.n and result.num_failures / result.n > max_failure_rate:
+        fail(f"{_failure_summary(result)}, more than --max-failure-rate {max_failure_rate:g}")
+
+
+def _failure_summary(result: lf.EvaluationResult) -> str:
+    from lmforge.optimizers.failures import FailureTally
+
+    tally = FailureTally()
+    tally.add(
+        result.n, result.num_failures, [f"{r.error_type}: {r.error}" for r in result.failures]
+    )
+    return tally.describe()
 
 
 def _print_table(artifact: Path, data: Path, result: lf.EvaluationResult, limit: int) -> None:

@@ -12,7 +12,9 @@ import typer
 from lmforge.errors import UsageError
 from lmforge.lm.lm import LM
 
+from . import options as check
 from .app import app, friendly
+from .loading import load_lm
 
 __all__ = ["load_program"]
 
@@ -20,11 +22,13 @@ __all__ = ["load_program"]
 def load_program(
     artifact: Path, *, model: str | None = None, allow_endpoints: bool = False
 ) -> lf.Module:
-    """Load an artifact; ``model`` overrides every predictor's LM, and predictors saved
-    without one use the default model ($LMFORGE_MODEL, else the embedded local model)."""
+    """Load an artifact; ``model`` (a model name or ``path/to/lms.py:name``, as for every
+    command's ``--model``) overrides every predictor's LM, and predictors saved without one
+    use the default model ($LMFORGE_MODEL, else the embedded local model)."""
+    model = check.model_option(model)
     program = lf.load(artifact, allow_endpoints=allow_endpoints)
-    if model:
-        program.set_lm(LM(model))
+    if model is not None:
+        program.set_lm(load_lm(model))
     elif any(p.lm is None for p in program.predictors()):
         default = LM()
         for predictor in program.predictors():
@@ -92,6 +96,8 @@ def run(
     concurrency: int = typer.Option(4, help="Parallel calls for JSONL input."),
 ) -> None:
     """Run a compiled program on one input, or on JSONL lines from stdin (one result per line)."""
+    model = check.model_option(model)
+    check.at_least(concurrency, "--concurrency", 1)
     # Inputs are checked before the program (and its model) is loaded: a typo fails fast.
     single = _parse_inputs(input, "--input") if input is not None else None
     items = (
@@ -136,6 +142,7 @@ def inspect(
 ) -> None:
     """Print the prompts a compiled program sends (rendered without calling the model)."""
     inputs = _parse_inputs(input, "--input") if input else None
+    model = check.model_option(model)
     # The same LM resolution as `lmforge run`: the prompt format depends on the model.
     program = load_program(artifact, model=model)
     lf.inspect(program, inputs=inputs)

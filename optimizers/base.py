@@ -216,6 +216,7 @@ class Optimizer(abc.ABC):
             "backend_calls": backend_calls,
             "cache_hits": cache_hits,
             "restored_steps": store.restored,
+            "failures": run.failures.summary(),
             "wall_s": round(time.perf_counter() - started, 3),
             "run_dir": str(store.directory) if store.directory is not None else None,
         }

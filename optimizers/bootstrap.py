@@ -184,7 +184,9 @@ async def acollect_traces(
                         stop = stop or outcome
                         continue
                     row.advance(1)
-                    if outcome.get("error") is None or "metric_bug" in outcome:
+                    error = outcome.get("error")
+                    run.failures.add(1, int(error is not None), [error] if error else [])
+                    if error is None or "metric_bug" in outcome:
                         scored += 1
                     if outcome.get("metric_bug"):
                         bugs.append(str(outcome["error"]))

@@ -30,6 +30,7 @@ from lmforge.evaluation import aevaluate, run_sync
 from lmforge.metrics import metric_name
 from lmforge.trace import track
 
+from .failures import FailureTally
 from .progress import CompileProgress
 from .store import (
     RunStore,
@@ -156,6 +157,8 @@ class Run:
         self.candidates: list[Candidate] = []
         self.trials: list[dict[str, Any]] = []
         self.fallback: lf.Module | None = None
+        #: examples that raised, over every evaluation and trace (restored ones included)
+        self.failures = FailureTally()
         self._restored = _Restored()
         self._seen: set[str] = set()
         self._lock = threading.Lock()
@@ -267,6 +270,7 @@ class Run:
             }
 
         value = await self.astep(key, compute)
+        self.failures.add(len(value["scores"]), int(value["failures"]), value["errors"])
         self.progress.calls(self.live_usage())
         return Scored(
             float(value["score"]),
