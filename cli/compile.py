@@ -251,7 +251,7 @@ def _compile_one(
             else:
                 scores["baseline_split"] = "test" if testset else "dev"
             extra_usage[f"{label}_lm_calls"] = result["lm_calls"]
-            failures.add(result["n"], result["failures"], result["errors"])
+            failures.merge({"attempted": result["n"], **result["lm_failures"]})
     meta["scores"] = {k: v for k, v in scores.items() if k in ("dev", "test")}
     compiled.artifact_meta = meta  # type: ignore[attr-defined]
     path: Path | None = None

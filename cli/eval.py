@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lmforge as lf
 import typer
+from lmforge.optimizers.failures import FailureTally, lm_failures
 
 from . import options as check
 from .app import app, fail, friendly
@@ -61,18 +62,16 @@ def eval_command(
         typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
     else:
         _print_table(artifact, data, result, failures)
-    if result.n and result.num_failures / result.n > max_failure_rate:
-        fail(f"{_failure_summary(result)}, more than --max-failure-rate {max_failure_rate:g}")
+    failed = _lm_failures(result)
+    if failed.share > max_failure_rate:
+        fail(f"{failed.describe()}, more than --max-failure-rate {max_failure_rate:g}")
 
 
-def _failure_summary(result: lf.EvaluationResult) -> str:
-    from lmforge.optimizers.failures import FailureTally
-
+def _lm_failures(result: lf.EvaluationResult) -> FailureTally:
+    errors = (f"{row.error_type}: {row.error}" for row in result.failures)
     tally = FailureTally()
-    tally.add(
-        result.n, result.num_failures, [f"{r.error_type}: {r.error}" for r in result.failures]
-    )
-    return tally.describe()
+    tally.merge({"attempted": result.n, **lm_failures(errors)})
+    return tally
 
 
 def _print_table(artifact: Path, data: Path, result: lf.EvaluationResult, limit: int) -> None:

@@ -4,12 +4,12 @@ after these evaluations does not pay for them again."""
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import lmforge as lf
+from lmforge.optimizers.failures import lm_failures
 from lmforge.optimizers.store import RunStore, program_fingerprint
 
 __all__ = ["HeldOut"]
@@ -32,8 +32,8 @@ class HeldOut:
         concurrency: int | None,
         progress: bool,
     ) -> dict[str, Any]:
-        """``{"score", "n", "failures", "errors": {message: count}, "lm_calls"}`` of
-        ``program`` on ``data``; stored under the program's state, the data and the metric."""
+        """``{"score", "n", "failures", "lm_failures": {"failed", "errors"}, "lm_calls"}``
+        of ``program`` on ``data``; stored under the program's state, the data and the metric."""
         from lmforge.data import dataset_hash
         from lmforge.metrics import metric_name
 
@@ -49,12 +49,11 @@ class HeldOut:
             progress=progress,
             description=label,
         )
-        errors = collections.Counter(f"{row.error_type}: {row.error}" for row in result.failures)
         value = {
             "score": result.score,
             "n": result.n,
             "failures": result.num_failures,
-            "errors": dict(errors.most_common(10)),
+            "lm_failures": lm_failures(f"{r.error_type}: {r.error}" for r in result.failures),
             "lm_calls": result.usage.get("lm_calls"),
         }
         return self._store.put(key, value, result.usage)["value"]  # type: ignore[no-any-return]

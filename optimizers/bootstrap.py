@@ -22,6 +22,7 @@ from lmforge.trace import track
 
 from ._options import setting
 from .base import Optimizer, lm_calls_per_run
+from .failures import lm_failures
 from .labeled import labeled_demos
 from .run import Run, fingerprint, jsonable, program_fingerprint
 
@@ -199,9 +200,8 @@ async def acollect_traces(
                         stop = stop or outcome
                         continue
                     row.advance(1)
-                    error = outcome.get("error")
-                    run.failures.add(1, int(error is not None), [error] if error else [])
-                    if error is None or "metric_bug" in outcome:
+                    run.failures.merge({"attempted": 1, **lm_failures([outcome.get("error")])})
+                    if outcome.get("error") is None or "metric_bug" in outcome:
                         scored += 1
                     if outcome.get("metric_bug"):
                         bugs.append(str(outcome["error"]))

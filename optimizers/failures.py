@@ -1,19 +1,43 @@
-"""Counting failed examples across a run, so a compile whose LM calls all failed (a server
-that is down, a wrong endpoint or key) is reported as a failure rather than a success."""
+"""Counting examples whose LM calls failed across a run, so a compile whose calls all failed
+(a server that is down, a wrong endpoint or key) is reported as a failure rather than a
+success. Only LM-call errors (:class:`lmforge.errors.LMError` and its subclasses) count:
+unparsable answers or a low score are the model's quality, which compiling is there for."""
 
 from __future__ import annotations
 
 import collections
+import functools
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["FailureTally"]
+__all__ = ["FailureTally", "lm_failures"]
+
+
+@functools.cache
+def _lm_error_names() -> frozenset[str]:
+    from lmforge.errors import LMError
+
+    names: set[str] = set()
+    todo: list[type] = [LMError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return frozenset(names)
+
+
+def lm_failures(errors: Iterable[str | None]) -> dict[str, Any]:
+    """Of ``"ErrorType: message"`` texts, the LM-call failures: ``{"failed": count,
+    "errors": {message: count}}`` (the ten most frequent messages)."""
+    names = _lm_error_names()
+    counts = collections.Counter(e for e in errors if e and e.split(":", 1)[0] in names)
+    return {"failed": sum(counts.values()), "errors": dict(counts.most_common(10))}
 
 
 class FailureTally:
-    """Examples attempted and failed (program errors, not low scores), with the error
-    messages seen; thread-safe. Restored checkpoints count too: optimizers replay them."""
+    """Examples attempted and failed on LM calls, with the error messages seen; thread-safe.
+    Restored checkpoints count too: optimizers replay them."""
 
     def __init__(self) -> None:
         self.attempted = 0
@@ -58,8 +82,11 @@ class FailureTally:
         }
 
     def describe(self) -> str:
-        """``"9 of 10 examples failed (90%); commonest error (9x): ConnectionError: ..."``."""
-        line = f"{self.failed} of {self.attempted} examples failed ({100 * self.share:.0f}%)"
+        """``"9 of 10 examples failed on LM calls (90%); commonest error (9x): ..."``."""
+        line = (
+            f"{self.failed} of {self.attempted} examples failed on LM calls "
+            f"({100 * self.share:.0f}%)"
+        )
         top = self.commonest()
         if top is not None:
             message = top[0] if len(top[0]) <= 200 else top[0][:197] + "..."

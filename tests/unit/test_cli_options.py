@@ -21,6 +21,7 @@ import lmforge as lf
 from lmforge.testing import FunctionLM
 
 fake = FunctionLM(lambda request: "[[ ## team ## ]]\\nbilling\\n\\n[[ ## completed ## ]]")
+garbage = FunctionLM(lambda request: "")  # every (empty) answer fails to parse
 # a server that is down: nothing listens on port 1 of the loopback interface
 down = lf.LM("hosted_vllm/x", api_base="http://127.0.0.1:1/v1", retry=1, cache=False)
 """
@@ -76,7 +77,10 @@ def test_compile_whose_lm_calls_all_fail_exits_1_and_writes_no_artifact(workdir:
     artifact of labeled demos."""
     line = one_line_error(invoke(*compile_args(model="lms.py:down")), 1)
     assert "hosted_vllm/x: " in line
-    assert f"{len(TRAIN) + len(VAL)} of {len(TRAIN) + len(VAL)} examples failed (100%)" in line
+    assert (
+        f"{len(TRAIN) + len(VAL)} of {len(TRAIN) + len(VAL)} examples failed on LM calls (100%)"
+        in line
+    )
     assert "commonest error" in line and "127.0.0.1:1" in line
     assert "more than --max-failure-rate 0.5; no artifact written" in line
     assert not list(workdir.glob("out/*@*.json"))
@@ -89,7 +93,7 @@ def test_compile_whose_lm_calls_all_fail_exits_1_and_writes_no_artifact(workdir:
 def test_eval_whose_lm_calls_all_fail_exits_1_after_the_table(workdir: Path) -> None:
     result = invoke(*eval_args(model="lms.py:down"))
     line = one_line_error(result, 1)
-    assert f"{len(VAL)} of {len(VAL)} examples failed (100%)" in line
+    assert f"{len(VAL)} of {len(VAL)} examples failed on LM calls (100%)" in line
     assert "127.0.0.1:1" in line and "--max-failure-rate 0.5" in line
     assert "plain.json on dev.jsonl" in result.stdout  # the table is still printed
 
@@ -97,6 +101,17 @@ def test_eval_whose_lm_calls_all_fail_exits_1_after_the_table(workdir: Path) -> 
 def test_a_higher_failure_rate_lets_the_eval_pass(workdir: Path) -> None:
     result = invoke(*eval_args("--max-failure-rate", "1", model="lms.py:down"))
     assert result.exit_code == 0, result.output
+
+
+def test_unparsable_answers_are_the_models_quality_not_failed_calls(workdir: Path) -> None:
+    """Only LM-call errors count: a small model whose answers do not parse still gets an
+    artifact (compiling is there to improve it) and a score."""
+    result = invoke(*compile_args(model="lms.py:garbage"))
+    assert result.exit_code == 0, result.output
+    assert len(list(workdir.glob("out/program@*.json"))) == 1
+    result = invoke(*eval_args(model="lms.py:garbage"))
+    assert result.exit_code == 0, result.output
+    assert "ParseError" in result.stdout
 
 
 def test_a_working_model_still_compiles(workdir: Path) -> None:
