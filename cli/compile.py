@@ -101,7 +101,7 @@ def compile_command(
     max_failure_rate: float = typer.Option(
         0.5,
         "--max-failure-rate",
-        help="Fail (exit 1, no artifact) when more than this share of examples raise.",
+        help="Fail (exit 1, no artifact) when more than this share of examples fail on LM calls.",
     ),
 ) -> None:
     """Compile PROGRAM for each --model and write one artifact per model plus a report.

@@ -43,7 +43,7 @@ def eval_command(
     max_failure_rate: float = typer.Option(
         0.5,
         "--max-failure-rate",
-        help="Exit 1 when more than this share of examples raise (0 to 1).",
+        help="Exit 1 when more than this share of examples fail on LM calls (0 to 1).",
     ),
 ) -> None:
     """Score ARTIFACT on --data with --metric and print the score table."""
