@@ -12,6 +12,7 @@ continues where it stopped.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,9 @@ from lmforge.artifact import write_json_atomic
 from lmforge.errors import MissingExtraError, UsageError
 from lmforge.optimizers import OPTIMIZERS
 
-from .app import app, friendly
+from . import options as check
+from .app import app, fail, friendly
+from .held_out import HeldOut
 from .loading import (
     TRUST_HELP,
     load_data,
@@ -103,6 +106,11 @@ def compile_command(
     progress: bool = typer.Option(
         True, "--progress/--no-progress", help="Progress bars (on a terminal)."
     ),
+    max_failure_rate: float = typer.Option(
+        0.5,
+        "--max-failure-rate",
+        help="Fail (exit 1, no artifact) when more than this share of examples fail on LM calls.",
+    ),
     trust: list[str] = typer.Option([], "--trust", help=TRUST_HELP),
 ) -> None:
     """Compile PROGRAM for each --model and write one artifact per model plus a report.
@@ -110,9 +118,12 @@ def compile_command(
     Checkpoints are kept in OUT/.runs/: rerunning the same command after an interruption
     resumes without redoing finished work (delete OUT/.runs to start over).
     """
-    from lmforge.budget import Budget
     from lmforge.optimizers import create
 
+    models = [check.model_option(m) or "" for m in models]
+    check.at_least(concurrency, "--concurrency", 1)
+    check.failure_rate(max_failure_rate)
+    budget = check.budget(max_calls, max_cost)
     optimizer = create(optimizer_name, **parse_options(options))
     program, name = load_target(program_spec, trust=trust)
     program.set_lm(None)
@@ -122,11 +133,7 @@ def compile_command(
     trainset = load_data(train, input_names, program, builtin_metric=builtin)
     devset = load_data(dev, input_names, program, builtin_metric=builtin) if dev else None
     testset = load_data(test, input_names, program, builtin_metric=builtin) if test else None
-    budget = (
-        Budget(max_lm_calls=max_calls, max_cost_usd=max_cost)
-        if max_calls is not None or max_cost is not None
-        else None
-    )
+    check.output_dir(out)
 
     from lmforge.data import dataset_hash
     from lmforge.optimizers.run import fingerprint, program_fingerprint
@@ -165,6 +172,7 @@ def compile_command(
             baseline=baseline,
             progress=progress,
             concurrency=concurrency,
+            max_failure_rate=max_failure_rate,
         )
         runs.append(entry)
         artifacts.append(path)
@@ -178,6 +186,9 @@ def compile_command(
     write_json_atomic(out / "report.json", report)
     html = _write_html(report, out / "report.html")
     _print_summary(runs, artifacts, out / "report.json", html)
+    failed = [f"{run['model']}: {run['failed']}" for run in runs if run.get("failed")]
+    if failed:
+        fail("; ".join(failed))
 
 
 def make_lm(model: str) -> lf.LM:
@@ -202,7 +213,10 @@ def _compile_one(
     baseline: bool,
     progress: bool,
     concurrency: int | None,
-) -> tuple[dict[str, Any], Path]:
+    max_failure_rate: float,
+) -> tuple[dict[str, Any], Path | None]:
+    from lmforge.optimizers.failures import FailureTally
+
     lm = make_lm(model)
     model = lm.model
     started = time.perf_counter()
@@ -219,41 +233,50 @@ def _compile_one(
         concurrency=concurrency,
     )
     meta: dict[str, Any] = compiled.artifact_meta
+    info = getattr(compiled, "compile_info", {})
+    failures = FailureTally()
+    failures.merge(info.get("failures") or {})
     scores: dict[str, Any] = dict(meta.get("scores") or {})
     extra_usage: dict[str, Any] = {}
     held_out = testset or devset
+    evaluations = HeldOut(run_dir)
+    # A compile over the failure threshold is not scored further: against a server that is
+    # down, each of those evaluations would only fail again after its retries.
     with lf.use(lm=lm):
-        if testset:
-            result = lf.evaluate(
-                compiled,
-                testset,
-                metric,
-                concurrency=concurrency,
-                progress=progress,
-                description="test",
+        uncompiled = program.deepcopy()
+        uncompiled.set_lm(lm)
+        for label, target, data in (
+            ("test", compiled, testset),
+            ("baseline", uncompiled, held_out if baseline else None),
+        ):
+            if not data or failures.share > max_failure_rate:
+                continue
+            result = evaluations.score(
+                target, data, metric, label=label, concurrency=concurrency, progress=progress
             )
-            scores["test"] = result.score
-            scores["test_failures"] = result.num_failures
-            extra_usage["test_lm_calls"] = result.usage.get("lm_calls")
-        if baseline and held_out:
-            uncompiled = program.deepcopy()
-            uncompiled.set_lm(lm)
-            result = lf.evaluate(
-                uncompiled,
-                held_out,
-                metric,
-                concurrency=concurrency,
-                progress=progress,
-                description="baseline",
-            )
-            scores["baseline"] = result.score
-            scores["baseline_split"] = "test" if testset else "dev"
-            extra_usage["baseline_lm_calls"] = result.usage.get("lm_calls")
+            scores[label] = result["score"]
+            if label == "test":
+                scores["test_failures"] = result["failures"]
+            else:
+                scores["baseline_split"] = "test" if testset else "dev"
+            extra_usage[f"{label}_lm_calls"] = result["lm_calls"]
+            failures.merge({"attempted": result["n"], **result["lm_failures"]})
     meta["scores"] = {k: v for k, v in scores.items() if k in ("dev", "test")}
     compiled.artifact_meta = meta  # type: ignore[attr-defined]
-    path = out / f"{name}@{model_slug(model)}.json"
-    compiled.save(path)
-    info = getattr(compiled, "compile_info", {})
+    path: Path | None = None
+    failed = None
+    if failures.share > max_failure_rate:
+        # No artifact: one built from failed calls (labeled demos only) would pass for a
+        # compiled program. The checkpoints hold the same failures, so a rerun (after fixing
+        # the model or endpoint) must not restore them.
+        failed = (
+            f"{failures.describe()}, more than --max-failure-rate {max_failure_rate:g}; "
+            "no artifact written"
+        )
+        shutil.rmtree(run_dir, ignore_errors=True)
+    else:
+        path = out / f"{name}@{model_slug(model)}.json"
+        compiled.save(path)
     candidates = [dict(c) for c in meta.get("candidates") or []]
     for candidate in candidates:
         candidate["best"] = candidate.get("candidate") == meta.get("chosen_candidate")
@@ -261,7 +284,7 @@ def _compile_one(
         "model": model,
         "optimizer": optimizer.name,
         "config": optimizer.config(),
-        "artifact": str(path),
+        "artifact": str(path) if path is not None else None,
         "seed": seed,
         "scores": scores,
         "trials": meta.get("trials") or [],
@@ -274,9 +297,11 @@ def _compile_one(
             "restored_steps": info.get("restored_steps"),
             **extra_usage,
         },
+        "failures": failures.summary(),
         "estimated_lm_calls": meta.get("estimated_lm_calls"),
         "wall_s": round(time.perf_counter() - started, 3),
         "stopped": meta.get("stopped"),
+        "failed": failed,
         "run_dir": str(run_dir),
     }
     return entry, path
@@ -315,7 +340,7 @@ def _pct(value: Any) -> str:
 
 
 def _print_summary(
-    runs: list[dict[str, Any]], artifacts: list[Path], report: Path, html: Path | None
+    runs: list[dict[str, Any]], artifacts: list[Path | None], report: Path, html: Path | None
 ) -> None:
     from rich.table import Table
 
@@ -340,8 +365,8 @@ def _print_summary(
             _pct(scores.get("test")),
             str(usage.get("backend_calls", "-")),
             str(usage.get("cache_hits", "-")),
-            "budget" if run.get("stopped") else "-",
-            str(artifact),
+            "failed" if run.get("failed") else "budget" if run.get("stopped") else "-",
+            str(artifact) if artifact is not None else "-",
         )
     console = make_console()
     console.print(table)

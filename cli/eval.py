@@ -7,17 +7,11 @@ from pathlib import Path
 
 import lmforge as lf
 import typer
+from lmforge.optimizers.failures import FailureTally, lm_failures
 
-from .app import app, friendly
-from .loading import (
-    TRUST_HELP,
-    is_lm_spec,
-    load_artifact,
-    load_data,
-    load_lm,
-    load_metric,
-    program_inputs,
-)
+from . import options as check
+from .app import app, fail, friendly
+from .loading import TRUST_HELP, load_data, load_metric, program_inputs
 from .loading import console as make_console
 from .run import load_program
 
@@ -46,16 +40,19 @@ def eval_command(
     progress: bool = typer.Option(
         True, "--progress/--no-progress", help="Progress bar (on a terminal)."
     ),
+    max_failure_rate: float = typer.Option(
+        0.5,
+        "--max-failure-rate",
+        help="Exit 1 when more than this share of examples fail on LM calls (0 to 1).",
+    ),
     trust: list[str] = typer.Option([], "--trust", help=TRUST_HELP),
 ) -> None:
     """Score ARTIFACT on --data with --metric and print the score table."""
-    if model is not None and is_lm_spec(model):
-        # Loaded without the default model: every predictor gets --model's LM, so the
-        # "no model configured" notice of a default LM would be wrong.
-        program = load_artifact(artifact, trust=trust)
-        program.set_lm(load_lm(model))
-    else:
-        program = load_program(artifact, model=model, trust=trust)
+    model = check.model_option(model)
+    check.at_least(concurrency, "--concurrency", 1)
+    check.at_least(failures, "--failures", 0)
+    check.failure_rate(max_failure_rate)
+    program = load_program(artifact, model=model, trust=trust)
     metric = load_metric(metric_spec)
     names = [n.strip() for n in (inputs or "").split(",") if n.strip()] or program_inputs(program)
     examples = load_data(data, names, program, builtin_metric=":" not in metric_spec)
@@ -64,8 +61,18 @@ def eval_command(
     )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
-        return
-    _print_table(artifact, data, result, failures)
+    else:
+        _print_table(artifact, data, result, failures)
+    failed = _lm_failures(result)
+    if failed.share > max_failure_rate:
+        fail(f"{failed.describe()}, more than --max-failure-rate {max_failure_rate:g}")
+
+
+def _lm_failures(result: lf.EvaluationResult) -> FailureTally:
+    errors = (f"{row.error_type}: {row.error}" for row in result.failures)
+    tally = FailureTally()
+    tally.merge({"attempted": result.n, **lm_failures(errors)})
+    return tally
 
 
 def _print_table(artifact: Path, data: Path, result: lf.EvaluationResult, limit: int) -> None:

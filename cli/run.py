@@ -12,8 +12,9 @@ import typer
 from lmforge.errors import UsageError
 from lmforge.lm.lm import LM
 
+from . import options as check
 from .app import app, friendly
-from .loading import TRUST_HELP, load_artifact
+from .loading import TRUST_HELP, load_artifact, load_lm
 
 __all__ = ["load_program"]
 
@@ -25,12 +26,14 @@ def load_program(
     allow_endpoints: bool = False,
     trust: list[str] | None = None,
 ) -> lf.Module:
-    """Load an artifact (it may import the ``trust`` modules); ``model`` overrides every
-    predictor's LM, and predictors saved without one use the default model
-    ($LMFORGE_MODEL, else the embedded local model)."""
+    """Load an artifact (it may import the ``trust`` modules); ``model`` (a model name or
+    ``path/to/lms.py:name``, as for every command's ``--model``) overrides every predictor's
+    LM, and predictors saved without one use the default model ($LMFORGE_MODEL, else the
+    embedded local model)."""
+    model = check.model_option(model)
     program = load_artifact(artifact, allow_endpoints=allow_endpoints, trust=trust or [])
-    if model:
-        program.set_lm(LM(model))
+    if model is not None:
+        program.set_lm(load_lm(model))
     elif any(p.lm is None for p in program.predictors()):
         default = LM()
         for predictor in program.predictors():
@@ -99,6 +102,8 @@ def run(
     trust: list[str] = typer.Option([], "--trust", help=TRUST_HELP),
 ) -> None:
     """Run a compiled program on one input, or on JSONL lines from stdin (one result per line)."""
+    model = check.model_option(model)
+    check.at_least(concurrency, "--concurrency", 1)
     # Inputs are checked before the program (and its model) is loaded: a typo fails fast.
     single = _parse_inputs(input, "--input") if input is not None else None
     items = (
@@ -144,6 +149,7 @@ def inspect(
 ) -> None:
     """Print the prompts a compiled program sends (rendered without calling the model)."""
     inputs = _parse_inputs(input, "--input") if input else None
+    model = check.model_option(model)
     # The same LM resolution as `lmforge run`: the prompt format depends on the model.
     program = load_program(artifact, model=model, trust=trust)
     lf.inspect(program, inputs=inputs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import threading
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -33,10 +34,21 @@ class Budget:
     max_cost_usd: float | None = None
 
     def __post_init__(self) -> None:
-        if self.max_lm_calls is not None and self.max_lm_calls < 0:
+        calls, cost = self.max_lm_calls, self.max_cost_usd
+        if calls is not None and calls < 0:
             raise UsageError("Budget(max_lm_calls=...) must be 0 or more")
-        if self.max_cost_usd is not None and self.max_cost_usd < 0:
-            raise UsageError("Budget(max_cost_usd=...) must be 0 or more")
+        # NaN compares false with everything and inf is never reached: neither would ever
+        # stop a run, so both are refused rather than silently meaning "no limit".
+        if cost is not None and (
+            isinstance(cost, bool)
+            or not isinstance(cost, int | float)
+            or not math.isfinite(cost)
+            or cost < 0
+        ):
+            raise UsageError(
+                f"Budget(max_cost_usd=...) must be a finite number of 0 or more, got {cost!r}; "
+                "use None for no limit"
+            )
 
     @property
     def unlimited(self) -> bool:

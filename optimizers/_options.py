@@ -1,15 +1,90 @@
-"""Checking optimizer options (``-o name=value`` on the CLI) against the constructor."""
+"""Optimizer settings: declared once as dataclass fields, from which the constructor, its
+checks and ``config()`` all derive; and checking ``-o name=value`` options (CLI) against
+the constructor.
+
+    @dataclasses.dataclass(eq=False, repr=False)
+    class MyOptimizer(Optimizer):
+        rounds: int = setting(3, least=1)
+        prompt_lm: lf.LM | str | None = setting(None, record="prompt_model", convert=as_lm)
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import types
 import typing
+from collections.abc import Callable
 from typing import Any
 
+import lmforge as lf
 from lmforge.errors import UsageError
 
-__all__ = ["check_options"]
+__all__ = ["check_options", "check_settings", "recorded_settings", "setting"]
+
+
+def setting(
+    default: Any = None,
+    *,
+    least: int | None = None,
+    kind: type | None = None,
+    record: bool | str = True,
+    convert: Callable[[Any], Any] | None = None,
+) -> Any:
+    """A dataclass field for one optimizer setting.
+
+    Args:
+        default: its default value.
+        least: the smallest value allowed (``None`` values are not checked).
+        kind: the type a value other than ``None`` must have.
+        record: whether ``config()`` records it (the run's identity and the artifact);
+            a string records it under that name.
+        convert: applied to the value when the optimizer is built (a model name to an LM).
+    """
+    metadata = {"least": least, "kind": kind, "record": record, "convert": convert}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def check_settings(optimizer: Any) -> None:
+    """Convert and check every setting of a dataclass optimizer (one-line UsageErrors)."""
+    owner = type(optimizer).__name__
+    for field in dataclasses.fields(optimizer):
+        value = getattr(optimizer, field.name)
+        convert = field.metadata.get("convert")
+        if convert is not None:
+            value = convert(value)
+            setattr(optimizer, field.name, value)
+        if value is None:
+            continue
+        kind = field.metadata.get("kind")
+        if kind is not None and not isinstance(value, kind):
+            raise UsageError(
+                f"{owner}({field.name}=...) must be an lf.{kind.__name__}, "
+                f"got {type(value).__name__}"
+            )
+        least = field.metadata.get("least")
+        if least is not None and value < least:
+            raise UsageError(f"{owner}({field.name}=...) must be at least {least}, got {value!r}")
+
+
+def recorded_settings(optimizer: Any) -> dict[str, Any]:
+    """The settings ``config()`` records, as JSON-safe data: programs by their fingerprint,
+    LMs by their model name."""
+    from .store import program_fingerprint
+
+    config: dict[str, Any] = {}
+    for field in dataclasses.fields(optimizer):
+        record = field.metadata.get("record", True)
+        if record is False:
+            continue
+        value = getattr(optimizer, field.name)
+        if isinstance(value, lf.Module):
+            value = program_fingerprint(value)
+        elif isinstance(value, lf.LM):
+            value = value.model
+        config[record if isinstance(record, str) else field.name] = value
+    return config
+
 
 #: Plain option types, by how the message names them.
 _PLAIN = {bool: "true or false", int: "an int", float: "a number", str: "text"}

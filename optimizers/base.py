@@ -2,7 +2,10 @@
 
 Subclasses implement three things:
 
-- ``config()``: their settings as JSON (recorded in the artifact and in the run's identity);
+- their settings, as dataclass fields declared with :func:`lmforge.optimizers._options.setting`
+  (the class is a ``@dataclasses.dataclass(eq=False, repr=False)``): the constructor, its
+  checks and ``config()`` (the settings as JSON, recorded in the artifact and in the run's
+  identity) derive from them; a class that is not a dataclass overrides ``config()``;
 - ``estimate_calls(program, trainset, valset)``: an upper bound of the LM calls a fresh run
   makes (printed before the run starts); :func:`lm_calls_per_run` bounds one program call;
 - ``_compile(run)``: the search itself, written against :class:`lmforge.optimizers.run.Run`
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +35,7 @@ from lmforge.budget import Budget, BudgetMeter, enforce
 from lmforge.errors import BudgetExceededError, UsageError
 from lmforge.trace import track
 
+from ._options import check_settings, recorded_settings
 from .progress import CompileProgress
 from .run import Run, RunStore, jsonable, program_fingerprint
 from .store import code_fingerprint
@@ -44,9 +49,17 @@ class Optimizer(abc.ABC):
     #: The name used on the command line and in artifacts (``lmforge compile --optimizer``).
     name: ClassVar[str] = "optimizer"
 
-    @abc.abstractmethod
+    def __post_init__(self) -> None:
+        check_settings(self)
+
     def config(self) -> dict[str, Any]:
-        """This optimizer's settings as JSON-safe data."""
+        """This optimizer's settings as JSON-safe data (its recorded dataclass fields)."""
+        if not dataclasses.is_dataclass(self):
+            raise TypeError(
+                f"{type(self).__name__} must declare its settings as dataclass fields "
+                "or override config()"
+            )
+        return recorded_settings(self)
 
     @abc.abstractmethod
     def estimate_calls(
@@ -216,6 +229,7 @@ class Optimizer(abc.ABC):
             "backend_calls": backend_calls,
             "cache_hits": cache_hits,
             "restored_steps": store.restored,
+            "failures": run.failures.summary(),
             "wall_s": round(time.perf_counter() - started, 3),
             "run_dir": str(store.directory) if store.directory is not None else None,
         }

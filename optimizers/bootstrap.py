@@ -9,6 +9,7 @@ with the same per-example checkpoints.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -19,7 +20,9 @@ from lmforge.evaluation import ascore, run_sync
 from lmforge.modules.sampling import rejected_attempts
 from lmforge.trace import track
 
+from ._options import setting
 from .base import Optimizer, lm_calls_per_run
+from .failures import lm_failures
 from .labeled import labeled_demos
 from .run import Run, fingerprint, jsonable, program_fingerprint
 
@@ -29,6 +32,7 @@ __all__ = [
     "assemble",
     "bootstrap_program",
     "check_same_structure",
+    "choose_teacher",
     "default_teacher",
     "example_key",
 ]
@@ -51,6 +55,18 @@ def default_teacher(run: Run, student: lf.Module, max_labeled_demos: int) -> lf.
         for predictor in teacher.predictors():
             predictor.demos = demos
     return teacher
+
+
+def choose_teacher(
+    run: Run, student: lf.Module, teacher: lf.Module | None, max_labeled_demos: int
+) -> lf.Module:
+    """A copy of the given ``teacher`` (checked to have the student's predictors), else
+    :func:`default_teacher`."""
+    if teacher is None:
+        return default_teacher(run, student, max_labeled_demos)
+    chosen = teacher.deepcopy()
+    check_same_structure(student, chosen)
+    return chosen
 
 
 def _teacher_for(
@@ -184,6 +200,7 @@ async def acollect_traces(
                         stop = stop or outcome
                         continue
                     row.advance(1)
+                    run.failures.merge({"attempted": 1, **lm_failures([outcome.get("error")])})
                     if outcome.get("error") is None or "metric_bug" in outcome:
                         scored += 1
                     if outcome.get("metric_bug"):
@@ -268,6 +285,7 @@ def check_same_structure(student: lf.Module, teacher: lf.Module) -> None:
         )
 
 
+@dataclasses.dataclass(eq=False, repr=False)
 class BootstrapFewShot(Optimizer):
     """Demos from the program's own successful runs (DSPy's BootstrapFewShot).
 
@@ -282,38 +300,13 @@ class BootstrapFewShot(Optimizer):
 
     name = "bootstrap"
 
-    def __init__(
-        self,
-        max_bootstrapped_demos: int = 4,
-        max_labeled_demos: int = 16,
-        teacher: lf.Module | None = None,
-        max_rounds: int = 1,
-        *,
-        metric_threshold: float = 1.0,
-        rollout_temperature: float = 1.0,
-    ) -> None:
-        if max_bootstrapped_demos < 0 or max_labeled_demos < 0:
-            raise UsageError("max_bootstrapped_demos and max_labeled_demos must be 0 or more")
-        if max_rounds < 1:
-            raise UsageError("max_rounds must be at least 1")
-        if teacher is not None and not isinstance(teacher, lf.Module):
-            raise UsageError(f"teacher must be an lf.Module, got {type(teacher).__name__}")
-        self.max_bootstrapped_demos = max_bootstrapped_demos
-        self.max_labeled_demos = max_labeled_demos
-        self.teacher = teacher
-        self.max_rounds = max_rounds
-        self.metric_threshold = metric_threshold
-        self.rollout_temperature = rollout_temperature
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "max_bootstrapped_demos": self.max_bootstrapped_demos,
-            "max_labeled_demos": self.max_labeled_demos,
-            "max_rounds": self.max_rounds,
-            "metric_threshold": self.metric_threshold,
-            "rollout_temperature": self.rollout_temperature,
-            "teacher": program_fingerprint(self.teacher) if self.teacher is not None else None,
-        }
+    max_bootstrapped_demos: int = setting(4, least=0)
+    max_labeled_demos: int = setting(16, least=0)
+    teacher: lf.Module | None = setting(None, kind=lf.Module)  # noqa: RUF009 (a field)
+    max_rounds: int = setting(1, least=1)
+    _: dataclasses.KW_ONLY
+    metric_threshold: float = 1.0
+    rollout_temperature: float = 1.0
 
     def estimate_calls(
         self,
@@ -330,12 +323,7 @@ class BootstrapFewShot(Optimizer):
 
     def _compile(self, run: Run) -> lf.Module:
         student = run.student.reset_copy()
-        teacher = (
-            self.teacher.deepcopy()
-            if self.teacher is not None
-            else default_teacher(run, student, self.max_labeled_demos)
-        )
-        check_same_structure(student, teacher)
+        teacher = choose_teacher(run, student, self.teacher, self.max_labeled_demos)
         return bootstrap_program(
             run,
             student,

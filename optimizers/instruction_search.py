@@ -10,12 +10,12 @@ run resumes without repeating them.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from typing import Any
 
 import lmforge as lf
-from lmforge.errors import UsageError
 
+from ._options import setting
 from .base import Optimizer, lm_calls_per_run
 from .candidates import data_summary
 from .proposer import InstructionProposer, as_lm, describe_program, describe_step, pick_tip
@@ -26,6 +26,7 @@ __all__ = ["InstructionSearch"]
 _SHOWN_ATTEMPTS = 6
 
 
+@dataclasses.dataclass(eq=False, repr=False)
 class InstructionSearch(Optimizer):
     """Search each predictor's instruction by proposing, scoring and refining (COPRO).
 
@@ -39,34 +40,11 @@ class InstructionSearch(Optimizer):
 
     name = "instructions"
 
-    def __init__(
-        self,
-        breadth: int = 6,
-        depth: int = 3,
-        *,
-        prompt_lm: lf.LM | str | None = None,
-        temperature: float = 1.0,
-    ) -> None:
-        if breadth < 2:
-            raise UsageError(
-                "InstructionSearch(breadth=...) must be at least 2 (the original plus one proposal)"
-            )
-        if depth < 1:
-            raise UsageError("InstructionSearch(depth=...) must be at least 1")
-        if temperature < 0:
-            raise UsageError("InstructionSearch(temperature=...) must be 0 or more")
-        self.breadth = breadth
-        self.depth = depth
-        self.prompt_lm = as_lm(prompt_lm)
-        self.temperature = temperature
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "breadth": self.breadth,
-            "depth": self.depth,
-            "temperature": self.temperature,
-            "prompt_model": self.prompt_lm.model if self.prompt_lm is not None else None,
-        }
+    breadth: int = setting(6, least=2)  # the original plus at least one proposal
+    depth: int = setting(3, least=1)
+    _: dataclasses.KW_ONLY
+    prompt_lm: lf.LM | str | None = setting(None, record="prompt_model", convert=as_lm)  # noqa: RUF009
+    temperature: float = setting(1.0, least=0)
 
     def estimate_calls(
         self,
@@ -84,8 +62,9 @@ class InstructionSearch(Optimizer):
         program = run.student.deepcopy()
         run.set_fallback(program)
         run.progress.phase("summarising data")
-        summary = data_summary(run, self.prompt_lm)
-        proposer = InstructionProposer(self.prompt_lm, temperature=self.temperature)
+        prompt_lm = as_lm(self.prompt_lm)  # already an LM (converted when built)
+        summary = data_summary(run, prompt_lm)
+        proposer = InstructionProposer(prompt_lm, temperature=self.temperature)
         search = _Search(run, proposer, summary, self.breadth)
         total = len(program.predictors()) * self.depth * self.breadth
         run.progress.phase("searching instructions", total=total)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 from typing import Any
 
 import lmforge as lf
-from lmforge.errors import UsageError
 
+from ._options import setting
 from .base import Optimizer, lm_calls_per_run
 from .run import Run, jsonable
 
@@ -25,6 +26,7 @@ def labeled_demos(
     return [jsonable(example.to_dict()) for example in chosen]
 
 
+@dataclasses.dataclass(eq=False, repr=False)
 class LabeledFewShot(Optimizer):
     """Put ``k`` training examples (sampled with the run's seed) in every predictor's demos.
 
@@ -35,14 +37,9 @@ class LabeledFewShot(Optimizer):
 
     name = "labeled"
 
-    def __init__(self, k: int = 16, *, sample: bool = True) -> None:
-        if k < 0:
-            raise UsageError("LabeledFewShot(k=...) must be 0 or more")
-        self.k = k
-        self.sample = sample
-
-    def config(self) -> dict[str, Any]:
-        return {"k": self.k, "sample": self.sample}
+    k: int = setting(16, least=0)
+    _: dataclasses.KW_ONLY
+    sample: bool = True
 
     def estimate_calls(
         self,

@@ -18,13 +18,14 @@ the result matches an uninterrupted run) and several worker processes can share 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import lmforge as lf
 from lmforge.errors import MissingExtraError, UsageError
 
+from ._options import setting
 from .base import Optimizer, lm_calls_per_run
 from .candidates import CandidateSpace, build_space, data_summary
 from .proposer import as_lm
@@ -50,6 +51,7 @@ def auto_plan(level: str, num_predictors: int) -> dict[str, int]:
     return {"num_instruction_candidates": n, "num_demo_sets": n, "num_trials": trials}
 
 
+@dataclasses.dataclass(eq=False, repr=False)
 class MIPRO(Optimizer):
     """Search instructions and demo sets jointly (MIPROv2-style) with optuna's TPE sampler.
 
@@ -72,60 +74,28 @@ class MIPRO(Optimizer):
 
     name = "mipro"
 
-    def __init__(
-        self,
-        auto: str | None = None,
-        *,
-        num_trials: int | None = None,
-        minibatch_size: int = 25,
-        num_instruction_candidates: int | None = None,
-        num_demo_sets: int | None = None,
-        max_bootstrapped_demos: int = 4,
-        max_labeled_demos: int = 4,
-        full_eval_steps: int = 5,
-        prompt_lm: lf.LM | str | None = None,
-        storage: str | None = None,
-    ) -> None:
-        if auto is not None and num_trials is not None:
-            raise UsageError("give MIPRO either auto=... or num_trials=..., not both")
-        if num_trials is None and auto is None:
-            auto = "light"
-        if auto is not None and auto not in AUTO:
-            raise UsageError(f"MIPRO(auto={auto!r}) is not a level; use one of {', '.join(AUTO)}")
-        for label, value, least in (
-            ("num_trials", num_trials, 1),
-            ("minibatch_size", minibatch_size, 1),
-            ("num_instruction_candidates", num_instruction_candidates, 1),
-            ("num_demo_sets", num_demo_sets, 1),
-            ("max_bootstrapped_demos", max_bootstrapped_demos, 0),
-            ("max_labeled_demos", max_labeled_demos, 0),
-            ("full_eval_steps", full_eval_steps, 1),
-        ):
-            if value is not None and value < least:
-                raise UsageError(f"MIPRO({label}=...) must be at least {least}")
-        self.auto = auto
-        self.num_trials = num_trials
-        self.minibatch_size = minibatch_size
-        self.num_instruction_candidates = num_instruction_candidates
-        self.num_demo_sets = num_demo_sets
-        self.max_bootstrapped_demos = max_bootstrapped_demos
-        self.max_labeled_demos = max_labeled_demos
-        self.full_eval_steps = full_eval_steps
-        self.prompt_lm = as_lm(prompt_lm)
-        self.storage = storage
+    auto: str | None = None
+    _: dataclasses.KW_ONLY
+    num_trials: int | None = setting(None, least=1)
+    minibatch_size: int = setting(25, least=1)
+    num_instruction_candidates: int | None = setting(None, least=1)
+    num_demo_sets: int | None = setting(None, least=1)
+    max_bootstrapped_demos: int = setting(4, least=0)
+    max_labeled_demos: int = setting(4, least=0)
+    full_eval_steps: int = setting(5, least=1)
+    prompt_lm: lf.LM | str | None = setting(None, record="prompt_model", convert=as_lm)  # noqa: RUF009
+    storage: str | None = setting(None, record=False)  # where, not what: not in the identity
 
-    def config(self) -> dict[str, Any]:
-        return {
-            "auto": self.auto,
-            "num_trials": self.num_trials,
-            "minibatch_size": self.minibatch_size,
-            "num_instruction_candidates": self.num_instruction_candidates,
-            "num_demo_sets": self.num_demo_sets,
-            "max_bootstrapped_demos": self.max_bootstrapped_demos,
-            "max_labeled_demos": self.max_labeled_demos,
-            "full_eval_steps": self.full_eval_steps,
-            "prompt_model": self.prompt_lm.model if self.prompt_lm is not None else None,
-        }
+    def __post_init__(self) -> None:
+        if self.auto is not None and self.num_trials is not None:
+            raise UsageError("give MIPRO either auto=... or num_trials=..., not both")
+        if self.num_trials is None and self.auto is None:
+            self.auto = "light"
+        if self.auto is not None and self.auto not in AUTO:
+            raise UsageError(
+                f"MIPRO(auto={self.auto!r}) is not a level; use one of {', '.join(AUTO)}"
+            )
+        super().__post_init__()
 
     def plan(self, num_predictors: int) -> dict[str, int]:
         """The resolved trial count, instruction candidates and demo sets."""
@@ -172,15 +142,16 @@ class MIPRO(Optimizer):
         baseline = run.student.deepcopy()
         run.set_fallback(baseline)
         plan = self.plan(len(baseline.predictors()))
+        prompt_lm = as_lm(self.prompt_lm)  # already an LM (converted when built)
         with self._exclusive(run):
             run.progress.phase("summarising data")
-            summary = data_summary(run, self.prompt_lm)
+            summary = data_summary(run, prompt_lm)
             run.progress.phase("building candidates")
             space = build_space(
                 run,
                 baseline,
                 summary=summary,
-                prompt_lm=self.prompt_lm,
+                prompt_lm=prompt_lm,
                 num_instructions=plan["num_instruction_candidates"],
                 num_demo_sets=plan["num_demo_sets"],
                 max_bootstrapped=self.max_bootstrapped_demos,

@@ -200,9 +200,11 @@ def release_dead_trials(study: optuna.Study) -> int:
                     continue
             elif owner.get("host") != here or _alive(int(owner.get("pid", -1))):
                 continue
-            with contextlib.suppress(RuntimeError):  # another worker released it first
-                study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-                released += 1
+            try:
+                study.tell(trial.number, state=TrialState.FAIL)
+            except (ValueError, RuntimeError):  # another worker finished or released it first
+                continue
+            released += 1
         if youngest_unclaimed is None:
             return released
         time.sleep(UNCLAIMED_S - youngest_unclaimed + 0.1)

@@ -8,20 +8,22 @@ the valset (the trainset when there is none); all of them are reported.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import lmforge as lf
-from lmforge.errors import UsageError
 
+from ._options import setting
 from .base import Optimizer, lm_calls_per_run
-from .bootstrap import bootstrap_program, check_same_structure, default_teacher
+from .bootstrap import bootstrap_program, choose_teacher
 from .labeled import labeled_demos
-from .run import Run, program_fingerprint
+from .run import Run
 
 __all__ = ["RandomSearch"]
 
 
+@dataclasses.dataclass(eq=False, repr=False)
 class RandomSearch(Optimizer):
     """Search over bootstrapped demo sets; keep the candidate with the best valset score.
 
@@ -36,43 +38,15 @@ class RandomSearch(Optimizer):
 
     name = "random"
 
-    def __init__(
-        self,
-        num_candidates: int = 8,
-        max_bootstrapped_demos: int = 4,
-        max_labeled_demos: int = 16,
-        teacher: lf.Module | None = None,
-        max_rounds: int = 1,
-        *,
-        metric_threshold: float = 1.0,
-        stop_at_score: float | None = None,
-    ) -> None:
-        if num_candidates < 0:
-            raise UsageError("RandomSearch(num_candidates=...) must be 0 or more")
-        if max_bootstrapped_demos < 1:
-            raise UsageError("RandomSearch needs max_bootstrapped_demos of at least 1")
-        if max_labeled_demos < 0 or max_rounds < 1:
-            raise UsageError("max_labeled_demos must be 0 or more and max_rounds at least 1")
-        if teacher is not None and not isinstance(teacher, lf.Module):
-            raise UsageError(f"teacher must be an lf.Module, got {type(teacher).__name__}")
-        self.num_candidates = num_candidates
-        self.max_bootstrapped_demos = max_bootstrapped_demos
-        self.max_labeled_demos = max_labeled_demos
-        self.teacher = teacher
-        self.max_rounds = max_rounds
-        self.metric_threshold = metric_threshold
-        self.stop_at_score = stop_at_score
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "num_candidates": self.num_candidates,
-            "max_bootstrapped_demos": self.max_bootstrapped_demos,
-            "max_labeled_demos": self.max_labeled_demos,
-            "max_rounds": self.max_rounds,
-            "metric_threshold": self.metric_threshold,
-            "stop_at_score": self.stop_at_score,
-            "teacher": program_fingerprint(self.teacher) if self.teacher is not None else None,
-        }
+    num_candidates: int = setting(8, least=0)
+    # shuffled candidates draw between 1 and this many bootstrapped demos
+    max_bootstrapped_demos: int = setting(4, least=1)
+    max_labeled_demos: int = setting(16, least=0)
+    teacher: lf.Module | None = setting(None, kind=lf.Module)  # noqa: RUF009 (a field)
+    max_rounds: int = setting(1, least=1)
+    _: dataclasses.KW_ONLY
+    metric_threshold: float = 1.0
+    stop_at_score: float | None = None
 
     def estimate_calls(
         self,
@@ -99,12 +73,7 @@ class RandomSearch(Optimizer):
                 "be optimistic)"
             )
         student = run.student.reset_copy()
-        teacher = (
-            self.teacher.deepcopy()
-            if self.teacher is not None
-            else default_teacher(run, student, self.max_labeled_demos)
-        )
-        check_same_structure(student, teacher)
+        teacher = choose_teacher(run, student, self.teacher, self.max_labeled_demos)
         plan = self._candidate_plan()
         run.progress.phase("candidates", total=len(plan))
         for seed, kind in plan:

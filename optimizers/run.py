@@ -30,6 +30,7 @@ from lmforge.evaluation import aevaluate, run_sync
 from lmforge.metrics import metric_name
 from lmforge.trace import track
 
+from .failures import FailureTally, lm_failures
 from .progress import CompileProgress
 from .store import (
     RunStore,
@@ -156,6 +157,8 @@ class Run:
         self.candidates: list[Candidate] = []
         self.trials: list[dict[str, Any]] = []
         self.fallback: lf.Module | None = None
+        #: examples that raised, over every evaluation and trace (restored ones included)
+        self.failures = FailureTally()
         self._restored = _Restored()
         self._seen: set[str] = set()
         self._lock = threading.Lock()
@@ -258,15 +261,18 @@ class Run:
                 progress=True,
                 description=label,
             )
-            errors = [f"{row.error_type}: {row.error}" for row in result.failures[:5]]
+            errors = [f"{row.error_type}: {row.error}" for row in result.failures]
             return {
                 "score": result.score,
                 "scores": result.scores,
                 "failures": result.num_failures,
-                "errors": errors,
+                "errors": errors[:5],
+                "lm_failures": lm_failures(errors),
             }
 
         value = await self.astep(key, compute)
+        # (checkpoints written before LM failures were counted have none recorded)
+        self.failures.merge({"attempted": len(value["scores"]), **(value.get("lm_failures") or {})})
         self.progress.calls(self.live_usage())
         return Scored(
             float(value["score"]),

@@ -12,6 +12,7 @@ model (prompt + weights in one compile); the better of the two on the dev set is
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,16 +23,21 @@ from lmforge.evaluation import run_sync
 from lmforge.finetune import Finetuner, TrainingData, TrainingExample, render_example
 from lmforge.lm.lm import is_secret_key
 
+from .._options import setting
 from ..base import Optimizer, lm_calls_per_run, target_model
 from ..bootstrap import acollect_traces, bootstrap_program, check_same_structure, default_teacher
-from ..run import Run, fingerprint, program_fingerprint
+from ..run import Run, fingerprint
 
 __all__ = ["FINETUNERS", "Finetune"]
 
 #: Finetuner names usable as ``Finetune(finetuner="...")`` / ``-o finetuner=...``.
 FINETUNERS = ("auto", "local_lora", "openai")
 
+#: Demos of ``fewshot_after=True`` unless ``fewshot_options`` says otherwise.
+_FEWSHOT_DEFAULTS = {"max_bootstrapped_demos": 4, "max_labeled_demos": 4}
 
+
+@dataclasses.dataclass(eq=False, repr=False)
 class Finetune(Optimizer):
     """Fine-tune the program's model on traces of a teacher that pass the metric.
 
@@ -53,86 +59,53 @@ class Finetune(Optimizer):
 
     name = "finetune"
 
-    def __init__(
-        self,
-        metric: Callable[..., Any] | None = None,
-        teacher: str | lf.LM | lf.Module | None = None,
-        finetuner: str | Finetuner = "auto",
-        *,
-        epochs: int | None = None,
-        include_demos: bool = False,
-        max_labeled_demos: int = 8,
-        max_rounds: int = 1,
-        metric_threshold: float = 1.0,
-        validation_fraction: float = 0.1,
-        finetuner_options: Mapping[str, Any] | None = None,
-        fewshot_after: bool = False,
-        fewshot_options: Mapping[str, Any] | None = None,
-    ) -> None:
-        if isinstance(finetuner, str) and finetuner not in FINETUNERS:
+    metric: Callable[..., Any] | None = setting(None, record=False)  # noqa: RUF009
+    teacher: str | lf.LM | lf.Module | None = None
+    finetuner: str | Finetuner = "auto"
+    _: dataclasses.KW_ONLY
+    epochs: int | None = setting(None, least=1)
+    include_demos: bool = False
+    max_labeled_demos: int = setting(8, least=0)
+    max_rounds: int = setting(1, least=1)
+    metric_threshold: float = 1.0
+    validation_fraction: float = 0.1
+    finetuner_options: Mapping[str, Any] | None = None
+    fewshot_after: bool = False
+    fewshot_options: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.finetuner, str) and self.finetuner not in FINETUNERS:
             raise UsageError(
-                f"unknown finetuner {finetuner!r}; choose one of {', '.join(FINETUNERS)}"
+                f"unknown finetuner {self.finetuner!r}; choose one of {', '.join(FINETUNERS)}"
             )
-        if not isinstance(finetuner, str) and not isinstance(finetuner, Finetuner):
+        if not isinstance(self.finetuner, str | Finetuner):
             raise UsageError(
                 "finetuner must be a name or an object with name, base_lm(), config() and train()"
             )
-        if teacher is not None and not isinstance(teacher, str | lf.LM | lf.Module):
+        if self.teacher is not None and not isinstance(self.teacher, str | lf.LM | lf.Module):
             raise UsageError(
                 "teacher must be a model name, lf.LM, lf.Module or 'labels', "
-                f"not {type(teacher).__name__}"
+                f"not {type(self.teacher).__name__}"
             )
-        if epochs is not None and epochs < 1:
-            raise UsageError("epochs must be at least 1")
-        if max_labeled_demos < 0 or max_rounds < 1:
-            raise UsageError("max_labeled_demos must be 0 or more and max_rounds at least 1")
-        unknown = set(fewshot_options or {}) - {"max_bootstrapped_demos", "max_labeled_demos"}
+        unknown = set(self.fewshot_options or {}) - set(_FEWSHOT_DEFAULTS)
         if unknown:
             raise UsageError(
                 f"unknown fewshot_options {sorted(unknown)}; "
                 "use max_bootstrapped_demos, max_labeled_demos"
             )
-        self.metric = metric
-        self.teacher = teacher
-        self.finetuner = finetuner
-        self.epochs = epochs
-        self.include_demos = include_demos
-        self.max_labeled_demos = max_labeled_demos
-        self.max_rounds = max_rounds
-        self.metric_threshold = metric_threshold
-        self.validation_fraction = validation_fraction
-        self.finetuner_options = dict(finetuner_options or {})
-        self.fewshot_after = fewshot_after
-        self.fewshot_options = {
-            "max_bootstrapped_demos": 4,
-            "max_labeled_demos": 4,
-            **(fewshot_options or {}),
-        }
+        super().__post_init__()
+        self.finetuner_options = dict(self.finetuner_options or {})
+        self.fewshot_options = {**_FEWSHOT_DEFAULTS, **(self.fewshot_options or {})}
 
     def config(self) -> dict[str, Any]:
-        teacher: Any = self.teacher
-        if isinstance(teacher, lf.LM):
-            teacher = teacher.model
-        elif isinstance(teacher, lf.Module):
-            teacher = program_fingerprint(teacher)
-        finetuner = self.finetuner if isinstance(self.finetuner, str) else {
-            "name": self.finetuner.name, "config": self.finetuner.config()
-        }  # fmt: skip
-        return {
-            "teacher": teacher,
-            "finetuner": finetuner,
-            "epochs": self.epochs,
-            "include_demos": self.include_demos,
-            "max_labeled_demos": self.max_labeled_demos,
-            "max_rounds": self.max_rounds,
-            "metric_threshold": self.metric_threshold,
-            "validation_fraction": self.validation_fraction,
-            "finetuner_options": {
-                k: v for k, v in self.finetuner_options.items() if not is_secret_key(k)
-            },
-            "fewshot_after": self.fewshot_after,
-            "fewshot_options": self.fewshot_options if self.fewshot_after else None,
+        config = super().config()
+        if not isinstance(self.finetuner, str):
+            config["finetuner"] = {"name": self.finetuner.name, "config": self.finetuner.config()}
+        config["finetuner_options"] = {
+            k: v for k, v in (self.finetuner_options or {}).items() if not is_secret_key(k)
         }
+        config["fewshot_options"] = self.fewshot_options if self.fewshot_after else None
+        return config
 
     def estimate_calls(
         self,
@@ -224,7 +197,7 @@ class Finetune(Optimizer):
     def _finetuner(self, run: Run) -> Finetuner:
         if not isinstance(self.finetuner, str):
             return self.finetuner
-        options = dict(self.finetuner_options)
+        options = dict(self.finetuner_options or {})
         name = self.finetuner
         model = run.lm.model if run.lm is not None else target_model(run.student)
         if name == "auto":
@@ -340,13 +313,14 @@ class Finetune(Optimizer):
 
     def _fewshot(self, run: Run, tuned: lf.Module) -> lf.Module:
         run.progress.phase("few-shot demos for the tuned model")
-        labeled = int(self.fewshot_options["max_labeled_demos"])
+        fewshot = {**_FEWSHOT_DEFAULTS, **(self.fewshot_options or {})}
+        labeled = int(fewshot["max_labeled_demos"])
         return bootstrap_program(
             run,
             tuned.reset_copy(),
             default_teacher(run, tuned, labeled),
             run.trainset,
-            max_bootstrapped_demos=int(self.fewshot_options["max_bootstrapped_demos"]),
+            max_bootstrapped_demos=int(fewshot["max_bootstrapped_demos"]),
             max_labeled_demos=labeled,
             max_rounds=1,
             threshold=self.metric_threshold,

@@ -133,12 +133,32 @@ def test_rerunning_the_command_resumes_from_the_run_directory(
     assert invoke(*args).exit_code == 0
     before = (workdir / "out" / "program@m_x.json").read_bytes()
     assert invoke(*args).exit_code == 0
-    compile_calls = [r for r in routers[1].requests if r.as_text().count("Ticket:") > 1]
-    # the second run only re-scores the test split; bootstrapping and dev scoring were restored
-    assert len(routers[1].requests) == 3
-    assert len(compile_calls) == 3
+    # bootstrapping, dev scoring and the test split's scoring were all restored
+    assert routers[1].requests == []
     assert (workdir / "out" / "program@m_x.json").read_bytes() == before
     assert len(list((workdir / "out" / ".runs").iterdir())) == 1
+
+
+def test_a_resumed_compile_does_not_score_the_test_split_or_baseline_again(
+    workdir: Path, routers: list[Router]
+) -> None:
+    """The test and baseline evaluations after the search used to run again on every
+    resume; like the search's steps, they are checkpointed in the run directory."""
+    args = compile_args("--optimizer", "labeled", "-o", "k=2", "--model", "m/x")
+    # as if killed during the baseline: the compile and the test split are finished
+    assert invoke(*args, "--no-baseline").exit_code == 0
+    first = json.loads((workdir / "out" / "report.json").read_text())["runs"][0]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    # only the baseline's 3 test examples are new: nothing of the test split is redone
+    assert len(routers[1].requests) == 3
+    assert all(r.as_text().count("Ticket:") == 1 for r in routers[1].requests)  # zero-shot
+    assert invoke(*args).exit_code == 0
+    assert routers[2].requests == []
+    runs = json.loads((workdir / "out" / "report.json").read_text())["runs"]
+    assert runs[0]["scores"]["test"] == first["scores"]["test"] == 1.0
+    assert runs[0]["usage"]["test_lm_calls"] == first["usage"]["test_lm_calls"] == 3
+    assert runs[0]["scores"]["baseline"] < 1.0
 
 
 def test_rerunning_after_editing_the_metric_starts_a_fresh_run(
