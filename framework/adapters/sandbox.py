@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import re
 import string
 import time
@@ -20,13 +21,16 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, cast
 
 import jinja2
-from jinja2 import nodes
+from jinja2 import nodes, pass_context
 from jinja2.runtime import Context, LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.utils import Namespace
+from jinja2.visitor import NodeTransformer
 
 __all__ = ["BoundedEnvironment", "TemplateRefusedError", "compile_template", "render"]
 
-MAX_CHARS = 10_000_000  # longest string or sequence a template may build, and its output
+MAX_CHARS = 10_000_000  # largest value a template may build (characters + items), and output
+MAX_WRITTEN = 4 * MAX_CHARS  # all text of one render's {{ }} expressions, macros' included
 MAX_INT_BITS = 14_000  # largest integer a template may build (str() allows ~4300 digits)
 MAX_WIDTH = 10_000  # largest width/precision in a format spec
 MAX_RANGE = 100_000  # most items of one range()
@@ -47,13 +51,22 @@ class TemplateRefusedError(SecurityError):
 
 
 class _Budget:
-    """The steps and CPU time one render may still spend."""
+    """The steps, CPU time and written text one render may still spend."""
 
-    __slots__ = ("_deadline", "_steps")
+    __slots__ = ("_deadline", "_steps", "_written")
 
     def __init__(self) -> None:
         self._steps = 0
+        self._written = 0
         self._deadline = time.thread_time() + MAX_CPU_SECONDS
+
+    def write(self, size: int) -> None:
+        self._written += size
+        if self._written > MAX_WRITTEN:
+            raise TemplateRefusedError(
+                f"the template writes more than {MAX_WRITTEN} characters (macros and "
+                "{% set %} blocks included)"
+            )
 
     def spend(self) -> None:
         self._steps += 1
@@ -95,8 +108,42 @@ def _check_width(value: Any, what: str) -> None:
         raise TemplateRefusedError(f"{what} {value} is too large (at most {MAX_WIDTH})")
 
 
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+
+
 def _is_sized(value: Any) -> bool:
     return isinstance(value, str | bytes | list | tuple)
+
+
+def _size(value: Any) -> int:
+    """Characters and items of ``value`` as ``str()`` or ``==`` sees them: a part that
+    appears twice counts twice (``[x, x]`` is twice ``x``). Refuses over ``MAX_CHARS``."""
+    if isinstance(value, str | bytes):
+        return len(value)
+    if not isinstance(value, _CONTAINERS):
+        return 1
+    return _container_size(value, {})
+
+
+def _container_size(value: Any, seen: dict[int, tuple[Any, int]]) -> int:
+    # Shared parts are measured once (``seen``), so measuring costs its distinct parts.
+    hit = seen.get(id(value))
+    if hit is not None and hit[0] is value:
+        return hit[1]
+    total = 1
+    for part in itertools.chain.from_iterable(value.items()) if isinstance(value, dict) else value:
+        if isinstance(part, str | bytes):
+            total += len(part)
+        elif isinstance(part, _CONTAINERS):
+            total += _container_size(part, seen)
+        else:
+            total += 1
+        if total > MAX_CHARS:
+            raise TemplateRefusedError(
+                f"the template builds a value of over {MAX_CHARS} characters and items"
+            )
+    seen[id(value)] = (value, total)
+    return total
 
 
 def _check_repeat(left: Any, right: Any) -> None:
@@ -104,9 +151,9 @@ def _check_repeat(left: Any, right: Any) -> None:
         if left.bit_length() + right.bit_length() > MAX_INT_BITS:
             raise TemplateRefusedError(f"'*' would build an integer over {MAX_INT_BITS} bits")
     elif _is_sized(left) and isinstance(right, int):
-        _check_size(len(left) * right, "'*'")
+        _check_size(_size(left) * right, "'*'")
     elif isinstance(left, int) and _is_sized(right):
-        _check_size(left * len(right), "'*'")
+        _check_size(left * _size(right), "'*'")
 
 
 def _check_power(base: Any, exponent: Any) -> None:
@@ -219,10 +266,12 @@ def _filter_checks() -> dict[str, Callable[[dict[str, Any]], None]]:
         _check_width(a["indent"], "a tojson indent")
 
     def batch(a: dict[str, Any]) -> None:
-        _check_size(a["linecount"] if isinstance(a["linecount"], int) else 0, "batch")
+        count = a["linecount"] if isinstance(a["linecount"], int) else 0
+        _check_size(count * _size(a["fill_with"]), "batch")
 
     def slices(a: dict[str, Any]) -> None:
-        _check_size(a["slices"] if isinstance(a["slices"], int) else 0, "slice")
+        count = a["slices"] if isinstance(a["slices"], int) else 0
+        _check_size(count * _size(a["fill_with"]), "slice")
 
     def total(a: dict[str, Any]) -> None:
         # Adding lists is quadratic; numbers are what templates sum.
@@ -270,6 +319,25 @@ def _no_lipsum(*args: Any, **kwargs: Any) -> str:
     raise TemplateRefusedError("lipsum() is not available in prompt templates")
 
 
+class _Namespace(Namespace):
+    """``namespace()`` whose text is short: its attributes can be big, and are output
+    (and size-checked) one by one."""
+
+    def __repr__(self) -> str:
+        return "<namespace>"
+
+
+@pass_context
+def _finalize(context: Context, value: Any) -> str:
+    """Every ``{{ }}`` value as text, counted against the render's written-text budget
+    (macro bodies and ``{% set %}`` blocks too, which the output cap cannot see)."""
+    text = str(value)
+    budget = _budget(context)
+    if budget is not None:
+        budget.write(len(text))
+    return text
+
+
 class BoundedEnvironment(ImmutableSandboxedEnvironment):
     """An immutable sandbox whose templates build bounded values in bounded time.
 
@@ -280,7 +348,8 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "+", "%"})
 
     def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
+        super().__init__(finalize=_finalize, **options)
+        self.globals["namespace"] = _Namespace
         self.globals["lipsum"] = _no_lipsum
         self.globals["range"] = _bounded_range
         for name, check in _filter_checks().items():
@@ -296,7 +365,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
             _check_power(left, right)
         elif operator == "+":
             if _is_sized(left) and _is_sized(right):
-                _check_size(len(left) + len(right), "'+'")
+                _check_size(_size(left) + _size(right), "'+'")
         elif operator == "%" and isinstance(left, str | bytes):
             _check_printf(left)
         return super().call_binop(context, operator, left, right)
@@ -310,7 +379,10 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         owner = getattr(obj, "__self__", None)
         if isinstance(owner, str | bytes):
             args = _guard_str_method(owner, getattr(obj, "__name__", ""), args, kwargs)
-        return super().call(context, obj, *args, **kwargs)
+        result = super().call(context, obj, *args, **kwargs)
+        if isinstance(result, _CONTAINERS):
+            _size(result)  # refuses one built over the limit, e.g. dict(a=x, b=x) nested
+        return result
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         wrapper = super().wrap_str_format(value)
@@ -328,11 +400,41 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         """What a ``{% for %}`` loop iterates: ``iterable``, each step spent from the budget."""
         return _counted(_budget(context), iterable)
 
+    def lmforge_literal(self, context: Context, value: Any) -> Any:
+        """A list, tuple or dict literal, size-checked: ``[x, x]`` in a loop doubles."""
+        if isinstance(value, _CONTAINERS):
+            _size(value)
+        return value
+
     def lmforge_concat(self, context: Context, *parts: Any) -> str:
         """The ``~`` operator, size-checked before joining."""
         texts = [str(part) for part in parts]
         _check_size(sum(map(len, texts)), "'~'")
         return "".join(texts)
+
+
+class _Instrument(NodeTransformer):
+    """Routes loops, ``~`` and list/tuple/dict literals through the environment's
+    checking methods (the method names are jinja's visitor protocol)."""
+
+    def visit_For(self, node: nodes.For) -> nodes.Node:  # noqa: N802
+        loop = cast(nodes.For, self.generic_visit(node))
+        loop.iter = _env_call("lmforge_iter", loop.iter)
+        return loop
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:  # noqa: N802
+        concat = cast(nodes.Concat, self.generic_visit(node))
+        return _env_call("lmforge_concat", *concat.nodes)
+
+    def visit_List(self, node: nodes.List) -> nodes.Node:  # noqa: N802
+        return _env_call("lmforge_literal", self.generic_visit(node))
+
+    def visit_Dict(self, node: nodes.Dict) -> nodes.Node:  # noqa: N802
+        return _env_call("lmforge_literal", self.generic_visit(node))
+
+    def visit_Tuple(self, node: nodes.Tuple) -> nodes.Node:  # noqa: N802
+        visited = self.generic_visit(node)
+        return _env_call("lmforge_literal", visited) if node.ctx == "load" else visited
 
 
 def _env_call(method: str, *args: nodes.Node) -> nodes.Call:
@@ -350,12 +452,7 @@ def compile_template(env: BoundedEnvironment, source: str) -> jinja2.Template:
                 f"{tag} is not available in prompt templates (they cannot load other "
                 "templates); put the text in the template itself"
             )
-    # Route loops and "~" through the environment's counting methods.
-    for loop in list(tree.find_all(nodes.For)):
-        loop.iter = _env_call("lmforge_iter", loop.iter)
-    for concat in list(tree.find_all(nodes.Concat)):
-        concat.nodes = [_env_call("lmforge_concat", *concat.nodes)]
-    return env.from_string(tree)
+    return env.from_string(cast(nodes.Template, _Instrument().visit(tree)))
 
 
 def render(template: jinja2.Template, context: Mapping[str, Any]) -> str:

@@ -40,6 +40,28 @@ ATTACKS = {
         "{% set s = 'a' * 5000 %}{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}"
     ),
     "output": "{% for i in range(100000) %}{{ 'a' * 1000 }}{% endfor %}",
+    "set_block_doubling": (
+        "{% set ns = namespace(s='ab') %}{% for i in range(60) %}"
+        "{% set ns.s %}{{ ns.s }}{{ ns.s }}{% endset %}{% endfor %}"
+    ),
+    "macro_output_doubling": (
+        "{% macro twice(s) %}{{ s }}{{ s }}{% endmacro %}{% set ns = namespace(s='ab') %}"
+        "{% for i in range(60) %}{% set ns.s = twice(ns.s) %}{% endfor %}"
+    ),
+    # Shared parts: str() and == of [x, x] walk x twice, so 60 steps mean 2**60 items.
+    "shared_list_compare": (
+        "{% set ns = namespace(s=[1], t=[1]) %}{% for i in range(60) %}"
+        "{% set ns.s = [ns.s, ns.s] %}{% set ns.t = [ns.t, ns.t] %}{% endfor %}"
+        "{{ ns.s == ns.t }}"
+    ),
+    "shared_list_repeat": (
+        "{% set ns = namespace(s=[1]) %}{% for i in range(60) %}"
+        "{% set ns.s = [ns.s] * 2 %}{% endfor %}{{ ns.s }}"
+    ),
+    "shared_dict_call": (
+        "{% set ns = namespace(s=[1]) %}{% for i in range(60) %}"
+        "{% set ns.s = dict(a=ns.s, b=ns.s) %}{% endfor %}{{ ns.s | tojson }}"
+    ),
 }
 LOADS = {
     "include": "{% include 'secrets.txt' %}",
