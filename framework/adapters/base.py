@@ -17,9 +17,12 @@ from ..errors import UsageError
 from ..lm.types import Message, OutputConstraint
 from ..signature import Field, Signature
 from .coerce import render_value
+from .markers import marked_value
 
 if TYPE_CHECKING:
     import jinja2
+
+    from .sandbox import BoundedEnvironment
 
 __all__ = ["Adapter", "Prompt", "PromptPrefix"]
 
@@ -89,13 +92,15 @@ def _env() -> jinja2.Environment:
 
 
 @functools.lru_cache(maxsize=1)
-def _user_env() -> jinja2.Environment:
+def _user_env() -> BoundedEnvironment:
     """The environment of template overrides, sandboxed: they may come from a loaded
-    artifact, and a template must not reach Python internals (``x.__init__.__globals__``)."""
+    artifact, and a template must neither reach Python internals (``x.__init__.__globals__``)
+    nor exhaust memory or time (see :mod:`.sandbox`)."""
     import jinja2
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    return ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, **_ENV_OPTIONS)
+    from .sandbox import BoundedEnvironment
+
+    return BoundedEnvironment(undefined=jinja2.StrictUndefined, **_ENV_OPTIONS)
 
 
 @functools.lru_cache(maxsize=64)
@@ -106,12 +111,48 @@ def _compiled_builtin(name: str) -> jinja2.Template:
 def _compile_user(role: str, source: str) -> jinja2.Template:
     import jinja2
 
+    from .sandbox import TemplateRefusedError, compile_template
+
     try:
-        return _user_env().from_string(source)
+        return compile_template(_user_env(), source)
     except jinja2.TemplateSyntaxError as exc:
         raise UsageError(
-            f"template {role!r} has a syntax error on line {exc.lineno}: {exc}"
+            f"template {role!r} has a syntax error on line {exc.lineno}: {exc.message}"
         ) from None
+    except TemplateRefusedError as exc:
+        raise UsageError(f"template {role!r} is refused: {exc}") from None
+
+
+def _render_user(role: str, template: jinja2.Template, context: Mapping[str, Any]) -> str:
+    """Render a user template under the sandbox's limits; any failure is a ``UsageError``."""
+    from .sandbox import TemplateRefusedError, render
+
+    try:
+        return render(template, context)
+    except TemplateRefusedError as exc:
+        raise UsageError(f"template {role!r} is refused: {exc}") from None
+    except Exception as exc:  # a user template can fail in any way; none is a crash
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        raise UsageError(f"template {role!r} failed to render: {message}") from None
+
+
+# Values a template override is tried with when an adapter is built, so that one exceeding
+# the sandbox's limits is refused at load (and export) time, not on the first call.
+_SAMPLE_FIELD = {
+    "name": "question",
+    "label": "Question",
+    "type": "str",
+    "description": "the question",
+    "choices": None,
+    "is_text": True,
+}
+_SAMPLE_CONTEXT: Mapping[str, Any] = {
+    "instructions": "Answer the question.",
+    "inputs": [_SAMPLE_FIELD],
+    "outputs": [{**_SAMPLE_FIELD, "name": "answer", "label": "Answer"}],
+    "fields": [("question", "What is 2 + 2?")],
+    "reminder": True,
+}
 
 
 # Stands in for a value while a template's static skeleton is rendered (see render_fields).
@@ -159,7 +200,20 @@ class Adapter(abc.ABC):
         self.template_overrides = dict(templates or {})
         self._cache = _RenderCache()
         for role in self.template_overrides:
-            self._template(role)  # user templates are compiled now, so syntax errors show here
+            self._try_template(role)
+
+    def _try_template(self, role: str) -> None:
+        """Compile a template override and render it once with sample values: syntax
+        errors and templates over the sandbox's limits show here, not on the first call."""
+        from .sandbox import TemplateRefusedError, render
+
+        template = self._template(role)
+        try:
+            render(template, _SAMPLE_CONTEXT)
+        except TemplateRefusedError as exc:
+            raise UsageError(f"template {role!r} is refused: {exc}") from None
+        except Exception:
+            pass  # may come from the sample values; real values will tell
 
     def _template(self, role: str) -> jinja2.Template:
         template = self._cache.templates.get(role)
@@ -174,12 +228,7 @@ class Adapter(abc.ABC):
         template = self._template(role)
         if role not in self.template_overrides:
             return template.render(**context).strip("\n")
-        import jinja2
-
-        try:
-            return template.render(**context).strip("\n")
-        except jinja2.TemplateError as exc:  # SecurityError and UndefinedError included
-            raise UsageError(f"template {role!r} failed to render: {exc}") from None
+        return _render_user(role, template, context).strip("\n")
 
     def render_fields(
         self,
@@ -284,9 +333,10 @@ class Adapter(abc.ABC):
 def demo_values(
     signature: Signature, demo: Mapping[str, Any], kind: str
 ) -> list[tuple[Field, str]]:
-    """The (field, rendered value) pairs of ``demo`` for fields of ``kind`` it has."""
+    """The (field, rendered value) pairs of ``demo`` for fields of ``kind`` it has, with
+    field markers neutralised (see :func:`.markers.marked_value`)."""
     fields = signature.input_fields if kind == "input" else signature.output_fields
-    return [(f, render_value(demo[f.name])) for f in fields if f.name in demo]
+    return [(f, marked_value(render_value(demo[f.name]))) for f in fields if f.name in demo]
 
 
 def is_complete_demo(signature: Signature, demo: Mapping[str, Any]) -> bool:

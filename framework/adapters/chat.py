@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -10,10 +9,9 @@ from ..errors import ParseError
 from ..signature import Signature
 from .base import Adapter, Prompt, PromptPrefix, demo_values, field_info
 from .coerce import coerce, render_value
+from .markers import MARKER, marked_value
 
 __all__ = ["ChatAdapter"]
-
-_MARKER = re.compile(r"\[\[\s*##\s*(\w+)\s*##\s*\]\]")
 
 
 class ChatAdapter(Adapter):
@@ -57,7 +55,7 @@ class ChatAdapter(Adapter):
         user = self.render_fields(
             "user",
             signature,
-            [(f.name, render_value(inputs[f.name])) for f in signature.input_fields],
+            [(f.name, marked_value(render_value(inputs[f.name]))) for f in signature.input_fields],
             lambda: {"outputs": [field_info(f) for f in signature.output_fields], "reminder": True},
         )
         return Prompt(messages=(*prefix.messages, {"role": "user", "content": user}))
@@ -66,7 +64,7 @@ class ChatAdapter(Adapter):
         if not text or not text.strip():
             raise ParseError("the LM returned an empty answer", raw=text or "")
         sections: dict[str, str] = {}
-        matches = list(_MARKER.finditer(text))
+        matches = list(MARKER.finditer(text))
         for i, match in enumerate(matches):
             end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
             name = match.group(1)

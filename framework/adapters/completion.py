@@ -17,6 +17,7 @@ from ..lm.types import ConstraintSegment, OutputConstraint
 from ..signature import Field, Signature
 from .base import Adapter, Prompt, PromptPrefix, field_info
 from .coerce import coerce, render_value
+from .markers import one_line_value
 
 __all__ = ["CompletionAdapter"]
 
@@ -43,7 +44,7 @@ class CompletionAdapter(Adapter):
             if not all(f.name in demo for f in signature.output_fields):
                 continue
             pairs = [
-                (f.label, _one_line(render_value(demo[f.name])))
+                (f.label, one_line_value(render_value(demo[f.name])))
                 for f in signature.fields
                 if f.name in demo
             ]
@@ -53,7 +54,9 @@ class CompletionAdapter(Adapter):
     def format_inputs(
         self, signature: Signature, prefix: PromptPrefix, inputs: Mapping[str, Any]
     ) -> Prompt:
-        pairs = [(f.label, _one_line(render_value(inputs[f.name]))) for f in signature.input_fields]
+        pairs = [
+            (f.label, one_line_value(render_value(inputs[f.name]))) for f in signature.input_fields
+        ]
         block = self.render_fields("example", signature, pairs, dict)
         first = signature.output_fields[0]
         text = f"{prefix.text}{block}\n{first.label}:"
@@ -109,7 +112,3 @@ def _value_segment(field: Field) -> ConstraintSegment:
     if field.annotation is str:
         return ConstraintSegment(field=field.name)  # free text on one line
     return ConstraintSegment(schema=schema_of(field.annotation), field=field.name)
-
-
-def _one_line(value: str) -> str:
-    return " ".join(value.split("\n")) if "\n" in value else value

@@ -12,6 +12,7 @@ from ..fieldtypes import schema_of
 from ..signature import Signature
 from .base import Adapter, Prompt, PromptPrefix, demo_values, field_info
 from .coerce import _first_json, _strip_fences, coerce, render_value
+from .markers import json_value, marked_value
 
 __all__ = ["JSONAdapter", "output_schema"]
 
@@ -85,13 +86,15 @@ class JSONAdapter(Adapter):
                     "content": self.render("user", fields=[(f.name, v) for f, v in ins]),
                 }
             )
-            messages.append({"role": "assistant", "content": render_value(outs)})
+            messages.append({"role": "assistant", "content": json_value(render_value(outs))})
         return PromptPrefix(messages=tuple(messages))
 
     def format_inputs(
         self, signature: Signature, prefix: PromptPrefix, inputs: Mapping[str, Any]
     ) -> Prompt:
-        fields = [(f.name, render_value(inputs[f.name])) for f in signature.input_fields]
+        fields = [
+            (f.name, marked_value(render_value(inputs[f.name]))) for f in signature.input_fields
+        ]
         user = self.render_fields("user", signature, fields, dict)
         response_format = self.cached(
             ("response_format", self.mode, signature), lambda: self.response_format(signature)
