@@ -19,6 +19,7 @@ from typing import Any
 
 import lmforge as lf
 from lmforge.errors import UsageError
+from lmforge.lm.lm import LM
 
 __all__ = ["check_options", "check_settings", "recorded_settings", "setting"]
 
@@ -80,7 +81,7 @@ def recorded_settings(optimizer: Any) -> dict[str, Any]:
         value = getattr(optimizer, field.name)
         if isinstance(value, lf.Module):
             value = program_fingerprint(value)
-        elif isinstance(value, lf.LM):
+        elif isinstance(value, LM):
             value = value.model
         config[record if isinstance(record, str) else field.name] = value
     return config
