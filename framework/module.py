@@ -21,7 +21,7 @@ from .steps import run_blocking
 if TYPE_CHECKING:
     from .predict import Predict
 
-__all__ = ["BatchError", "BatchOptions", "Module"]
+__all__ = ["BatchError", "Module"]
 
 
 class BatchError(LMForgeError):
