@@ -293,6 +293,7 @@ def _compile_one(
         "usage": {
             **meta.get("usage", {}),
             "backend_calls": info.get("backend_calls"),
+            "retries": info.get("retries"),
             "cache_hits": info.get("cache_hits"),
             "restored_steps": info.get("restored_steps"),
             **extra_usage,

@@ -3,8 +3,9 @@
 ``with lf.budget.enforce(lf.Budget(max_lm_calls=200)):`` makes every backend call inside
 the block (in this thread or task, and in batch workers started from it) count against
 the budget; the call that would go past it raises :class:`BudgetExceededError` instead of
-reaching the backend. Cache hits are free and never count. Optimizers enforce their
-``budget=`` this way and stop cleanly when it is spent.
+reaching the backend. Every request sent counts, retries of a failed one included (the
+meter says how many were retries). Cache hits are free and never count. Optimizers
+enforce their ``budget=`` this way and stop cleanly when it is spent.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ __all__ = ["Budget", "BudgetMeter", "active_meters", "charge", "enforce", "exhau
 class Budget:
     """Limits for a run: backend LM calls and/or USD spent (``None`` = no limit).
 
-    ``lf.Budget(max_lm_calls=500, max_cost_usd=2.0)``. Calls answered from the cache are
-    free. Cost counts only calls whose price is known (local models cost 0).
+    ``lf.Budget(max_lm_calls=500, max_cost_usd=2.0)``. Every backend request counts as a
+    call, retries included; calls answered from the cache are free. Cost counts only calls
+    whose price is known (local models cost 0).
     """
 
     max_lm_calls: int | None = None
@@ -61,19 +63,22 @@ class Budget:
 class BudgetMeter:
     """What has been spent against one :class:`Budget` (thread-safe).
 
-    ``spent_calls`` / ``spent_cost`` may start above zero when a resumed run carries over
-    what its earlier attempts spent.
+    ``spent_calls`` counts every backend request, of which ``retries`` were retries of a
+    failed one. ``spent_calls`` / ``spent_cost`` may start above zero when a resumed run
+    carries over what its earlier attempts spent.
     """
 
     def __init__(self, budget: Budget, *, spent_calls: int = 0, spent_cost: float = 0.0) -> None:
         self.budget = budget
         self.spent_calls = spent_calls
         self.spent_cost = spent_cost
+        self.retries = 0
         self.exceeded: str | None = None
         self._lock = threading.Lock()
 
-    def reserve(self) -> None:
-        """Count one backend call about to be made, or raise if the budget is spent."""
+    def reserve(self, *, retry: bool = False) -> None:
+        """Count one backend request about to be sent (``retry``: it retries a failed one),
+        or raise if the budget is spent."""
         with self._lock:
             limit = self.budget.max_lm_calls
             if limit is not None and self.spent_calls >= limit:
@@ -88,11 +93,13 @@ class BudgetMeter:
             if self.exceeded is not None:
                 raise BudgetExceededError(self.exceeded)
             self.spent_calls += 1
+            self.retries += retry
 
-    def release(self) -> None:
-        """Undo one :meth:`reserve` (the call was not made)."""
+    def release(self, *, retry: bool = False) -> None:
+        """Undo one :meth:`reserve` (the request was not sent)."""
         with self._lock:
             self.spent_calls -= 1
+            self.retries -= retry
 
     def charge(self, cost: float | None) -> None:
         """Add the cost of a finished backend call (``None``: price unknown, nothing added)."""
@@ -107,8 +114,8 @@ class BudgetMeter:
 
     def __repr__(self) -> str:
         return (
-            f"BudgetMeter(calls={self.spent_calls}, cost={self.spent_cost:.6f}, "
-            f"budget={self.budget})"
+            f"BudgetMeter(calls={self.spent_calls}, retries={self.retries}, "
+            f"cost={self.spent_cost:.6f}, budget={self.budget})"
         )
 
 
@@ -136,17 +143,18 @@ def enforce(budget: Budget | BudgetMeter | None) -> Iterator[BudgetMeter | None]
         _active.reset(token)
 
 
-def reserve() -> None:
-    """Called by ``LM`` right before a backend call: counts it against every active budget
-    (all or none: when one budget is spent, the others are not charged for the call)."""
+def reserve(*, retry: bool = False) -> None:
+    """Called by ``LM`` right before each backend request (``retry``: it retries a failed
+    one): counts it against every active budget (all or none: when one budget is spent,
+    the others are not charged for the request)."""
     reserved: list[BudgetMeter] = []
     try:
         for meter in _active.get():
-            meter.reserve()
+            meter.reserve(retry=retry)
             reserved.append(meter)
     except BudgetExceededError:
         for meter in reserved:
-            meter.release()
+            meter.release(retry=retry)
         raise
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import functools
 import json
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from typing import Any, ParamSpec, TypeVar
 
 from . import budget as _budget
 from . import progress as _progress
@@ -28,6 +29,8 @@ from .trace import track
 __all__ = ["EvaluationResult", "EvaluationRow", "aevaluate", "evaluate"]
 
 Metric = Callable[..., Any]
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -65,8 +68,9 @@ class EvaluationResult:
     Attributes:
         score: mean score over every example, failures included (as ``failure_score``).
         rows: one :class:`EvaluationRow` per example, in dataset order.
-        usage: LM usage of the run: ``calls``, ``lm_calls`` (backend), ``cache_hits``,
-            ``errors``, ``prompt_tokens``, ``completion_tokens``, ``cost_usd``.
+        usage: LM usage of the run: ``calls``, ``lm_calls`` (backend), ``retries``
+            (backend requests that retried a failed one), ``cache_hits``, ``errors``,
+            ``prompt_tokens``, ``completion_tokens``, ``cost_usd``.
         metric: the metric's name.
     """
 
@@ -100,10 +104,12 @@ class EvaluationResult:
         """One line: score, example count, failures and usage."""
         cost = self.usage.get("cost_usd")
         money = f" · ${cost:.4f}" if cost else ""
+        retries = self.usage.get("retries")
+        retried = f" (+{retries} retries)" if retries else ""
         return (
             f"{self.metric}: {self.percent:.1f}% on {self.n} example(s) · "
             f"{self.num_failures} failed · "
-            f"{self.usage.get('lm_calls', 0)} LM call(s), "
+            f"{self.usage.get('lm_calls', 0)} LM call(s){retried}, "
             f"{self.usage.get('cache_hits', 0)} cached{money}"
         )
 
@@ -207,7 +213,20 @@ async def aevaluate(
     failure_score: float = 0.0,
     description: str = "evaluate",
 ) -> EvaluationResult:
-    """Async :func:`evaluate`."""
+    """Score ``program`` on ``dataset`` with ``metric(example, prediction, trace=None)``.
+
+    Runs up to ``concurrency`` examples at once (default: ``lf.use(max_concurrency=...)``,
+    8). Returns an :class:`EvaluationResult` with the mean score in [0, 1], one row per
+    example and the LM usage. An example whose program call or metric raises scores
+    ``failure_score`` and is listed in ``result.failures``. A spent budget
+    (:class:`lmforge.BudgetExceededError`) stops the evaluation and is raised, and so is the
+    :class:`lmforge.UsageError` when *every* example failed with one (e.g. no LM configured,
+    a metric comparing fields the program does not output, or one returning scores outside
+    [0, 1]). An empty dataset, or a ``failure_score`` that is not a number in [0, 1], is a
+    :class:`lmforge.UsageError` before anything runs.
+
+    ``await aevaluate(...)`` in async code; :func:`evaluate` (same arguments) blocks.
+    """
     examples = _examples(dataset)
     if not examples:
         raise UsageError(
@@ -319,40 +338,6 @@ def _check_metric_ran(
     ) from first
 
 
-def evaluate(
-    program: Module,
-    dataset: Iterable[Example],
-    metric: Metric,
-    *,
-    concurrency: int | None = None,
-    progress: bool = True,
-    failure_score: float = 0.0,
-    description: str = "evaluate",
-) -> EvaluationResult:
-    """Score ``program`` on ``dataset`` with ``metric(example, prediction, trace=None)``.
-
-    Runs up to ``concurrency`` examples at once (default: ``lf.use(max_concurrency=...)``,
-    8). Returns an :class:`EvaluationResult` with the mean score in [0, 1], one row per
-    example and the LM usage. An example whose program call or metric raises scores
-    ``failure_score`` and is listed in ``result.failures``. A spent budget
-    (:class:`lmforge.BudgetExceededError`) stops the evaluation and is raised, and so is the
-    :class:`lmforge.UsageError` when *every* example failed with one (e.g. no LM configured,
-    a metric comparing fields the program does not output, or one returning scores outside
-    [0, 1]). An empty dataset, or a ``failure_score`` that is not a number in [0, 1], is a
-    :class:`lmforge.UsageError` before anything runs.
-    """
-    coroutine = aevaluate(
-        program,
-        dataset,
-        metric,
-        concurrency=concurrency,
-        progress=progress,
-        failure_score=failure_score,
-        description=description,
-    )
-    return run_sync(coroutine)
-
-
 def run_sync(coroutine: Any) -> Any:
     """Run a coroutine to completion from sync code, even when a loop is already running
     in this thread (e.g. a notebook): then it runs in a helper thread with a copy of the
@@ -377,6 +362,22 @@ def run_sync(coroutine: Any) -> Any:
     if error:
         raise error[0]
     return result[0]
+
+
+def _blocking_twin(afunc: Callable[P, Coroutine[Any, Any, R]], name: str) -> Callable[P, R]:
+    """The blocking twin ``name`` of the coroutine function ``afunc``: same arguments (and
+    signature, for ``help``), run with :func:`run_sync`."""
+
+    @functools.wraps(afunc)
+    def twin(*args: P.args, **kwargs: P.kwargs) -> R:
+        result: R = run_sync(afunc(*args, **kwargs))
+        return result
+
+    twin.__name__ = twin.__qualname__ = name
+    return twin
+
+
+evaluate = _blocking_twin(aevaluate, "evaluate")
 
 
 def _one_line(exc: BaseException) -> str:

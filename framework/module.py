@@ -11,11 +11,12 @@ import contextvars
 import copy
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from . import settings as _settings
 from .errors import LMForgeError, UsageError
 from .example import Example, Prediction
+from .steps import run_blocking
 
 if TYPE_CHECKING:
     from .predict import Predict
@@ -31,6 +32,57 @@ class BatchError(LMForgeError):
         self.index = index
         self.inputs = dict(inputs)
         self.error = error
+
+
+class BatchOptions(TypedDict, total=False):
+    """Options of :meth:`Module.batch` and :meth:`Module.abatch`.
+
+    ``concurrency``: items run at once (default: ``lf.use(max_concurrency=...)``).
+    ``raise_errors``: raise a failed item's error instead of putting a
+    :class:`BatchError` in its place. ``on_result``: ``on_result(index, outcome)`` is
+    called as each item finishes.
+    """
+
+    concurrency: int | None
+    raise_errors: bool
+    on_result: Callable[[int, Prediction | BatchError], None] | None
+
+
+class _Batch:
+    """One batch call: its items' inputs and how each item runs (both twins share it)."""
+
+    def __init__(
+        self,
+        module: Module,
+        items: Iterable[Mapping[str, Any] | Example],
+        *,
+        concurrency: int | None = None,
+        raise_errors: bool = False,
+        on_result: Callable[[int, Prediction | BatchError], None] | None = None,
+    ) -> None:
+        self.module = module
+        self.inputs = [_inputs_of(item) for item in items]
+        self.limit = _limit(concurrency)
+        self.raise_errors = raise_errors
+        self.on_result = on_result
+
+    def blocking_item(self, index: int) -> Prediction | BatchError:
+        return run_blocking(self.item(index, blocking=True))
+
+    async def item(self, index: int, *, blocking: bool) -> Prediction | BatchError:
+        """Item ``index``'s outcome (a :mod:`lmforge.steps` core)."""
+        inputs = self.inputs[index]
+        module = self.module
+        outcome: Prediction | BatchError
+        try:
+            outcome = module(**inputs) if blocking else await module.acall(**inputs)
+        except Exception as exc:
+            if self.raise_errors:
+                raise
+            outcome = BatchError(index, inputs, exc)
+        if self.on_result is not None:
+            self.on_result(index, outcome)
+        return outcome
 
 
 class Module:
@@ -58,74 +110,41 @@ class Module:
     # -- batch --------------------------------------------------------------------------
 
     def batch(
-        self,
-        items: Iterable[Mapping[str, Any] | Example],
-        *,
-        concurrency: int | None = None,
-        raise_errors: bool = False,
-        on_result: Callable[[int, Prediction | BatchError], None] | None = None,
+        self, items: Iterable[Mapping[str, Any] | Example], **options: Unpack[BatchOptions]
     ) -> list[Prediction | BatchError]:
         """Call the program on every item with bounded thread concurrency, keeping order.
 
-        A failed item yields a :class:`BatchError` in its place unless ``raise_errors``.
-        Workers see the caller's settings (``lf.use``) and trackers.
+        A failed item yields a :class:`BatchError` in its place unless ``raise_errors``
+        (see :class:`BatchOptions`). Workers see the caller's settings (``lf.use``) and
+        trackers.
         """
-        inputs = [_inputs_of(item) for item in items]
-        limit = _limit(concurrency)
-        results: list[Prediction | BatchError | None] = [None] * len(inputs)
+        run = _Batch(self, items, **options)
+        count = len(run.inputs)
+        if run.limit == 1 or count <= 1:
+            return [run.blocking_item(i) for i in range(count)]
+        from concurrent.futures import ThreadPoolExecutor
 
-        def run(index: int) -> None:
-            try:
-                outcome: Prediction | BatchError = self(**inputs[index])
-            except Exception as exc:
-                if raise_errors:
-                    raise
-                outcome = BatchError(index, inputs[index], exc)
-            results[index] = outcome
-            if on_result is not None:
-                on_result(index, outcome)
-
-        if limit == 1 or len(inputs) <= 1:
-            for i in range(len(inputs)):
-                run(i)
-        else:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(max_workers=min(limit, len(inputs))) as pool:
-                futures = [
-                    pool.submit(contextvars.copy_context().run, run, i) for i in range(len(inputs))
-                ]
-                for future in futures:
-                    future.result()
-        return results  # type: ignore[return-value]
+        with ThreadPoolExecutor(max_workers=min(run.limit, count)) as pool:
+            futures = [
+                pool.submit(contextvars.copy_context().run, run.blocking_item, i)
+                for i in range(count)
+            ]
+            return [future.result() for future in futures]
 
     async def abatch(
-        self,
-        items: Iterable[Mapping[str, Any] | Example],
-        *,
-        concurrency: int | None = None,
-        raise_errors: bool = False,
-        on_result: Callable[[int, Prediction | BatchError], None] | None = None,
+        self, items: Iterable[Mapping[str, Any] | Example], **options: Unpack[BatchOptions]
     ) -> list[Prediction | BatchError]:
         """Async :meth:`batch`: at most ``concurrency`` calls in flight, order kept."""
         import asyncio
 
-        inputs = [_inputs_of(item) for item in items]
-        semaphore = asyncio.Semaphore(_limit(concurrency))
+        run = _Batch(self, items, **options)
+        semaphore = asyncio.Semaphore(run.limit)
 
-        async def run(index: int) -> Prediction | BatchError:
+        async def one(index: int) -> Prediction | BatchError:
             async with semaphore:
-                try:
-                    outcome: Prediction | BatchError = await self.acall(**inputs[index])
-                except Exception as exc:
-                    if raise_errors:
-                        raise
-                    outcome = BatchError(index, inputs[index], exc)
-            if on_result is not None:
-                on_result(index, outcome)
-            return outcome
+                return await run.item(index, blocking=False)
 
-        return list(await asyncio.gather(*(run(i) for i in range(len(inputs)))))
+        return list(await asyncio.gather(*(one(i) for i in range(len(run.inputs)))))
 
     # -- structure ----------------------------------------------------------------------
 

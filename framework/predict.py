@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import enum
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
@@ -24,6 +25,7 @@ from .lm.lm import LM
 from .lm.types import LMRequest, LMResponse
 from .module import Module
 from .signature import Signature, as_signature
+from .steps import run_blocking
 from .trace import LMCall, PredictorCall, active_trackers
 
 __all__ = ["Predict", "request_config"]
@@ -146,25 +148,23 @@ class Predict(Module):
     # -- calling ------------------------------------------------------------------------
 
     def forward(self, **inputs: Any) -> Prediction:
-        lm, adapter, request, call_inputs = self._prepare(inputs)
-        try:
-            response = lm.complete(request)
-            prediction = self._finish(adapter, request, response)
-        except Exception as exc:
-            self._record(call_inputs, None, request, None, exc)
-            raise
-        self._record(call_inputs, prediction, request, response, None)
-        return prediction
+        return run_blocking(self._call(inputs, blocking=True))
 
     async def aforward(self, **inputs: Any) -> Prediction:
+        return await self._call(inputs, blocking=False)
+
+    async def _call(self, inputs: dict[str, Any], *, blocking: bool) -> Prediction:
+        """:meth:`forward` and :meth:`aforward` (a :mod:`lmforge.steps` core): format,
+        call the LM, parse, record."""
+        started = time.perf_counter()
         lm, adapter, request, call_inputs = self._prepare(inputs)
         try:
-            response = await lm.acomplete(request)
+            response = await lm.complete_core(request, blocking=blocking)
             prediction = self._finish(adapter, request, response)
         except Exception as exc:
-            self._record(call_inputs, None, request, None, exc)
+            self._record(call_inputs, None, request, None, exc, started)
             raise
-        self._record(call_inputs, prediction, request, response, None)
+        self._record(call_inputs, prediction, request, response, None, started)
         return prediction
 
     def resolve_lm(self) -> LM:
@@ -251,12 +251,13 @@ class Predict(Module):
         request: LMRequest,
         response: LMResponse | None,
         error: BaseException | None,
+        started: float,
     ) -> None:
         call = LMCall(
             model=request.model,
             request=request,
             response=response,
-            latency=0.0,
+            latency=time.perf_counter() - started,  # the whole predictor call, parsing included
             error=type(error).__name__ if error else None,
         )
         self._history.append(call)

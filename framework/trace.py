@@ -26,13 +26,17 @@ _sequence = itertools.count()
 
 @dataclasses.dataclass(slots=True)
 class LMCall:
-    """One call through an :class:`lmforge.LM` (answered by the backend or the cache)."""
+    """One call through an :class:`lmforge.LM` (answered by the backend or the cache).
+
+    ``retries``: backend requests the call sent after its first one failed transiently.
+    """
 
     model: str
     request: LMRequest
     response: LMResponse | None
     latency: float
     error: str | None = None
+    retries: int = 0
     seq: int = dataclasses.field(default_factory=lambda: next(_sequence))
 
     @property
@@ -99,6 +103,11 @@ class Tracker:
         return sum(1 for c in self.calls if not c.cache_hit and c.response is not None)
 
     @property
+    def retries(self) -> int:
+        """Backend requests that retried a failed one (not counted in :attr:`lm_calls`)."""
+        return sum(c.retries for c in self.calls)
+
+    @property
     def cache_hits(self) -> int:
         return sum(1 for c in self.calls if c.cache_hit)
 
@@ -131,6 +140,7 @@ class Tracker:
         return {
             "calls": len(self.calls),
             "lm_calls": self.lm_calls,
+            "retries": self.retries,
             "cache_hits": self.cache_hits,
             "errors": self.errors,
             "unpriced_calls": self.unpriced_calls,

@@ -20,6 +20,7 @@ from typing import Any
 
 import lmforge as lf
 from lmforge.predict import request_config
+from lmforge.steps import run_blocking
 from lmforge.trace import PredictorCall, Tracker, track
 
 from ._checks import check_count, check_number
@@ -127,6 +128,16 @@ class _Resampler(lf.Module):
             self.n if fail_count is None else check_count(fail_count, name, "fail_count", least=0)
         )
 
+    def forward(self, **inputs: Any) -> lf.Prediction:
+        return run_blocking(self._run(inputs, blocking=True))
+
+    async def aforward(self, **inputs: Any) -> lf.Prediction:
+        return await self._run(inputs, blocking=False)
+
+    async def _run(self, inputs: dict[str, Any], *, blocking: bool) -> lf.Prediction:
+        """The attempts of one call (a :mod:`lmforge.steps` core run by both twins)."""
+        raise NotImplementedError
+
     @property
     def signature(self) -> lf.Signature | None:
         return getattr(self.module, "signature", None)
@@ -185,27 +196,13 @@ class BestOfN(_Resampler):
     path, so use a module-level function.
     """
 
-    def forward(self, **inputs: Any) -> lf.Prediction:
+    async def _run(self, inputs: dict[str, Any], *, blocking: bool) -> lf.Prediction:
         attempts = _Attempts(self)
         for attempt in range(self.n):
             with track() as tracker:
                 try:
                     with request_config(**self._options(attempt)):
-                        prediction = self.module(**inputs)
-                except Exception as exc:
-                    attempts.failed(exc, tracker)
-                    continue
-            if attempts.scored(prediction, self._score(inputs, prediction), tracker):
-                break
-        return attempts.result()
-
-    async def aforward(self, **inputs: Any) -> lf.Prediction:
-        attempts = _Attempts(self)
-        for attempt in range(self.n):
-            with track() as tracker:
-                try:
-                    with request_config(**self._options(attempt)):
-                        prediction = await self.module.acall(**inputs)
+                        prediction = await _call(self.module, inputs, blocking)
                 except Exception as exc:
                     attempts.failed(exc, tracker)
                     continue
@@ -236,7 +233,7 @@ class Refine(_Resampler):
         )
         self.feedback = lf.Predict(_feedback_signature())
 
-    def forward(self, **inputs: Any) -> lf.Prediction:
+    async def _run(self, inputs: dict[str, Any], *, blocking: bool) -> lf.Prediction:
         attempts = _Attempts(self)
         advice: str | None = None
         for attempt in range(self.n):
@@ -244,7 +241,7 @@ class Refine(_Resampler):
             with track() as tracker:
                 try:
                     with request_config(**self._options(attempt)):
-                        prediction = target(**inputs)
+                        prediction = await _call(target, inputs, blocking)
                 except Exception as exc:
                     attempts.failed(exc, _attributed(tracker, origin))
                     continue
@@ -253,38 +250,10 @@ class Refine(_Resampler):
                 break
             if attempt == self.n - 1:
                 break
+            feedback = self._feedback_inputs(inputs, prediction, score)
             with track() as tracker:
                 try:
-                    reply = self.feedback(**self._feedback_inputs(inputs, prediction, score))
-                except lf.ParseError:
-                    reply = None  # no usable advice this time: retry with the previous advice
-            attempts.discard(tracker)
-            if reply is not None:
-                advice = self._advice(reply) or advice
-        return attempts.result()
-
-    async def aforward(self, **inputs: Any) -> lf.Prediction:
-        attempts = _Attempts(self)
-        advice: str | None = None
-        for attempt in range(self.n):
-            target, origin = self._advised(advice)
-            with track() as tracker:
-                try:
-                    with request_config(**self._options(attempt)):
-                        prediction = await target.acall(**inputs)
-                except Exception as exc:
-                    attempts.failed(exc, _attributed(tracker, origin))
-                    continue
-            score = self._score(inputs, prediction)
-            if attempts.scored(prediction, score, _attributed(tracker, origin)):
-                break
-            if attempt == self.n - 1:
-                break
-            with track() as tracker:
-                try:
-                    reply = await self.feedback.acall(
-                        **self._feedback_inputs(inputs, prediction, score)
-                    )
+                    reply = await _call(self.feedback, feedback, blocking)
                 except lf.ParseError:
                     reply = None  # no usable advice this time: retry with the previous advice
             attempts.discard(tracker)
@@ -321,6 +290,11 @@ class Refine(_Resampler):
     def _advice(prediction: lf.Prediction) -> str | None:
         advice = str(prediction.get("advice") or "").strip()
         return advice or None
+
+
+async def _call(module: lf.Module, inputs: Mapping[str, Any], blocking: bool) -> lf.Prediction:
+    """One call of ``module``: the step every attempt blocks or waits on."""
+    return module(**inputs) if blocking else await module.acall(**inputs)
 
 
 def _feedback_signature() -> lf.Signature:

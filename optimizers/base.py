@@ -192,6 +192,7 @@ class Optimizer(abc.ABC):
             result, dev, stopped = self._search(run, val)
             usage = run.usage(tracker)
             backend_calls, cache_hits = tracker.lm_calls, tracker.cache_hits
+            retries = tracker.retries
         if stopped is not None:
             best = f"dev {100 * dev:.1f}%" if dev is not None else "no candidate was scored yet"
             run.note(f"stopped early: {stopped}; returning the best program found so far ({best})")
@@ -227,6 +228,7 @@ class Optimizer(abc.ABC):
             write_json_atomic(summary, meta)
         result.compile_info = {  # type: ignore[attr-defined]
             "backend_calls": backend_calls,
+            "retries": retries,  # backend requests that retried a failed one
             "cache_hits": cache_hits,
             "restored_steps": store.restored,
             "failures": run.failures.summary(),

@@ -336,6 +336,7 @@ class Run:
         meter = self.meter
         return {
             "backend_calls": meter.spent_calls if meter is not None else None,
+            "retries": meter.retries if meter is not None else None,
             "cost_usd": meter.spent_cost if meter is not None else None,
         }
 

@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from .. import budget as _budget
 from .. import settings as _settings
-from ..errors import LMError, UsageError
+from ..errors import BudgetExceededError, LMError, UsageError
+from ..steps import run_blocking
 from ..trace import LMCall, active_trackers
 from .cache import ResponseCache
 from .profiles import ModelProfile, profile_for
@@ -203,34 +204,57 @@ class LM:
 
     def complete(self, request: LMRequest) -> LMResponse:
         """Answer ``request``: from the cache when allowed, else the backend with retries."""
-        started = time.perf_counter()
-        cache = self._usable_cache()
-        response = cache.get(request, self.api_base) if cache is not None else None
-        if response is None:
-            _budget.reserve()
-            try:
-                response = self.retry.call(lambda: self.backend.complete(request))
-            except LMError as exc:
-                self._record(request, None, started, exc)
-                raise
-            response = self._settle(request, response, cache)
-        self._record(request, response, started, None)
-        return response
+        return run_blocking(self.complete_core(request, blocking=True))
 
     async def acomplete(self, request: LMRequest) -> LMResponse:
         """Async :meth:`complete`; backends are called natively, not via threads."""
+        return await self.complete_core(request, blocking=False)
+
+    async def complete_core(self, request: LMRequest, *, blocking: bool) -> LMResponse:
+        """:meth:`complete` and :meth:`acomplete` (a :mod:`lmforge.steps` core): other
+        cores await it with their own ``blocking``.
+
+        Transient errors are retried as :attr:`retry` says. Each backend request, retries
+        included, is counted against the active budgets before it is sent; one the budget
+        refuses is not sent.
+        """
         started = time.perf_counter()
         cache = self._usable_cache()
         response = cache.get(request, self.api_base) if cache is not None else None
-        if response is None:
-            _budget.reserve()
+        if response is not None:
+            self._record(request, response, started, None, 0)
+            return response
+        backend, retry = self.backend, self.retry
+        sent = 0
+        spent = 0.0  # seconds in failed requests and waits, bounded by the policy
+        while True:
             try:
-                response = await self.retry.acall(lambda: self.backend.acomplete(request))
-            except LMError as exc:
-                self._record(request, None, started, exc)
+                _budget.reserve(retry=sent > 0)
+            except BudgetExceededError as exc:
+                if sent:  # refused before any request was sent: not a call
+                    self._record(request, None, started, exc, sent - 1)
                 raise
-            response = self._settle(request, response, cache)
-        self._record(request, response, started, None)
+            sent += 1
+            began = retry.clock()
+            try:
+                if blocking:
+                    response = backend.complete(request)
+                else:
+                    response = await backend.acomplete(request)
+                break
+            except LMError as exc:
+                spent += retry.clock() - began
+                wait = retry.next_wait(sent, exc, spent)
+                if wait is None:
+                    self._record(request, None, started, exc, sent - 1)
+                    raise
+            if blocking:
+                retry.sleep(wait)
+            else:
+                await retry.async_sleep(wait)
+            spent += wait
+        response = self._settle(request, response, cache)
+        self._record(request, response, started, None, sent - 1)
         return response
 
     def _usable_cache(self) -> ResponseCache | None:
@@ -276,6 +300,7 @@ class LM:
         response: LMResponse | None,
         started: float,
         error: BaseException | None,
+        retries: int,
     ) -> None:
         trackers = active_trackers()
         if not trackers:
@@ -286,6 +311,7 @@ class LM:
             response=response,
             latency=time.perf_counter() - started,
             error=type(error).__name__ if error is not None else None,
+            retries=retries,
         )
         for tracker in trackers:
             tracker.add_call(call)

@@ -6,13 +6,10 @@ import dataclasses
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 from ..errors import LMError
 
 __all__ = ["RetryPolicy"]
-
-T = TypeVar("T")
 
 
 async def _async_sleep(seconds: float) -> None:
@@ -29,7 +26,8 @@ class RetryPolicy:
     (the failed calls plus the waits between them): no retry starts whose wait would end
     past that bound. A provider's ``Retry-After`` is honoured (capped by ``max_delay``).
     Errors that cannot succeed on retry (auth, bad request, context window) are raised at
-    once.
+    once. ``lf.LM`` sends the attempts (counting each against the budget) and asks
+    :meth:`next_wait` after each failure.
     """
 
     max_attempts: int = 5
@@ -47,49 +45,16 @@ class RetryPolicy:
         raw = min(self.base_delay * (2 ** (attempt - 1)), self.max_delay)
         return raw * (1 + random.uniform(-self.jitter, self.jitter))
 
-    def _next_wait(self, attempt: int, error: LMError, spent: float) -> float | None:
+    def next_wait(self, attempt: int, error: LMError, spent: float) -> float | None:
+        """Seconds to wait before retrying after attempt number ``attempt`` failed with
+        ``error``, ``spent`` seconds into the call (the failed requests plus the waits so
+        far, waits counted as asked for); ``None``: give up and raise ``error``."""
         if not error.retryable or attempt >= self.max_attempts:
             return None
         wait = self.delay(attempt, error)
         if spent + wait > self.max_total_seconds:
             return None
         return wait
-
-    def call(self, func: Callable[[], T]) -> T:
-        # Time in calls is measured; waits are counted as asked for (so an injected
-        # ``sleep`` keeps the bound exact in tests).
-        spent = 0.0
-        attempt = 1
-        while True:
-            started = self.clock()
-            try:
-                return func()
-            except LMError as error:
-                spent += self.clock() - started
-                wait = self._next_wait(attempt, error, spent)
-                if wait is None:
-                    raise
-                self.sleep(wait)
-                spent += wait
-                attempt += 1
-
-    async def acall(self, func: Callable[[], Awaitable[T]]) -> T:
-        # Time in calls is measured; waits are counted as asked for (so an injected
-        # ``sleep`` keeps the bound exact in tests).
-        spent = 0.0
-        attempt = 1
-        while True:
-            started = self.clock()
-            try:
-                return await func()
-            except LMError as error:
-                spent += self.clock() - started
-                wait = self._next_wait(attempt, error, spent)
-                if wait is None:
-                    raise
-                await self.async_sleep(wait)
-                spent += wait
-                attempt += 1
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)
