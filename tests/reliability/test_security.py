@@ -8,9 +8,11 @@ import hashlib
 import json
 import logging
 import os
+import random
 import subprocess
 import sys
 import textwrap
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ import lmforge as lf
 import pytest
 from lmforge.lm.retry import RetryPolicy
 
+from ._secrets import scan
 from ._support import TEAMS, WORDS, chat_reply, full_size, record
 from .fault_server import FaultPlan, FaultServer
 
@@ -42,19 +45,13 @@ def _forms(secret: str) -> list[bytes]:
     )
 
 
-def _leaks(blob: bytes) -> list[bytes]:
-    return [form for form in _forms(SECRET) if form in blob]
+def _leaks(blob: bytes, secret: str = SECRET) -> list[bytes]:
+    return [form for form in _forms(secret) if form in blob]
 
 
-def _scan(roots: list[Path]) -> dict[str, list[bytes]]:
-    found: dict[str, list[bytes]] = {}
-    for root in roots:
-        for path in [root] if root.is_file() else sorted(root.rglob("*")):
-            if path.is_file():
-                leaks = _leaks(path.read_bytes())
-                if leaks:
-                    found[str(path)] = leaks
-    return found
+def _log_text(records: list[logging.LogRecord]) -> bytes:
+    """Log records as scanned: the logger name, the message and the raw arguments."""
+    return "\n".join(f"{r.name} {r.getMessage()} {r.args!r}" for r in records).encode()
 
 
 def _rows(n: int) -> list[dict[str, str]]:
@@ -228,25 +225,149 @@ def test_api_key_never_written_or_printed(
 
     captured = capfd.readouterr()
     streams = {
-        "log records": "\n".join(
-            f"{r.name} {r.getMessage()} {r.args!r}" for r in caplog.records
-        ).encode(),
+        "log records": _log_text(caplog.records),
         "stdout/stderr": (captured.out + captured.err).encode(),
         "cli output": b"\n".join(outputs),
         "server responses": b"\n".join(bodies),
     }
     leaks = {name: _leaks(blob) for name, blob in streams.items() if _leaks(blob)}
-    leaks.update(_scan([work, cache_dir]))
+    files = scan([work, cache_dir], _forms(SECRET))
+    leaks.update(files.found)
+    # Positive control: the scan reads the cached replies, which diskcache compresses, so a
+    # key stored with them would have been found.
+    control = scan([cache_dir], [b"[[ ## team ## ]]"])
     scanned = [p for root in (work, cache_dir) for p in root.rglob("*") if p.is_file()]
     record(
         "test_api_key_never_written_or_printed",
-        files=len(scanned),
+        files=files.files,
+        sqlite_rows=files.sqlite_rows,
+        inflated=files.inflated,
         mib=round(sum(p.stat().st_size for p in scanned) / 2**20, 2),
         streams=len(streams),
         leaks=len(leaks),
     )
-    assert any(cache_dir.rglob("*.db")) or any(cache_dir.rglob("*")), "nothing was cached"
+    assert control.found and control.inflated, "the scan did not see the LM cache's replies"
     assert not leaks, f"the API key was found in: {sorted(leaks)}"
+
+
+CANARY = "lmforge-canary-" + "5d2b8e71c04a9f36" * 2
+
+
+def _plant_lm_cache(root: Path) -> None:
+    from lmforge.testing import FunctionLM
+
+    def reply(request: Any) -> str:
+        # A long reply goes to a diskcache value file, a short one into cache.db; the size
+        # that counts is the compressed one, so the padding is random.
+        long = "long" in json.dumps(request.messages)
+        padding = " " + random.Random(0).randbytes(60_000).hex() if long else ""
+        return f"[[ ## answer ## ]]\n{CANARY}{padding}"
+
+    lm = FunctionLM(reply, cache=root)
+    program = lf.Predict("question -> answer", lm=lm)
+    assert program(question="short").answer.startswith(CANARY)
+    program(question="long")
+    assert any(root.rglob("*.val")), "the long reply should have its own value file"
+    # diskcache compresses keys and values: a plain byte scan cannot see the reply.
+    assert not any(CANARY.encode() in p.read_bytes() for p in root.rglob("*") if p.is_file())
+
+
+def _canary_program() -> lf.Predict:
+    signature = lf.Predict("question -> answer").signature.with_instructions(CANARY)
+    return lf.Predict(signature, lm=lf.LM("openai/gpt-4o-mini"))
+
+
+def _plant_artifact(root: Path) -> None:
+    root.mkdir()
+    _canary_program().save(root / "program.json")
+
+
+def _plant_bundle(root: Path) -> None:
+    from lmforge.targets.export import ExportOptions, export_bundle
+
+    artifact = root.parent / "source.json"
+    _canary_program().save(artifact)
+    export_bundle(artifact, root, ExportOptions(target="managed", api_key_env="OPENAI_API_KEY"))
+
+
+def _plant_run_dir(root: Path) -> None:
+    from lmforge.optimizers.store import RunStore
+
+    RunStore(root, {"program": "canary"}).put("step-0", {"instructions": CANARY}, {})
+
+
+def _plant_optuna_study(root: Path) -> None:
+    optuna = pytest.importorskip("optuna")
+    from lmforge.optimizers.mipro_study import open_study
+
+    root.mkdir()
+    study = open_study(
+        f"sqlite:///{root / 'study.db'}", "canary", optuna.samplers.RandomSampler(seed=0)
+    )
+    with warnings.catch_warnings():
+        # optuna notes that its heartbeat is meant for Study.optimize (MIPRO uses ask/tell)
+        warnings.simplefilter("ignore", UserWarning)
+        trial = study.ask()
+        # Longer than a SQLite page: the value spans overflow pages.
+        trial.set_user_attr("note", "x" * 9000 + CANARY)
+        study.tell(trial, 1.0)
+
+
+def _plant_report(root: Path) -> None:
+    pytest.importorskip("plotly")
+    from lmforge.optimizers import report
+
+    document = {
+        "title": "canary",
+        "runs": [
+            {
+                "model": "test/model",
+                "optimizer": "bootstrap",
+                "scores": {"dev": 1.0},
+                "prompts": {"self": {"instructions": CANARY, "demos": 0, "prompt": "q"}},
+            }
+        ],
+    }
+    report.write_json(document, root / "report.json")
+    report.write_html(document, root / "report.html")
+
+
+STORES = {
+    "lm cache": _plant_lm_cache,
+    "artifact": _plant_artifact,
+    "bundle": _plant_bundle,
+    "run directory": _plant_run_dir,
+    "optuna sqlite": _plant_optuna_study,
+    "report": _plant_report,
+}
+
+
+@pytest.mark.parametrize("store", sorted(STORES))
+def test_scan_finds_a_canary_planted_in_each_store(store: str, tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    STORES[store](root)
+    result = scan([root], _forms(CANARY))
+    record(
+        "test_scan_finds_a_canary_planted_in_each_store",
+        store=store,
+        files=result.files,
+        sqlite_rows=result.sqlite_rows,
+        inflated=result.inflated,
+        canaries=len(result.found),
+    )
+    assert result.found, f"the scan missed a canary written to the {store}"
+    assert CANARY.encode() in {form for forms in result.found.values() for form in forms}
+
+
+def test_scan_finds_a_canary_in_logs_and_output(
+    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    logging.getLogger("lmforge.lm").warning("reply: %s", {"text": CANARY})
+    print(CANARY, file=sys.stderr)
+    captured = capfd.readouterr()
+    assert _leaks(_log_text(caplog.records), CANARY)
+    assert _leaks((captured.out + captured.err).encode(), CANARY)
 
 
 def test_every_route_but_health_requires_auth() -> None:

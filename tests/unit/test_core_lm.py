@@ -3,7 +3,6 @@ accounting in ``lf.track``, and ``lf.inspect``."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import subprocess
@@ -447,13 +446,9 @@ def test_network_block_stops_real_provider_calls() -> None:
 
 
 def _litellm_price(model: str) -> tuple[float, float]:
-    spec = importlib.util.find_spec("litellm")
-    assert spec is not None and spec.submodule_search_locations
-    path = (
-        Path(next(iter(spec.submodule_search_locations)))
-        / "model_prices_and_context_window_backup.json"
-    )
-    entry = json.loads(path.read_text())[model]
+    from lmforge.lm.pricing import _table
+
+    entry = _table()[model]  # litellm.model_cost, its public price table
     return entry["input_cost_per_token"], entry["output_cost_per_token"]
 
 

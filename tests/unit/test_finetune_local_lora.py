@@ -4,6 +4,7 @@ finished run. The real embedded model is trained in tests/integration."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -144,3 +145,94 @@ def test_examples_longer_than_max_length_are_skipped_not_truncated(
 
     with pytest.raises(UsageError, match="max_length"):
         _lora(tiny_model, max_length=3).train(_data(), tmp_path, progress=False)
+
+
+# -- the GGUF LoRA for llama.cpp --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def peft_adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained PEFT adapter on the tiny model, with non-zero B (as after training)."""
+    import peft
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(tiny_model))
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    model = peft.get_peft_model(model, config)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_()
+    folder = tmp_path_factory.mktemp("adapter")
+    model.save_pretrained(str(folder))
+    return folder
+
+
+def test_gguf_lora_has_llama_cpps_names_metadata_and_weights(
+    tiny_model: Path, peft_adapter: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+    import subprocess
+
+    import gguf
+    from lmforge.optimizers.finetune.gguf_lora import convert_to_gguf
+    from safetensors.torch import load_file
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the conversion must not start processes or use the network")
+
+    # No network and no child process (the converter used to pip-download llama.cpp).
+    monkeypatch.setattr(subprocess, "run", refuse)
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    out = convert_to_gguf(peft_adapter, tiny_model, tmp_path / "out" / "lora.gguf")
+    assert out == tmp_path / "out" / "lora.gguf" and not list(out.parent.glob(".*tmp"))
+
+    reader = gguf.GGUFReader(str(out))
+    fields = {name: field.contents() for name, field in reader.fields.items()}
+    assert fields["general.architecture"] == "gemma3" and fields["general.type"] == "adapter"
+    assert fields["adapter.type"] == "lora" and fields["adapter.lora.alpha"] == 8.0
+    tensors = {t.name: t for t in reader.tensors}
+    assert set(tensors) == {
+        f"blk.{block}.attn_{proj}.weight.lora_{part}"
+        for block in (0, 1)
+        for proj in ("q", "v")
+        for part in ("a", "b")
+    }
+    weights = load_file(str(peft_adapter / "adapter_model.safetensors"))
+    for block, (proj, hf) in itertools.product((0, 1), (("q", "q_proj"), ("v", "v_proj"))):
+        for part, peft_part in (("a", "lora_A"), ("b", "lora_B")):
+            expected = weights[
+                f"base_model.model.model.layers.{block}.self_attn.{hf}.{peft_part}.weight"
+            ]
+            stored = tensors[f"blk.{block}.attn_{proj}.weight.lora_{part}"]
+            assert stored.tensor_type == gguf.GGMLQuantizationType.F32
+            assert (stored.data == expected.numpy()).all()
+    # llama.cpp's shape checks: A is (rank x inputs), B is (outputs x rank).
+    a, b = tensors["blk.0.attn_q.weight.lora_a"].data, tensors["blk.0.attn_q.weight.lora_b"].data
+    assert a.shape == (4, 32) and b.shape == (32, 4)
+
+
+def test_gguf_lora_refuses_what_llama_cpp_cannot_run(
+    tiny_model: Path, peft_adapter: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from lmforge.errors import UsageError
+    from lmforge.optimizers.finetune.gguf_lora import convert_to_gguf
+
+    llama = tmp_path / "llama"
+    llama.mkdir()
+    config = json.loads((tiny_model / "config.json").read_text())
+    (llama / "config.json").write_text(json.dumps({**config, "model_type": "llama"}))
+    with pytest.raises(UsageError, match="vLLM") as info:
+        convert_to_gguf(peft_adapter, llama, tmp_path / "a.gguf")
+    assert "\n" not in str(info.value)
+
+    dora = tmp_path / "dora"
+    shutil.copytree(peft_adapter, dora)
+    settings = json.loads((dora / "adapter_config.json").read_text())
+    (dora / "adapter_config.json").write_text(json.dumps({**settings, "use_dora": True}))
+    with pytest.raises(UsageError, match="use_dora"):
+        convert_to_gguf(dora, tiny_model, tmp_path / "b.gguf")
+    assert not list(tmp_path.glob("*.gguf")) and not list(tmp_path.glob(".*tmp"))
