@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .config import ServerConfig
+from .logsafe import escape_controls
 
 __all__ = ["Gate", "TokenBuckets", "error_body"]
 
@@ -123,10 +124,11 @@ class Gate:
                 receive = _replay(body, receive)
             await self.app(scope, receive, send_with_id)
         finally:
+            # The path arrives percent-decoded: escaped, a "%0a" in it cannot forge a line.
             _log.info(
                 "%s %s %d %.1fms client=%s request_id=%s",
-                scope.get("method"),
-                path,
+                escape_controls(str(scope.get("method"))),
+                escape_controls(path),
                 status_holder[0],
                 (time.perf_counter() - started) * 1000,
                 client,
