@@ -9,12 +9,13 @@ Routes: ``POST /v1/programs/{name}`` (typed by the program's signature),
 # No ``from __future__ import annotations`` here: FastAPI reads the handlers' real types.
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from .drift import DriftMonitor
 from .guard import Gate, TokenBuckets, error_body
 from .metrics import ServerMetrics
 from .program import build_models, program_name, program_signature, response_payload
+from .worker import ProgramLoop
 
 __all__ = ["ApiError", "ProgramRuntime", "create_app"]
 
@@ -108,6 +110,9 @@ class ProgramRuntime:
         self.predictor_names = {id(p): n for n, p in program.named_predictors()}
         self.drift = DriftMonitor(config.reference_stats, config.drift_window)
         self.in_flight = 0
+        # Prompt rendering and parsing are synchronous: they run there, not on the loop
+        # that answers /health and every other request.
+        self.worker = ProgramLoop(f"lmforge-program-{self.name}")
 
     def acquire(self, wanted: int = 1) -> int:
         """Take up to ``wanted`` of the ``max_concurrency`` call slots, at least one.
@@ -141,7 +146,7 @@ class ProgramRuntime:
         with track() as tracker:
             try:
                 async with asyncio.timeout(self.config.request_timeout_s):
-                    prediction = await self.program.acall(**inputs)
+                    prediction = await self.worker.run(self.program.acall(**inputs))
                 payload = response_payload(self.signature, prediction)
             except TimeoutError:
                 raise ApiError(
@@ -166,6 +171,10 @@ class ProgramRuntime:
             "completion_tokens": tracker.completion_tokens,
         }
         return payload, usage
+
+    def close(self) -> None:
+        """Stop the worker thread that runs program calls."""
+        self.worker.close()
 
     def validate_json(self, raw: bytes) -> dict[str, Any]:
         """Validate a JSON request body against the request model (ApiError 422)."""
@@ -223,10 +232,19 @@ def create_app(program: Module | str | os.PathLike[str], config: ServerConfig | 
     runtime = ProgramRuntime(program, config, metrics)
     name = runtime.name
     models = runtime.models
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            runtime.close()
+
     app = fastapi.FastAPI(
         title=f"lmforge program: {name}",
         description=runtime.signature.instructions,
         version="1",
+        lifespan=lifespan,
     )
     app.state.runtime = runtime
     # One set of rate-limit buckets for the gate (one token per request) and the batch

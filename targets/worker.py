@@ -1,0 +1,88 @@
+"""Program calls off the server's event loop.
+
+``Predict.aforward`` renders the prompt and parses the answer synchronously, between its
+awaits. On the server's event loop a slow render (a large template, many demos, a custom
+adapter) would stall every other request, ``/health`` and the 429/503 answers included.
+:class:`ProgramLoop` runs program calls on a second event loop in one worker thread
+instead: their LM I/O stays asynchronous there, and the server's loop only awaits the
+result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+__all__ = ["ProgramLoop"]
+
+T = TypeVar("T")
+
+
+class ProgramLoop:
+    """An event loop in a daemon thread, started on first use, for running program calls.
+
+    One loop for all calls: the LM backends keep their connection pools per event loop,
+    so every call reuses the same pools.
+    """
+
+    def __init__(self, name: str = "lmforge-program") -> None:
+        self._name = name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self._finalizer: weakref.finalize | None = None
+
+    async def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Await ``coroutine`` on the worker loop; cancelling the caller cancels it there.
+
+        The call sees the caller's context variables (settings, trackers): scheduling a
+        callback from another thread copies the current context, and the task created in
+        it inherits that copy.
+        """
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._started())
+        return await asyncio.wrap_future(future)
+
+    def close(self) -> None:
+        """Stop the loop and its thread (a no-op when it never started)."""
+        with self._lock:
+            finalizer, self._finalizer, self._loop = self._finalizer, None, None
+        if finalizer is not None:
+            finalizer()
+
+    def _started(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is not None:
+            return loop
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=_run_forever, args=(loop,), name=self._name, daemon=True
+                )
+                thread.start()
+                # Stops the thread when the server is garbage-collected without a shutdown.
+                self._finalizer = weakref.finalize(self, _stop, loop, thread)
+                self._loop = loop
+            return self._loop
+
+
+def _run_forever(loop: asyncio.AbstractEventLoop) -> None:
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
+
+
+def _stop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    if not loop.is_closed():
+        loop.call_soon_threadsafe(loop.stop)
+    if thread is not threading.current_thread():
+        thread.join(timeout=5)
