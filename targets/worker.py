@@ -11,6 +11,7 @@ result.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import weakref
 from collections.abc import Coroutine
@@ -37,12 +38,18 @@ class ProgramLoop:
     async def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Await ``coroutine`` on the worker loop; cancelling the caller cancels it there.
 
-        The call sees the caller's context variables (settings, trackers): scheduling a
-        callback from another thread copies the current context, and the task created in
-        it inherits that copy.
+        The call sees the caller's context variables (settings, trackers).
         """
-        future = asyncio.run_coroutine_threadsafe(coroutine, self._started())
-        return await asyncio.wrap_future(future)
+        worker = self._started()
+        caller = asyncio.get_running_loop()
+        call = _Call(coroutine, contextvars.copy_context(), caller, caller.create_future())
+        # Two thread hops per call (there and back), nothing more: this is on the hot path.
+        worker.call_soon_threadsafe(call.start, worker)
+        try:
+            return await call.result
+        except asyncio.CancelledError:
+            worker.call_soon_threadsafe(call.cancel)
+            raise
 
     def close(self) -> None:
         """Stop the loop and its thread (a no-op when it never started)."""
@@ -66,6 +73,55 @@ class ProgramLoop:
                 self._finalizer = weakref.finalize(self, _stop, loop, thread)
                 self._loop = loop
             return self._loop
+
+
+class _Call:
+    """One program call handed to the worker loop; its methods run on that loop."""
+
+    __slots__ = ("caller", "context", "coroutine", "result", "task")
+
+    def __init__(
+        self,
+        coroutine: Coroutine[Any, Any, Any],
+        context: contextvars.Context,
+        caller: asyncio.AbstractEventLoop,
+        result: asyncio.Future[Any],
+    ) -> None:
+        self.coroutine: Coroutine[Any, Any, Any] | None = coroutine
+        self.context = context
+        self.caller = caller
+        self.result = result
+        self.task: asyncio.Task[Any] | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        coroutine, self.coroutine = self.coroutine, None
+        if coroutine is None:  # cancelled before it started
+            return
+        self.task = loop.create_task(coroutine, context=self.context)
+        self.task.add_done_callback(self._done)
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        elif self.coroutine is not None:
+            self.coroutine.close()
+            self.coroutine = None
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled():
+            task.exception()  # retrieved here: the caller may be gone (timed out)
+        self.caller.call_soon_threadsafe(_settle, self.result, task)
+
+
+def _settle(result: asyncio.Future[Any], task: asyncio.Task[Any]) -> None:
+    if result.done():  # the caller was cancelled meanwhile
+        return
+    if task.cancelled():
+        result.cancel()
+    elif (error := task.exception()) is not None:
+        result.set_exception(error)
+    else:
+        result.set_result(task.result())
 
 
 def _run_forever(loop: asyncio.AbstractEventLoop) -> None:

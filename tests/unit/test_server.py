@@ -606,3 +606,25 @@ def test_health_answers_while_a_prompt_renders_slowly() -> None:
         caller.join(10)
     assert health.status_code == 200 and elapsed < 0.5, elapsed
     assert result["call"].status_code == 200 and result["call"].json() == {"team": "billing"}
+
+
+async def test_a_timed_out_call_is_cancelled_on_the_worker_loop() -> None:
+    cancelled = threading.Event()
+
+    async def stuck(request: LMRequest) -> str:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "[[ ## team ## ]]\ntech"
+
+    app = _app(FunctionLM(stuck), request_timeout_s=0.3)
+    async with _client(app) as client:
+        response = await client.post(
+            "/v1/programs/triage", json={"ticket": "x", "priority": 1}, headers=AUTH
+        )
+        assert response.status_code == 504 and response.json()["error"]["type"] == "timeout"
+        assert await asyncio.to_thread(cancelled.wait, 5)
+        assert app.state.runtime.in_flight == 0
+    app.state.runtime.close()
