@@ -57,7 +57,7 @@ def add_openai_routes(app: Any, runtime: Any, error_response: Callable[[Any, Any
     """Register the OpenAI-compatible routes for ``runtime`` on ``app``."""
     from fastapi.responses import StreamingResponse
 
-    from .server import ApiError
+    from .runtime import ApiError
 
     name = runtime.name
     metrics = runtime.metrics

@@ -493,7 +493,7 @@ async def test_chat_refuses_options_a_program_cannot_honour() -> None:
 
 def test_upstream_rate_limit_with_a_non_finite_retry_after_still_answers_503() -> None:
     from lmforge.errors import RateLimitError
-    from lmforge.targets.server import lm_error
+    from lmforge.targets.runtime import lm_error
 
     for wait in (float("inf"), float("nan"), None, 2.2):
         error = lm_error(RateLimitError("slow down", retry_after=wait))
