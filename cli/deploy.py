@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
-import logging
 import math
 import os
 import warnings
@@ -115,10 +115,37 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8080, help="Port to listen on."),
     insecure_no_auth: bool = typer.Option(
-        False, "--insecure-no-auth", help="Serve without API keys (local use only)."
+        False,
+        "--insecure-no-auth",
+        help="Serve without API keys (local use only: refused on a non-loopback --host "
+        "unless --allow-public-no-auth is given too).",
+    ),
+    allow_public_no_auth: bool = typer.Option(
+        False,
+        "--allow-public-no-auth",
+        help="With --insecure-no-auth, accept a non-loopback --host: anyone who can reach it "
+        "calls the program, on your model budget.",
     ),
     max_concurrency: int | None = typer.Option(
         None, help="Program calls in flight before answering 503."
+    ),
+    rate_limit_per_minute: float | None = typer.Option(
+        None,
+        help="Requests per minute per API key, counted by this process only: with N replicas "
+        "the service admits N times this. Put the global limit on the gateway and give each "
+        "replica its share (global limit / replicas).",
+    ),
+    rate_limit_burst: int | None = typer.Option(
+        None, help="Requests per API key at once before the rate applies (per process too)."
+    ),
+    header_timeout: float | None = typer.Option(
+        None, help="Seconds a connection may take to send its request headers (default 10)."
+    ),
+    keep_alive_timeout: int | None = typer.Option(
+        None, help="Seconds an idle keep-alive connection stays open (default 5)."
+    ),
+    max_connections: int | None = typer.Option(
+        None, help="Open connections per process; one more is answered 503 (default 512)."
     ),
     graceful_timeout: float = typer.Option(
         30.0, help="Seconds to finish in-flight requests on shutdown."
@@ -130,11 +157,34 @@ def serve(
         "of the bundle's vLLM or provider backend.",
     ),
 ) -> None:
-    """Run a bundle's program server (API keys from $LMFORGE_API_KEYS)."""
+    """Run a bundle's program server (API keys from $LMFORGE_API_KEYS).
+
+    Limits (rate, burst, concurrency, connections) hold per process: each replica counts
+    only what it serves, so the gateway in front owns the global limits. The bundle's
+    serving.json sets them; the options above override it.
+    """
     if not 1 <= port <= 65535:
         raise UsageError(f"--port must be between 1 and 65535, got {port}")
     if not (math.isfinite(graceful_timeout) and graceful_timeout >= 0):
         raise UsageError(f"--graceful-timeout must be 0 or more seconds, got {graceful_timeout:g}")
+    if insecure_no_auth and not allow_public_no_auth and not _is_loopback(host):
+        raise UsageError(
+            f"--insecure-no-auth on --host {host} would let anyone who reaches it call the "
+            "program: use --host 127.0.0.1, or set LMFORGE_API_KEYS instead, or add "
+            "--allow-public-no-auth to serve it unauthenticated anyway"
+        )
+    overrides = {
+        "max_concurrency": max_concurrency,
+        "rate_limit_per_minute": rate_limit_per_minute,
+        "rate_limit_burst": rate_limit_burst,
+        "header_timeout_s": header_timeout,
+        "keep_alive_timeout_s": keep_alive_timeout,
+        "max_connections": max_connections,
+    }
+    for key, value in overrides.items():
+        if value is not None and not (math.isfinite(value) and value > 0):
+            flag = "--" + key.removesuffix("_s").replace("_", "-")
+            raise UsageError(f"{flag} must be a positive number, got {value:g}")
     try:
         import uvicorn
     except ImportError:
@@ -142,6 +192,7 @@ def serve(
     from lmforge._atomic import restore_aside
     from lmforge.targets.bundle import bundle_limits, load_bundle, read_serving
     from lmforge.targets.config import ServerConfig, api_keys_from_env
+    from lmforge.targets.connections import uvicorn_config
     from lmforge.targets.server import create_app
 
     restore_aside(bundle)  # a bundle an interrupted `export --force` left renamed aside
@@ -149,8 +200,7 @@ def serve(
     serving = read_serving(bundle) if (bundle / "serving.json").is_file() else {}
     # Limits only (ArtifactError for anything else); authentication comes from the flags.
     limits = bundle_limits(serving)
-    if max_concurrency is not None:
-        limits["max_concurrency"] = max_concurrency
+    limits.update({key: value for key, value in overrides.items() if value is not None})
     name = serving.get("name")
     config = ServerConfig(
         name=name if isinstance(name, str) and name else "program",
@@ -159,26 +209,35 @@ def serve(
         **limits,
     )
     program, config = load_bundle(bundle, config, artifact_lms=artifact_lm)
-    # One access line per request (method, path, status, latency, key id, request id);
-    # never bodies or keys.
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     app_ = create_app(program, config)
     if insecure_no_auth:
         typer.echo("warning: serving WITHOUT authentication (--insecure-no-auth)", err=True)
     typer.echo(
         f"serving {config.name} on http://{host}:{port} (POST /v1/programs/{config.name})", err=True
     )
-    uvicorn.run(
-        app_,
-        host=host,
-        port=port,
-        timeout_graceful_shutdown=math.ceil(graceful_timeout),
-        log_level="info",
-        access_log=False,
-        server_header=False,
+    # One access line per request (method, path, status, latency, key id, request id; never
+    # bodies or keys), every record on one line.
+    server = uvicorn.Server(
+        uvicorn_config(
+            app_,
+            config,
+            host=host,
+            port=port,
+            timeout_graceful_shutdown=math.ceil(graceful_timeout),
+            log_level="info",
+        )
     )
+    server.run()
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine (localhost, 127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @app.command("bench")

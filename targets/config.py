@@ -35,8 +35,11 @@ class ServerConfig:
         api_keys: accepted bearer keys; empty is refused unless ``insecure_no_auth``.
         insecure_no_auth: serve without authentication (explicit opt-out, for local use).
         max_body_bytes: largest accepted request body (larger answers 413).
-        rate_limit_per_minute: sustained requests per minute per API key (429 above it).
-        rate_limit_burst: requests a key may send at once before the rate applies.
+        rate_limit_per_minute: sustained requests per minute per API key (429 above it),
+            counted by this server process alone: replicas do not share counts, so N
+            replicas admit N times this in all (global limits belong to the gateway).
+        rate_limit_burst: requests a key may send at once before the rate applies (per
+            process, like the rate).
         max_concurrency: program calls in flight at once; more answer 503.
         request_timeout_s: a program call taking longer answers 504.
         max_batch_items: most items in one batch request.
@@ -46,6 +49,13 @@ class ServerConfig:
         readiness: checks run by ``GET /ready``.
         structured: per-predictor request settings (recorded in the bundle, shown in docs).
         retry_after_s: the ``Retry-After`` advertised when saturated.
+        header_timeout_s: a connection whose request headers are not complete this long
+            after it opened (or after a later request's first byte) is closed.
+        keep_alive_timeout_s: an idle keep-alive connection is closed after this long.
+        max_connections: open connections per process; one more is answered 503.
+
+    The last three are connection settings, applied by ``lmforge serve`` (see
+    :func:`lmforge.targets.connections.uvicorn_config`), not by the app itself.
     """
 
     name: str = "program"
@@ -63,6 +73,9 @@ class ServerConfig:
     readiness: Sequence[ReadinessCheck] = ()
     structured: Mapping[str, Any] | None = None
     retry_after_s: int = 1
+    header_timeout_s: float = 10.0
+    keep_alive_timeout_s: int = 5
+    max_connections: int = 512
 
     def __post_init__(self) -> None:
         if not self.api_keys and not self.insecure_no_auth:
@@ -83,6 +96,8 @@ class ServerConfig:
             "max_batch_items",
             "batch_concurrency",
             "drift_window",
+            "keep_alive_timeout_s",
+            "max_connections",
         ):
             if int(getattr(self, name)) < 1:
                 raise UsageError(f"ServerConfig.{name} must be at least 1")
@@ -90,6 +105,8 @@ class ServerConfig:
             raise UsageError("rate_limit_per_minute must be > 0 and rate_limit_burst at least 1")
         if self.request_timeout_s <= 0:
             raise UsageError("request_timeout_s must be > 0")
+        if not self.header_timeout_s > 0:
+            raise UsageError("header_timeout_s must be > 0")
 
     def replace(self, **changes: Any) -> ServerConfig:
         return dataclasses.replace(self, **changes)

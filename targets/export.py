@@ -24,6 +24,7 @@ from lmforge.lm.profiles import profile_for
 
 from .backends import constraint_to_structured
 from .bundle import dumps, manifest_for, write_bundle
+from .config import ServerConfig
 from .drift import reference_stats
 from .managed_target import managed_backend
 from .memory import DTYPE_BYTES, MemoryPlan
@@ -34,6 +35,8 @@ from .vllm_target import VLLM_VERSION, vllm_files
 __all__ = ["VLLM_VERSION", "ExportOptions", "ExportResult", "export_bundle"]
 
 HF_EQUIVALENTS = {DEFAULT_LOCAL_MODEL: "google/gemma-3-270m"}
+# Program-server replicas in k8s/program.yaml (the README shows what they do to the limits).
+PROGRAM_REPLICAS = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -372,13 +375,16 @@ def export_bundle(
         "cache_hints": None,
         "structured_kinds": "",
     }
-    server = {
+    server: dict[str, Any] = {
         "max_body_bytes": 1_048_576,
         "rate_limit_per_minute": 600,
         "rate_limit_burst": 60,
         "max_concurrency": max(8, options.max_num_seqs * 2),
         "request_timeout_s": 120.0,
     }
+    # The limits as served (defaults filled in), for the README's section on them.
+    context["limits"] = ServerConfig(insecure_no_auth=True, **server)
+    context["replicas"] = PROGRAM_REPLICAS
     plan: MemoryPlan | None = None
     if options.target == "vllm":
         backend, plan = vllm_files(

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pydantic
+import pydantic_core
 
 from .program import output_text
 
@@ -56,7 +57,7 @@ def add_openai_routes(app: Any, runtime: Any, error_response: Callable[[Any, Any
     """Register the OpenAI-compatible routes for ``runtime`` on ``app``."""
     from fastapi.responses import StreamingResponse
 
-    from .server import ApiError
+    from .runtime import ApiError
 
     name = runtime.name
     metrics = runtime.metrics
@@ -154,17 +155,20 @@ def _inputs_from_messages(runtime: Any, messages: list[dict[str, Any]], api_erro
     fields = runtime.signature.input_fields
     if len(fields) == 1:
         return {fields[0].name: text}
+    # pydantic's parser, as for the program route's body: it bounds nesting (json.loads
+    # raised RecursionError, a 500, for a message of 50,000 nested brackets).
+    problem = ""
     try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
+        data = pydantic_core.from_json(text)
+    except ValueError as exc:
+        data, problem = None, f" (not valid JSON: {exc})"
     if not isinstance(data, dict):
         names = ", ".join(f.name for f in fields)
         raise api_error(
             422,
             "invalid_input",
             f"program {runtime.name!r} takes several inputs ({names}); the last user message "
-            "must be a JSON object of them",
+            f"must be a JSON object of them{problem}",
         )
     return data
 

@@ -24,6 +24,9 @@ BUNDLE_LIMIT_KEYS: dict[str, type] = {
     "batch_concurrency": int,
     "drift_window": int,
     "retry_after_s": int,
+    "header_timeout_s": float,
+    "keep_alive_timeout_s": int,
+    "max_connections": int,
 }
 _SHAPES: dict[str, tuple[type, str]] = {
     "name": (str, "a string"),

@@ -210,6 +210,27 @@ def test_served_bundle_sends_choice_constraints_to_vllm(
     assert request["auth"] == "Bearer vllm-secret-value"
 
 
+def test_readme_says_limits_are_per_replica_with_the_arithmetic(
+    artifact: Path, tmp_path: Path
+) -> None:
+    # The rate limit is counted per process: k8s replicas multiplied it, and nothing said so.
+    bundle = _export(artifact, tmp_path / "bundle").path
+    readme = " ".join((bundle / "README.md").read_text().split())
+    deployment = next(yaml.safe_load_all((bundle / "k8s" / "program.yaml").read_text()))
+    replicas = deployment["spec"]["replicas"]
+    server = json.loads((bundle / "serving.json").read_text())["server"]
+    rate, burst = server["rate_limit_per_minute"], server["rate_limit_burst"]
+    assert replicas >= 2
+    assert "These limits are per replica (per process), not global." in readme
+    assert f"runs {replicas} replicas" in readme
+    assert f"{replicas} x {rate:g} = {replicas * rate:g} requests/minute" in readme
+    assert f"bursts of {replicas} x {burst} = {replicas * burst}" in readme
+    assert "belong to the gateway" in readme and "give each G / N" in readme
+    assert f"`--rate-limit-per-minute {600 / replicas:g}`" in readme
+    for option in ("--header-timeout", "--max-connections", "--keep-alive-timeout"):
+        assert option in readme
+
+
 def test_cli_export_and_serve_options(artifact: Path, tmp_path: Path) -> None:
     from lmforge.cli.main import _COMMAND_MODULES, app
     from typer.testing import CliRunner

@@ -178,7 +178,8 @@ def test_serving_json_may_only_set_limits(
         with pytest.raises(ArtifactError, match=message) as caught:
             load_bundle(bundle)
         if "not allowed" in message:
-            assert "allowed: batch_concurrency, drift_window, max_batch_items" in str(caught.value)
+            allowed = "allowed: batch_concurrency, drift_window, header_timeout_s, keep_alive"
+            assert allowed in str(caught.value)
         cli = CliRunner().invoke(_cli(), ["serve", str(bundle)])
         assert cli.exit_code == 1, cli.output
         assert f"ArtifactError: serving.json: server setting {key!r}" in cli.output

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import lmforge as lf
 import pytest
@@ -84,6 +85,12 @@ def test_good_export_values_still_pass(tmp_path: Path, artifact: Path) -> None:
         (["--port", "70000"], "--port"),
         (["--port", "0"], "--port"),
         (["--graceful-timeout", "-5"], "--graceful-timeout"),
+        (["--header-timeout", "0"], "--header-timeout"),
+        (["--header-timeout", "nan"], "--header-timeout"),
+        (["--max-connections", "0"], "--max-connections"),
+        (["--keep-alive-timeout", "-1"], "--keep-alive-timeout"),
+        (["--rate-limit-per-minute", "inf"], "--rate-limit-per-minute"),
+        (["--rate-limit-burst", "0"], "--rate-limit-burst"),
     ],
 )
 def test_bad_serve_flags_are_one_line_errors(
@@ -95,6 +102,49 @@ def test_bad_serve_flags_are_one_line_errors(
     code, output = _cli(["serve", str(tmp_path / "bundle"), *args])
     assert code == 2, output
     assert output.startswith("error: ") and says in output and output.count("\n") == 1
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "example.com"])
+def test_serve_refuses_no_auth_on_a_non_loopback_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    # --insecure-no-auth --host 0.0.0.0 served without authentication on every interface,
+    # with only a warning.
+    monkeypatch.delenv("LMFORGE_API_KEYS", raising=False)
+    code, output = _cli(["serve", str(tmp_path / "bundle"), "--insecure-no-auth", "--host", host])
+    assert code == 2, output
+    assert output.startswith("error: ") and output.count("\n") == 1
+    assert f"--host {host}" in output and "--allow-public-no-auth" in output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--host", "127.0.0.1"],
+        ["--host", "127.8.0.1"],
+        ["--host", "localhost"],
+        ["--host", "::1"],
+        ["--host", "0.0.0.0", "--allow-public-no-auth"],
+    ],
+)
+def test_serve_allows_no_auth_on_loopback_or_with_the_second_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    monkeypatch.delenv("LMFORGE_API_KEYS", raising=False)
+    missing = tmp_path / "no-such-bundle"
+    code, output = _cli(["serve", str(missing), "--insecure-no-auth", *args])
+    # Past the authentication check: the missing bundle is what stops it.
+    assert code != 0 and output.startswith("error: ") and output.count("\n") == 1, output
+    assert "not an lmforge bundle" in output and "--allow-public-no-auth" not in output
+
+
+def test_serve_help_says_limits_are_per_process() -> None:
+    code, output = _cli(["serve", "--help"])
+    text = " ".join(output.replace("│", " ").split())
+    assert code == 0
+    assert "Limits (rate, burst, concurrency, connections) hold per process" in text
+    assert "the gateway in front owns the global limits" in text
+    assert "global limit / replicas" in text
 
 
 def test_code_added_to_program_source_after_export_is_refused(
@@ -189,3 +239,41 @@ def test_malformed_model_config_is_a_one_line_error(
     )
     assert code == 2, output
     assert output.startswith("error: ") and says in output and output.count("\n") == 1
+
+
+def test_serve_gives_uvicorn_the_connection_limits_and_one_line_logs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+    from lmforge.targets.logsafe import OneLineFormatter
+
+    sig = lf.Signature.parse("ticket: str -> team: Literal['billing', 'tech']")
+    artifact = tmp_path / "triage@gpt.json"
+    lf.Predict(sig, lm=lf.LM("openai/gpt-4o-mini", cache=False)).save(artifact)
+    bundle = export_bundle(artifact, tmp_path / "bundle", ExportOptions(target="managed")).path
+    monkeypatch.setenv("LMFORGE_API_KEYS", KEY)
+    seen: dict[str, uvicorn.Config] = {}
+    # Stop at the point of listening: what matters is what uvicorn was given.
+    monkeypatch.setattr(
+        uvicorn.Server, "run", lambda self, sockets=None: seen.update(c=self.config)
+    )
+    code, output = _cli(
+        [
+            "serve",
+            str(bundle),
+            "--header-timeout",
+            "3",
+            "--max-connections",
+            "7",
+            "--keep-alive-timeout",
+            "2",
+            "--rate-limit-per-minute",
+            "30",
+        ]
+    )
+    assert code == 0, output
+    config: Any = seen["c"]
+    assert config.http.header_timeout_s == 3 and config.http.max_connections == 7
+    assert config.timeout_keep_alive == 2 and config.access_log is False
+    assert config.log_config["formatters"]["one_line"]["()"] is OneLineFormatter
+    assert config.app.state.runtime.config.rate_limit_per_minute == 30

@@ -38,14 +38,23 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_in_thread(app: Any) -> Iterator[str]:
-    """Run ``app`` with uvicorn on 127.0.0.1 (a free port) in a thread; yields its base URL."""
+def serve_in_thread(app: Any, config: Any = None) -> Iterator[str]:
+    """Run ``app`` with uvicorn on 127.0.0.1 (a free port) in a thread; yields its base URL.
+
+    With a ``ServerConfig``, uvicorn gets the settings ``lmforge serve`` uses (connection
+    cap, header-read timeout).
+    """
     import uvicorn
 
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
+    options: dict[str, Any] = {"log_level": "warning", "lifespan": "off"}
+    if config is None:
+        uvicorn_settings = uvicorn.Config(app, host="127.0.0.1", port=port, **options)
+    else:
+        from lmforge.targets.connections import uvicorn_config
+
+        uvicorn_settings = uvicorn_config(app, config, host="127.0.0.1", port=port, **options)
+    server = uvicorn.Server(uvicorn_settings)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
     deadline = time.monotonic() + 15

@@ -50,6 +50,9 @@ class LoadReport:
     rss_max_mib: float
     rss_samples: int
     rss_series_mib: list[float] = dataclasses.field(default_factory=list)
+    # The server process's CPU time per answered request: steadier than req/s on a busy
+    # machine, where waiting for a core inflates latency and so cuts closed-loop throughput.
+    server_cpu_ms_per_request: float = 0.0
 
     @property
     def memory_flat(self) -> bool:
@@ -67,6 +70,7 @@ class LoadReport:
             f"{self.clients} clients x {self.seconds:g} s: {self.requests} requests, "
             f"{sum(self.errors.values())} errors, {self.throughput_rps:.0f} req/s, "
             f"p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms, "
+            f"server CPU {self.server_cpu_ms_per_request:.2f} ms/request, "
             f"RSS {self.rss_start_mib:.1f} MiB idle, {self.rss_ramped_mib:.1f} after ramp-up, "
             f"{self.rss_end_mib:.1f} at end (max {self.rss_max_mib:.1f})"
         )
@@ -115,26 +119,41 @@ def serve(port: int, latency: float) -> None:
     import lmforge as lf
     import uvicorn
     from lmforge.targets import ServerConfig, create_app
+    from lmforge.targets.connections import uvicorn_config
 
-    logging.getLogger("lmforge.server").setLevel(logging.WARNING)
     config = ServerConfig(
         name="route",
         api_keys=(KEY,),
         rate_limit_per_minute=1e9,
         rate_limit_burst=10**6,
         max_concurrency=4096,
+        max_connections=4096,
     )
     lm = lf.LM("test/fixed-latency", backend=FixedLatencyBackend(latency), cache=False)
     program = lf.Predict(SIGNATURE, lm=lm, adapter=lf.ChatAdapter())
-    uvicorn.run(
+    # The settings `lmforge serve` uses (connection limits, logging), quieter.
+    settings = uvicorn_config(
         create_app(program, config),
+        config,
         host="127.0.0.1",
         port=port,
         log_level="warning",
-        access_log=False,
         backlog=4096,
         timeout_graceful_shutdown=5,
     )
+    logging.getLogger("lmforge.server").setLevel(logging.WARNING)
+    uvicorn.Server(settings).run()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` from /proc (0 when unreadable)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    # Fields 14 and 15 of stat (utime, stime), counted after the ")" that ends the name.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_bytes(pid: int) -> int:
@@ -240,9 +259,9 @@ def run_load(clients: int = 256, seconds: float = 60.0, latency: float = 0.05) -
         asyncio.run(_wait_ready(base, time.monotonic() + 60))
         # A short warm-up so the first memory sample is taken after imports and first calls.
         asyncio.run(_drive(base, proc.pid, min(clients, 32), 2.0))
-        started = time.perf_counter()
+        started, cpu_start = time.perf_counter(), cpu_seconds(proc.pid)
         latencies, errors, samples = asyncio.run(_drive(base, proc.pid, clients, seconds))
-        wall = time.perf_counter() - started
+        wall, cpu = time.perf_counter() - started, cpu_seconds(proc.pid) - cpu_start
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -274,6 +293,7 @@ def run_load(clients: int = 256, seconds: float = 60.0, latency: float = 0.05) -
         rss_max_mib=max(mib) if mib else 0.0,
         rss_samples=len(mib),
         rss_series_mib=[round(x, 1) for x in mib],
+        server_cpu_ms_per_request=cpu * 1000 / len(ordered) if ordered else 0.0,
     )
 
 

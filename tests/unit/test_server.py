@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -131,11 +132,18 @@ async def test_rate_limit_answers_429_with_retry_after() -> None:
         assert limited.json()["error"]["type"] == "rate_limited"
 
 
+async def _until(event: threading.Event) -> None:
+    # Program calls run on the server's worker loop, not the test's: wait on a thread-safe
+    # event there.
+    while not event.is_set():
+        await asyncio.sleep(0.005)
+
+
 async def test_saturation_answers_503() -> None:
-    release = asyncio.Event()
+    release = threading.Event()
 
     async def slow(request: LMRequest) -> str:
-        await release.wait()
+        await _until(release)
         return "[[ ## team ## ]]\ntech"
 
     async with _client(_app(FunctionLM(slow), max_concurrency=1)) as client:
@@ -406,12 +414,12 @@ async def test_batch_items_count_against_the_rate_limit() -> None:
 async def test_batch_items_use_the_servers_concurrency_slots() -> None:
     running = [0]
     most = [0]
-    release = asyncio.Event()
+    release = threading.Event()
 
     async def slow(request: LMRequest) -> str:
         running[0] += 1
         most[0] = max(most[0], running[0])
-        await release.wait()
+        await _until(release)
         await asyncio.sleep(0.01)
         running[0] -= 1
         return "[[ ## team ## ]]\ntech"
@@ -485,7 +493,7 @@ async def test_chat_refuses_options_a_program_cannot_honour() -> None:
 
 def test_upstream_rate_limit_with_a_non_finite_retry_after_still_answers_503() -> None:
     from lmforge.errors import RateLimitError
-    from lmforge.targets.server import lm_error
+    from lmforge.targets.runtime import lm_error
 
     for wait in (float("inf"), float("nan"), None, 2.2):
         error = lm_error(RateLimitError("slow down", retry_after=wait))
@@ -505,3 +513,118 @@ async def test_non_finite_outputs_are_a_parse_error_not_invalid_json() -> None:
         )
         assert batch.status_code == 200
         assert batch.json()["results"][0]["error"]["type"] == "parse_error"
+
+
+async def test_chat_shim_answers_deeply_nested_json_with_a_4xx_json_error() -> None:
+    # The message text went through json.loads, whose RecursionError (not a ValueError)
+    # was answered 500.
+    deep_list = "[" * 50_000 + "]" * 50_000
+    deep_object = '{"ticket": "a", "priority": ' + '{"a": ' * 50_000 + "1" + "}" * 50_001
+    async with _client(_app()) as client:
+        for content in (deep_list, deep_object):
+            chat = await client.post(
+                "/v1/chat/completions",
+                headers=AUTH,
+                json={"model": "triage", "messages": [{"role": "user", "content": content}]},
+            )
+            assert chat.status_code == 422, chat.text
+            error = chat.json()["error"]
+            assert error["type"] == "invalid_input" and "JSON object" in error["message"]
+        for path in ("/v1/chat/completions", "/v1/programs/triage", "/v1/programs/triage:batch"):
+            raw = await client.post(
+                path,
+                headers={**AUTH, "content-type": "application/json"},
+                content=deep_object.encode(),
+            )
+            assert 400 <= raw.status_code < 500, (path, raw.text)
+            assert set(raw.json()["error"]) == {"type", "message", "request_id"}
+
+
+def test_access_log_escapes_control_characters_in_the_path(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # "%0a" arrives decoded: the path was logged with a real line feed, forging a line.
+    with caplog.at_level(logging.INFO, logger="lmforge.server"), _serve(_app()) as (url, _):
+        response = httpx.get(f"{url}/v1/programs/x%0aFAKE%E2%80%A8line%0d%1b[31m", headers=AUTH)
+    assert response.status_code == 404
+    lines = [r.getMessage() for r in caplog.records if r.name == "lmforge.server"]
+    assert len(lines) == 1 and len(caplog.text.splitlines()) == 1, caplog.text
+    assert "/v1/programs/x\\nFAKE\\u2028line\\r\\x1b[31m 404 " in lines[0]
+
+
+def test_one_line_formatter_keeps_every_record_on_its_own_line() -> None:
+    from lmforge.targets.logsafe import OneLineFormatter, escape_controls
+
+    formatter = OneLineFormatter("%(levelname)s %(message)s")
+    try:
+        raise ValueError("bad value\nINFO forged record")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord(
+            "x", logging.ERROR, __file__, 1, "got %s", ("a\r\nb\x85c",), sys.exc_info()
+        )
+    text = formatter.format(record)
+    first, *rest = text.split("\n")
+    assert first == "ERROR got a\\r\\nb\\x85c"
+    assert rest and all(line.startswith("  | ") for line in rest), text
+    assert "  | INFO forged record" in rest
+    assert escape_controls("tab\there\u2029") == "tab\\there\\u2029"
+    assert escape_controls("plain /v1/programs/x") == "plain /v1/programs/x"
+
+
+def test_health_answers_while_a_prompt_renders_slowly() -> None:
+    # Predict renders the prompt synchronously inside acall: on the server's event loop a
+    # slow render stalled every other request, /health included.
+    rendering = threading.Event()
+
+    class SlowAdapter(lf.ChatAdapter):
+        def format_inputs(self, signature: Any, prefix: Any, inputs: Any) -> Any:
+            rendering.set()
+            time.sleep(1.5)
+            return super().format_inputs(signature, prefix, inputs)
+
+    program = lf.Predict(SIG, lm=FunctionLM(_team), adapter=SlowAdapter())
+    app = create_app(program, ServerConfig(name="triage", api_keys=(KEY,)))
+    result: dict[str, Any] = {}
+    with _serve(app) as (url, _):
+
+        def call() -> None:
+            result["call"] = httpx.post(
+                f"{url}/v1/programs/triage",
+                json={"ticket": "refund", "priority": 1},
+                headers=AUTH,
+                timeout=10,
+            )
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        assert rendering.wait(5)
+        started = time.perf_counter()
+        health = httpx.get(f"{url}/health", timeout=5)
+        elapsed = time.perf_counter() - started
+        caller.join(10)
+    assert health.status_code == 200 and elapsed < 0.5, elapsed
+    assert result["call"].status_code == 200 and result["call"].json() == {"team": "billing"}
+
+
+async def test_a_timed_out_call_is_cancelled_on_the_worker_loop() -> None:
+    cancelled = threading.Event()
+
+    async def stuck(request: LMRequest) -> str:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "[[ ## team ## ]]\ntech"
+
+    app = _app(FunctionLM(stuck), request_timeout_s=0.3)
+    async with _client(app) as client:
+        response = await client.post(
+            "/v1/programs/triage", json={"ticket": "x", "priority": 1}, headers=AUTH
+        )
+        assert response.status_code == 504 and response.json()["error"]["type"] == "timeout"
+        assert await asyncio.to_thread(cancelled.wait, 5)
+        assert app.state.runtime.in_flight == 0
+    app.state.runtime.close()
