@@ -118,7 +118,7 @@ def test_serve_puts_back_a_bundle_left_aside_with_its_own_limits(
     os.rename(out, tmp_path / f".bundle.{_atomic._writer_tag()}-{_dead_pid()}-0badcafe.old")
     served = []
     monkeypatch.setattr(server, "create_app", lambda program, config: served.append(config))
-    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, *args, **kwargs: None)
     monkeypatch.setenv("LMFORGE_API_KEYS", "test-key-0123456789abcdef")
     result = CliRunner().invoke(app, ["serve", str(out)])
     assert result.exit_code == 0, result.output
