@@ -51,13 +51,12 @@ from ._http import (
     ResponseTooLargeError,
     without_userinfo,
 )
+from ._transport import DeadlineBackend, apost, new_pool, post, proxy_for
 from .redaction import redact, safe_cause
 from .types import LMRequest, LMResponse, Usage
 
 if TYPE_CHECKING:
     import asyncio
-
-    from ._transport import DeadlineBackend
 
 __all__ = ["PROVIDERS", "OpenAIBackend", "error_from_status"]
 
@@ -144,8 +143,6 @@ class OpenAIBackend:
     # -- the backend contract -----------------------------------------------------------
 
     def complete(self, request: LMRequest) -> LMResponse:
-        from ._transport import post
-
         url, headers, body, timeout = self._prepare(request)
         pool = self._pool(url, None)
         index, client = pool.acquire()
@@ -176,8 +173,6 @@ class OpenAIBackend:
             if streams is not None:
                 response = await streams[0].post(streams[1], headers, body, timeout)
             else:
-                from ._transport import apost
-
                 pool = self._pool(url, loop)
                 index, client = pool.acquire()
                 try:
@@ -246,8 +241,6 @@ class OpenAIBackend:
         key = f"{parts.hostname}:{parts.port or 80}"
         pools = self._stream_pools.get(loop)
         if pools is None or key not in pools:
-            from ._transport import proxy_for
-
             with self._lock:
                 pools = self._stream_pools.setdefault(loop, {})
                 if key not in pools:
@@ -283,8 +276,6 @@ class OpenAIBackend:
     def _deadline_backend(self) -> DeadlineBackend:
         backend = self._sync_backend
         if backend is None:
-            from ._transport import DeadlineBackend
-
             with self._lock:
                 if self._sync_backend is None:
                     self._sync_backend = DeadlineBackend()
@@ -292,8 +283,6 @@ class OpenAIBackend:
         return backend
 
     def _new_pool(self, url: str, *, is_async: bool) -> ClientShards:
-        from ._transport import new_pool
-
         size = min(self._max_connections, SHARD_CONNECTIONS)
         backend = None if is_async else self._deadline_backend()
 
