@@ -19,28 +19,18 @@ credential redacted from their text.
 from __future__ import annotations
 
 import base64
-import email.utils
 import ipaddress
 import json
-import math
 import os
-import re
-import sys
 import threading
-import time
 import weakref
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from .._version import __version__
 from ..errors import (
-    AuthenticationError,
-    ContextWindowError,
     LMError,
-    LMTimeoutError,
     ProviderError,
-    RateLimitError,
     UsageError,
 )
 from ._http import (
@@ -52,13 +42,14 @@ from ._http import (
     without_userinfo,
 )
 from ._transport import DeadlineBackend, apost, new_pool, post, proxy_for
+from .http_errors import ERROR_TEXT_BYTES, error_from_status, host, retry_after, transport_error
 from .redaction import redact, safe_cause
 from .types import LMRequest, LMResponse, Usage
 
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["PROVIDERS", "OpenAIBackend", "error_from_status"]
+__all__ = ["PROVIDERS", "OpenAIBackend", "error_from_status", "retry_after"]
 
 # provider prefix -> (default api_base, environment variable holding its API key)
 PROVIDERS: dict[str, tuple[str | None, str | None]] = {
@@ -71,11 +62,6 @@ DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 MAX_RESPONSE_ENV = "LMFORGE_MAX_RESPONSE_BYTES"
 # Request parameters handled by the client, never sent in the body.
 _CLIENT_PARAMS = frozenset({"timeout", "num_retries", "api_base", "base_url", "api_key"})
-_CONTEXT_WINDOW = re.compile(
-    r"context[ _-]?(length|window|size)|maximum context|too many tokens|prompt is too long|"
-    r"exceeds? the (available )?context",
-    re.I,
-)
 
 
 def _check_network(url: str) -> None:
@@ -304,9 +290,9 @@ class OpenAIBackend:
         except (ValueError, KeyError, TypeError, AttributeError):
             # Anything off-shape (choices, usage, tool calls) is the server's fault, reported
             # as one ProviderError, never a bare AttributeError from deep in the parsing.
-            shown = redact(repr(content[:_ERROR_TEXT_BYTES]), self._secrets)[:200]
+            shown = redact(repr(content[:ERROR_TEXT_BYTES]), self._secrets)[:200]
             raise ProviderError(
-                f"{request.model}: {_host(url)} sent a malformed response: {shown}",
+                f"{request.model}: {host(url)} sent a malformed response: {shown}",
                 model=request.model,
                 status_code=status,
                 retryable=True,
@@ -316,12 +302,12 @@ class OpenAIBackend:
         """The lmforge error for a request that got no (acceptable) HTTP response."""
         if isinstance(exc, ResponseTooLargeError):
             return ProviderError(
-                f"{model}: the response from {_host(url)} is over the {exc.limit}-byte limit; "
+                f"{model}: the response from {host(url)} is over the {exc.limit}-byte limit; "
                 f"raise it with {MAX_RESPONSE_ENV}=<bytes> in the environment",
                 model=model,
                 retryable=False,
             )
-        return _transport_error(exc, model, url, self._secrets)
+        return transport_error(exc, model, url, self._secrets)
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(api_base={self._api_base!r})"
@@ -380,9 +366,6 @@ def _response_limit(value: int | None) -> int:
 
 # -- responses and errors ---------------------------------------------------------------
 
-# How much of an error body is read for its message: redacted whole, then shortened.
-_ERROR_TEXT_BYTES = 64 * 1024
-
 
 def _content_text(content: Any) -> str:
     """A message's text: a string, or the text parts of a content list (some servers)."""
@@ -425,100 +408,3 @@ def _parse_completion(data: Any, request: LMRequest) -> LMResponse:
         finish_reason=choices[0].get("finish_reason") if choices else None,
         tool_calls=tuple(tool_calls) or None,
     )
-
-
-def error_from_status(
-    status: int,
-    headers: Mapping[str, str],
-    content: bytes,
-    model: str,
-    url: str = "",
-    *,
-    secrets: tuple[str | None, ...] = (),
-) -> LMError:
-    """The lmforge error for an HTTP error response (status >= 400), with ``secrets`` and
-    every other credential redacted from the server's text."""
-    detail = _error_detail(content, secrets)
-    where = f" from {_host(url)}" if url else ""
-    message = f"{model}: HTTP {status}{where}: {detail}"
-    common: dict[str, Any] = {"model": model, "status_code": status}
-    if status == 429:
-        return RateLimitError(
-            message, retry_after=retry_after(headers.get("retry-after")), **common
-        )
-    if status in (401, 403):
-        return AuthenticationError(message, **common)
-    if status == 408:
-        return LMTimeoutError(message, **common)
-    if status in (400, 413, 422) and _CONTEXT_WINDOW.search(detail):
-        return ContextWindowError(message, **common)
-    if status >= 500:
-        return ProviderError(
-            message, retryable=True, retry_after=retry_after(headers.get("retry-after")), **common
-        )
-    return ProviderError(message, retryable=False, **common)
-
-
-def _error_detail(content: bytes, secrets: tuple[str | None, ...]) -> str:
-    text = content[:_ERROR_TEXT_BYTES].decode("utf-8", "replace").strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        error = data.get("error", data)
-        if isinstance(error, dict):
-            text = str(error.get("message") or error.get("detail") or error)
-        elif error is not None:
-            text = str(error)
-    text = redact(" ".join(text.split()), secrets)
-    return text[:300] or "no error message"
-
-
-def retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        # "nan" and "inf" parse as floats; neither is a wait anyone can sleep for.
-        return max(seconds, 0.0) if math.isfinite(seconds) else None
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
-
-
-def _transport_error(
-    exc: BaseException, model: str, url: str, secrets: tuple[str | None, ...] = ()
-) -> LMError:
-    """The lmforge error for a request that got no HTTP response."""
-    if isinstance(exc, LMError):
-        return exc
-    name = type(exc).__name__
-    timeouts: tuple[type[BaseException], ...] = (TimeoutError,)
-    transport: tuple[type[BaseException], ...] = (OSError, EOFError)  # incl. IncompleteReadError
-    httpcore = sys.modules.get("httpcore")
-    if httpcore is not None:
-        timeouts += (httpcore.TimeoutException,)
-        transport += (httpcore.NetworkError, httpcore.RemoteProtocolError)
-    if isinstance(exc, timeouts):
-        return LMTimeoutError(f"{model}: no answer from {_host(url)} in time ({name})", model=model)
-    detail = redact(str(exc), secrets)[:200]
-    if isinstance(exc, transport):
-        return ProviderError(
-            f"{model}: cannot reach {_host(url)} ({name}: {detail or 'connection failed'})",
-            model=model,
-            retryable=True,
-        )
-    return ProviderError(f"{model}: request to {_host(url)} failed ({name}: {detail})", model=model)
-
-
-def _host(url: str) -> str:
-    """The host (and port) of ``url`` for messages: never its ``user:password@`` part."""
-    netloc = urlsplit(without_userinfo(url)).netloc
-    return netloc or (url.rpartition("@")[2] if "@" in url else url)
