@@ -5,9 +5,9 @@ async calls to plain-``http://`` endpoints (a vLLM or llama.cpp server on the sa
 network), where client CPU per request caps batch throughput: a request costs about a
 tenth of the CPU it costs through httpx's async stack. It speaks just what those servers
 need: ``POST`` with a JSON body, responses framed by ``Content-Length``, chunked encoding or
-connection close.
+connection close, of at most a given size.
 
-``ClientShards`` spreads requests over several small httpx clients (sync calls, TLS).
+``ClientShards`` spreads requests over several small connection pools (sync calls, TLS).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ __all__ = [
     "HTTPResponse",
     "HTTPStreamPool",
     "ProtocolError",
+    "ResponseTooLargeError",
+    "host_header",
     "ssl_context",
     "without_userinfo",
 ]
@@ -39,6 +41,14 @@ _MAX_HEADER_BYTES = 64 * 1024
 
 class ProtocolError(ConnectionError):
     """The server's reply is not valid HTTP/1.1."""
+
+
+class ResponseTooLargeError(Exception):
+    """The response body is larger than the client accepts (``limit`` bytes)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the response body is over {limit} bytes")
+        self.limit = limit
 
 
 class _NoResponseError(ConnectionError):
@@ -63,15 +73,15 @@ class HTTPStreamPool:
     """Keep-alive connections to one ``host:port``, at most ``max_connections`` at once.
 
     Belongs to one event loop. A request on a reused connection that the server had closed
-    while it sat idle is sent again once on a fresh connection.
+    while it sat idle is sent again once on a fresh connection. A response body over
+    ``max_body`` bytes raises ``ResponseTooLargeError``.
     """
 
-    def __init__(
-        self, host: str, port: int, *, max_connections: int, host_header: str | None = None
-    ) -> None:
+    def __init__(self, host: str, port: int, *, max_connections: int, max_body: int) -> None:
         self._host = host
         self._port = port
-        self._host_header = (host_header or f"{host}:{port}").encode()
+        self._host_header = host_header(host, port, default_port=80).encode()
+        self._max_body = max_body
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(max_connections)
 
@@ -89,7 +99,7 @@ class HTTPStreamPool:
                 while True:
                     connection, reused = await self._connection()
                     try:
-                        response, keep = await _exchange(connection, message)
+                        response, keep = await _exchange(connection, message, self._max_body)
                     except _NoResponseError as exc:
                         _close(connection)
                         if reused:
@@ -121,7 +131,9 @@ class HTTPStreamPool:
             _close(self._idle.pop())
 
 
-async def _exchange(connection: _Connection, message: bytes) -> tuple[HTTPResponse, bool]:
+async def _exchange(
+    connection: _Connection, message: bytes, limit: int
+) -> tuple[HTTPResponse, bool]:
     reader, writer = connection
     try:
         writer.write(message)
@@ -158,17 +170,19 @@ async def _exchange(connection: _Connection, message: bytes) -> tuple[HTTPRespon
         else "keep-alive" in connection_header
     )
     if "chunked" in headers.get("transfer-encoding", "").lower():
-        content = await _read_chunked(reader)
+        content = await _read_chunked(reader, limit)
     elif "content-length" in headers:
         try:
             length = int(headers["content-length"])
         except ValueError:
             raise ProtocolError("invalid Content-Length") from None
+        if length > limit:
+            raise ResponseTooLargeError(limit)
         content = await reader.readexactly(length)
     elif status in (204, 304):
         content = b""
     else:
-        content = await reader.read()
+        content = await _read_to_close(reader, limit)
         keep = False
     return HTTPResponse(status, headers, content), keep
 
@@ -182,19 +196,34 @@ def _status(head: bytes) -> tuple[str, int, list[str]]:
     return parts[0], int(parts[1]), lines
 
 
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+async def _read_to_close(reader: asyncio.StreamReader, limit: int) -> bytes:
     chunks: list[bytes] = []
+    size = 0
+    while chunk := await reader.read(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise ResponseTooLargeError(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _read_chunked(reader: asyncio.StreamReader, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
     while True:
         line = await reader.readuntil(b"\r\n")
         try:
-            size = int(line.split(b";", 1)[0].strip(), 16)
+            chunk_size = int(line.split(b";", 1)[0].strip(), 16)
         except ValueError:
             raise ProtocolError("invalid chunk size") from None
-        if size == 0:
+        if chunk_size == 0:
             while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
                 pass
             return b"".join(chunks)
-        chunks.append(await reader.readexactly(size))
+        size += chunk_size
+        if size > limit:
+            raise ResponseTooLargeError(limit)
+        chunks.append(await reader.readexactly(chunk_size))
         await reader.readexactly(2)
 
 
@@ -204,7 +233,7 @@ def _close(connection: _Connection) -> None:
 
 
 class ClientShards:
-    """Several small httpx clients; each request goes to the least busy one."""
+    """Several small connection pools; each request goes to the least busy one."""
 
     def __init__(self, make: Callable[[], Any], count: int) -> None:
         self._make = make
@@ -238,6 +267,14 @@ def ssl_context() -> Any:
     import httpx
 
     return httpx.create_ssl_context()
+
+
+def host_header(host: str, port: int | None, *, default_port: int) -> str:
+    """The ``Host`` header for ``host`` and ``port``: IPv6 addresses in brackets, the
+    scheme's default port left out, never any ``user:password@`` part."""
+    if ":" in host:
+        host = f"[{host}]"
+    return host if port is None or port == default_port else f"{host}:{port}"
 
 
 def without_userinfo(url: str) -> str:

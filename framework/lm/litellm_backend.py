@@ -2,16 +2,22 @@
 
 litellm is imported on first use, never at ``import lmforge``. Its own retries are turned
 off (lmforge's retry policy wraps every backend) and its errors are translated here, once,
-into lmforge's error tree.
+into lmforge's error tree, with every credential redacted from their text. litellm hands
+``timeout`` to httpx, which applies it to each socket read, so a server that drips its
+answer would outlast it: every call here is also bounded by ``timeout`` of wall clock.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import math
 import os
 import re
+import threading
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..errors import (
     AuthenticationError,
@@ -22,6 +28,7 @@ from ..errors import (
     RateLimitError,
     UsageError,
 )
+from .redaction import redact, safe_cause
 from .types import LMRequest, LMResponse, Usage
 
 __all__ = ["LiteLLMBackend", "translate_error"]
@@ -59,6 +66,8 @@ class LiteLLMBackend:
         self._api_key = api_key
         self._api_base = api_base
         self._timeout = timeout
+        # Credentials to take out of error text (keys from the environment are found there).
+        self._secrets = (api_key, urlsplit(api_base).password if api_base else None)
 
     def _kwargs(self, request: LMRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = dict(request.params)
@@ -86,27 +95,59 @@ class LiteLLMBackend:
         _check_network()
         litellm = _litellm()
         kwargs = self._kwargs(request)
+        call = litellm.completion if request.messages is not None else litellm.text_completion
         try:
-            if request.messages is not None:
-                raw = litellm.completion(**kwargs)
-            else:
-                raw = litellm.text_completion(**kwargs)
+            raw = _within(kwargs.get("timeout"), lambda: call(**kwargs))
         except Exception as exc:
-            raise translate_error(exc, request.model) from exc
+            error = translate_error(exc, request.model, self._secrets)
+            raise error from safe_cause(exc, self._secrets)
         return _to_response(raw, request)
 
     async def acomplete(self, request: LMRequest) -> LMResponse:
+        import asyncio
+
         _check_network()
         litellm = _litellm()
         kwargs = self._kwargs(request)
+        call = litellm.acompletion if request.messages is not None else litellm.atext_completion
+        deadline = asyncio.timeout(kwargs.get("timeout"))
         try:
-            if request.messages is not None:
-                raw = await litellm.acompletion(**kwargs)
-            else:
-                raw = await litellm.atext_completion(**kwargs)
+            async with deadline:
+                raw = await call(**kwargs)
         except Exception as exc:
-            raise translate_error(exc, request.model) from exc
+            failure: BaseException = exc
+            if deadline.expired():
+                failure = TimeoutError(f"no complete answer within {kwargs['timeout']} s")
+            error = translate_error(failure, request.model, self._secrets)
+            raise error from safe_cause(exc, self._secrets)
         return _to_response(raw, request)
+
+
+def _within(timeout: float | None, func: Callable[[], Any]) -> Any:
+    """``func()``, given up with ``TimeoutError`` after ``timeout`` seconds of wall clock.
+
+    A sync call cannot be interrupted, so it runs in a daemon thread that is left behind
+    on timeout; it ends when the server finishes or litellm's per-read timeout fires.
+    """
+    if timeout is None:
+        return func()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = func()
+        except BaseException as exc:  # handed to the caller below
+            outcome["error"] = exc
+
+    context = contextvars.copy_context()  # litellm callbacks see the caller's settings
+    worker = threading.Thread(target=context.run, args=(run,), daemon=True)
+    worker.start()
+    worker.join(float(timeout))
+    if worker.is_alive():
+        raise TimeoutError(f"no complete answer within {timeout} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _to_response(raw: Any, request: LMRequest) -> LMResponse:
@@ -164,12 +205,15 @@ _MISSING_KEY = re.compile(
 )
 
 
-def translate_error(exc: BaseException, model: str) -> LMError:
+def translate_error(
+    exc: BaseException, model: str, secrets: tuple[str | None, ...] = ()
+) -> LMError:
     """Map a litellm/provider exception onto lmforge's error tree (by class name, so the
-    mapping needs no litellm import and survives its re-exports)."""
+    mapping needs no litellm import and survives its re-exports), with ``secrets`` and
+    every other credential redacted from its text."""
     names = {cls.__name__ for cls in type(exc).__mro__}
     status = getattr(exc, "status_code", None)
-    detail = " ".join(str(exc).split())[:500]  # one line
+    detail = redact(" ".join(str(exc).split()), secrets)[:500]  # one line, then shortened
     message = f"{model}: {type(exc).__name__}: {detail}"
     common: dict[str, Any] = {"model": model, "status_code": status}
     if _MISSING_KEY.search(detail):

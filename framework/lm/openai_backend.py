@@ -5,66 +5,63 @@ Speaks ``/chat/completions`` and ``/completions`` to vLLM (``hosted_vllm/...`` w
 CPU litellm spends per request (which is what caps batch throughput at high concurrency).
 
 Connections are pooled per backend and kept alive between calls, created on first use:
-sync calls and TLS endpoints go through small ``httpx.Client`` / ``httpx.AsyncClient``
-shards; async calls to plain-``http://`` servers (vLLM, llama.cpp on the same host or
-network) through a keep-alive asyncio stream pool, about ten times cheaper per request
-(see ``_http.py``). Async pools belong to one event loop each. The API key (``api_key=`` or
-the provider's environment variable) is sent only in the ``Authorization`` header. HTTP and
-transport errors are translated here, once, into lmforge's error tree.
+sync calls, TLS endpoints and proxied ones go through small httpcore pool shards
+(``_transport.py``); async calls to plain-``http://`` servers (vLLM, llama.cpp on the same
+host or network) through a keep-alive asyncio stream pool, about ten times cheaper per
+request (``_http.py``). Async pools belong to one event loop each. Every request ends by
+one wall-clock deadline (``timeout``), its response body is capped (``max_response_bytes``)
+and the environment's proxy settings are honoured. The API key (``api_key=`` or the
+provider's environment variable) is sent only in the ``Authorization`` header. HTTP and
+transport errors are translated here, once, into lmforge's error tree, with every
+credential redacted from their text.
 """
 
 from __future__ import annotations
 
-import email.utils
+import base64
 import ipaddress
 import json
-import math
 import os
-import re
-import sys
 import threading
-import time
 import weakref
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from .._version import __version__
 from ..errors import (
-    AuthenticationError,
-    ContextWindowError,
     LMError,
-    LMTimeoutError,
     ProviderError,
-    RateLimitError,
     UsageError,
 )
 from ._http import (
     SHARD_CONNECTIONS,
     ClientShards,
+    HTTPResponse,
     HTTPStreamPool,
-    ssl_context,
+    ResponseTooLargeError,
     without_userinfo,
 )
+from ._transport import DeadlineBackend, apost, new_pool, post, proxy_for
+from .http_errors import ERROR_TEXT_BYTES, error_from_status, host, retry_after, transport_error
+from .redaction import redact, safe_cause
 from .types import LMRequest, LMResponse, Usage
 
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["PROVIDERS", "OpenAIBackend", "error_from_status"]
+__all__ = ["PROVIDERS", "OpenAIBackend", "error_from_status", "retry_after"]
 
 # provider prefix -> (default api_base, environment variable holding its API key)
 PROVIDERS: dict[str, tuple[str | None, str | None]] = {
     "openai/": ("https://api.openai.com/v1", "OPENAI_API_KEY"),
     "hosted_vllm/": (None, "HOSTED_VLLM_API_KEY"),
 }
+# The largest response body accepted unless LMFORGE_MAX_RESPONSE_BYTES says otherwise: far
+# above any completion, low enough that a misbehaving server cannot exhaust memory.
+DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+MAX_RESPONSE_ENV = "LMFORGE_MAX_RESPONSE_BYTES"
 # Request parameters handled by the client, never sent in the body.
 _CLIENT_PARAMS = frozenset({"timeout", "num_retries", "api_base", "base_url", "api_key"})
-_CONTEXT_WINDOW = re.compile(
-    r"context[ _-]?(length|window|size)|maximum context|too many tokens|prompt is too long|"
-    r"exceeds? the (available )?context",
-    re.I,
-)
 
 
 def _check_network(url: str) -> None:
@@ -95,8 +92,11 @@ class OpenAIBackend:
             (``http://127.0.0.1:8000/v1``); defaults to the provider's public endpoint.
         api_key: the key to send; else the provider's environment variable (e.g.
             ``OPENAI_API_KEY``); none is sent when neither is set.
-        timeout: seconds per request (``None``: no limit).
+        timeout: seconds per request, all of it: connecting, sending and receiving
+            (``None``: no limit).
         max_connections: the most connections open at once (per event loop for async).
+        max_response_bytes: the largest response body accepted; default
+            ``$LMFORGE_MAX_RESPONSE_BYTES``, else 32 MiB.
     """
 
     def __init__(
@@ -106,60 +106,70 @@ class OpenAIBackend:
         api_key: str | None = None,
         timeout: float | None = 120.0,
         max_connections: int = 256,
+        max_response_bytes: int | None = None,
     ) -> None:
         self._api_base = api_base
         self._api_key = api_key
         self._timeout = timeout
         self._max_connections = max_connections
-        self._lock = threading.Lock()
+        self._max_response_bytes = _response_limit(max_response_bytes)
+        # Credentials to take out of error text (the key from the environment is found there).
+        self._secrets = (api_key, urlsplit(api_base).password if api_base else None)
+        self._lock = threading.RLock()  # a new pool may make the deadline backend
+        self._sync_backend: DeadlineBackend | None = None
         self._pools: dict[str, ClientShards] = {}
         self._async_pools: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[str, ClientShards]
         ] = weakref.WeakKeyDictionary()
         self._stream_pools: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[str, HTTPStreamPool]
+            asyncio.AbstractEventLoop, dict[str, HTTPStreamPool | None]
         ] = weakref.WeakKeyDictionary()
         self._resolved: dict[str, tuple[str, dict[str, str]]] = {}
 
     # -- the backend contract -----------------------------------------------------------
 
     def complete(self, request: LMRequest) -> LMResponse:
-        url, kwargs = self._prepare(request)
+        url, headers, body, timeout = self._prepare(request)
         pool = self._pool(url, None)
         index, client = pool.acquire()
         try:
-            response = client.post(url, **kwargs)
+            response = post(
+                client,
+                self._deadline_backend(),
+                url,
+                headers,
+                body,
+                timeout=timeout,
+                limit=self._max_response_bytes,
+            )
         except Exception as exc:
-            raise _transport_error(exc, request.model, url) from exc
+            raise self._transport_error(exc, request.model, url) from safe_cause(exc, self._secrets)
         finally:
             pool.release(index)
-        return _to_response(response.status_code, response.headers, response.content, request, url)
+        return self._to_response(response, request, url)
 
     async def acomplete(self, request: LMRequest) -> LMResponse:
         import asyncio
 
-        url, kwargs = self._prepare(request)
+        url, headers, body, timeout = self._prepare(request)
         loop = asyncio.get_running_loop()
-        response: Any
-        if url.startswith("http://"):
-            streams, path = self._streams(url, loop)
-            timeout = kwargs.get("timeout", self._timeout)
-            try:
-                response = await streams.post(path, kwargs["headers"], kwargs["content"], timeout)
-            except Exception as exc:
-                raise _transport_error(exc, request.model, url) from exc
-            return _to_response(
-                response.status_code, response.headers, response.content, request, url
-            )
-        pool = self._pool(url, loop)
-        index, client = pool.acquire()
+        response: HTTPResponse
+        streams = self._streams(url, loop) if url.startswith("http://") else None
         try:
-            response = await client.post(url, **kwargs)
+            if streams is not None:
+                response = await streams[0].post(streams[1], headers, body, timeout)
+            else:
+                pool = self._pool(url, loop)
+                index, client = pool.acquire()
+                try:
+                    response = await apost(
+                        client, url, headers, body, timeout=timeout, limit=self._max_response_bytes
+                    )
+                finally:
+                    pool.release(index)
         except Exception as exc:
-            raise _transport_error(exc, request.model, url) from exc
-        finally:
-            pool.release(index)
-        return _to_response(response.status_code, response.headers, response.content, request, url)
+            raise self._transport_error(exc, request.model, url) from safe_cause(exc, self._secrets)
+        return self._to_response(response, request, url)
 
     def close(self) -> None:
         """Close the pooled sync connections (async clients close with their event loop)."""
@@ -170,17 +180,14 @@ class OpenAIBackend:
 
     # -- request building ---------------------------------------------------------------
 
-    def _prepare(self, request: LMRequest) -> tuple[str, dict[str, Any]]:
-        """The URL and ``post`` arguments for ``request``."""
+    def _prepare(self, request: LMRequest) -> tuple[str, dict[str, str], bytes, float | None]:
+        """The URL, headers, body and timeout of ``request``."""
         base, headers = self._endpoint(request.model)
         url = base + ("/chat/completions" if request.messages is not None else "/completions")
         _check_network(url)
         payload, timeout = wire_payload(request)
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        kwargs: dict[str, Any] = {"content": body, "headers": headers}
-        if timeout is not None:
-            kwargs["timeout"] = timeout
-        return url, kwargs
+        return url, headers, body, self._timeout if timeout is None else timeout
 
     def _endpoint(self, model: str) -> tuple[str, dict[str, str]]:
         resolved = self._resolved.get(model)
@@ -196,6 +203,14 @@ class OpenAIBackend:
                     base = base[: -len(suffix)]
             headers = {"Content-Type": "application/json", "User-Agent": f"lmforge/{__version__}"}
             key = self._api_key or (os.environ.get(key_env) if key_env else None)
+            parts = urlsplit(base)
+            if parts.username is not None:
+                # user:password@ in api_base is HTTP Basic auth (as httpx and curl read it),
+                # sent in its header only: never in the request line or Host.
+                base = without_userinfo(base)
+                if not key:
+                    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+                    headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
             if key:
                 headers["Authorization"] = f"Bearer {key}"
             resolved = self._resolved[model] = (base, headers)
@@ -203,52 +218,96 @@ class OpenAIBackend:
 
     # -- clients ------------------------------------------------------------------------
 
-    def _streams(self, url: str, loop: asyncio.AbstractEventLoop) -> tuple[HTTPStreamPool, str]:
-        """The keep-alive stream pool of ``loop`` for a plain-http ``url``, and its path."""
+    def _streams(
+        self, url: str, loop: asyncio.AbstractEventLoop
+    ) -> tuple[HTTPStreamPool, str] | None:
+        """The keep-alive stream pool of ``loop`` for a plain-http ``url``, and its path;
+        ``None`` when the environment sends ``url`` through a proxy."""
         parts = urlsplit(url)
         key = f"{parts.hostname}:{parts.port or 80}"
         pools = self._stream_pools.get(loop)
-        pool = pools.get(key) if pools is not None else None
-        if pool is None:
+        if pools is None or key not in pools:
             with self._lock:
                 pools = self._stream_pools.setdefault(loop, {})
-                pool = pools.get(key)
-                if pool is None:
-                    pool = HTTPStreamPool(
-                        parts.hostname or "localhost",
-                        parts.port or 80,
-                        max_connections=self._max_connections,
-                        host_header=parts.netloc,
+                if key not in pools:
+                    # Decided once per pool, as httpx reads proxies once per client.
+                    pools[key] = (
+                        None
+                        if proxy_for(url)
+                        else HTTPStreamPool(
+                            parts.hostname or "localhost",
+                            parts.port or 80,
+                            max_connections=self._max_connections,
+                            max_body=self._max_response_bytes,
+                        )
                     )
-                    pools[key] = pool
-        path = parts.path + (f"?{parts.query}" if parts.query else "")
-        return pool, path
+        pool = pools[key]
+        if pool is None:
+            return None
+        return pool, parts.path + (f"?{parts.query}" if parts.query else "")
 
     def _pool(self, url: str, loop: asyncio.AbstractEventLoop | None) -> ClientShards:
-        """The client shards for ``url``'s scheme: sync ones, or those of ``loop``."""
-        scheme = url.split(":", 1)[0]
+        """The pool shards for ``url``'s origin: sync ones, or those of ``loop``."""
+        origin = url[: url.find("/", url.find("//") + 2)]
         pools = self._pools if loop is None else self._async_pools.get(loop)
-        pool = pools.get(scheme) if pools is not None else None
+        pool = pools.get(origin) if pools is not None else None
         if pool is None:
             with self._lock:
                 pools = self._pools if loop is None else self._async_pools.setdefault(loop, {})
-                pool = pools.get(scheme)
+                pool = pools.get(origin)
                 if pool is None:
-                    pool = pools[scheme] = self._new_pool(scheme, is_async=loop is not None)
+                    pool = pools[origin] = self._new_pool(url, is_async=loop is not None)
         return pool
 
-    def _new_pool(self, scheme: str, *, is_async: bool) -> ClientShards:
-        import httpx
+    def _deadline_backend(self) -> DeadlineBackend:
+        backend = self._sync_backend
+        if backend is None:
+            with self._lock:
+                if self._sync_backend is None:
+                    self._sync_backend = DeadlineBackend()
+                backend = self._sync_backend
+        return backend
 
+    def _new_pool(self, url: str, *, is_async: bool) -> ClientShards:
         size = min(self._max_connections, SHARD_CONNECTIONS)
-        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-        verify: Any = ssl_context() if scheme == "https" else False
-        kind = httpx.AsyncClient if is_async else httpx.Client
+        backend = None if is_async else self._deadline_backend()
 
         def make() -> Any:
-            return kind(timeout=self._timeout, limits=limits, verify=verify)
+            return new_pool(url, max_connections=size, backend=backend)
 
         return ClientShards(make, max(1, -(-self._max_connections // size)))
+
+    # -- errors -------------------------------------------------------------------------
+
+    def _to_response(self, response: HTTPResponse, request: LMRequest, url: str) -> LMResponse:
+        status, content = response.status_code, response.content
+        if status >= 400:
+            raise error_from_status(
+                status, response.headers, content, request.model, url, secrets=self._secrets
+            )
+        try:
+            return _parse_completion(json.loads(content), request)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            # Anything off-shape (choices, usage, tool calls) is the server's fault, reported
+            # as one ProviderError, never a bare AttributeError from deep in the parsing.
+            shown = redact(repr(content[:ERROR_TEXT_BYTES]), self._secrets)[:200]
+            raise ProviderError(
+                f"{request.model}: {host(url)} sent a malformed response: {shown}",
+                model=request.model,
+                status_code=status,
+                retryable=True,
+            ) from None
+
+    def _transport_error(self, exc: BaseException, model: str, url: str) -> LMError:
+        """The lmforge error for a request that got no (acceptable) HTTP response."""
+        if isinstance(exc, ResponseTooLargeError):
+            return ProviderError(
+                f"{model}: the response from {host(url)} is over the {exc.limit}-byte limit; "
+                f"raise it with {MAX_RESPONSE_ENV}=<bytes> in the environment",
+                model=model,
+                retryable=False,
+            )
+        return transport_error(exc, model, url, self._secrets)
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(api_base={self._api_base!r})"
@@ -291,25 +350,21 @@ def wire_payload(request: LMRequest) -> tuple[dict[str, Any], float | None]:
     return payload, timeout
 
 
+def _response_limit(value: int | None) -> int:
+    """``max_response_bytes``, else ``$LMFORGE_MAX_RESPONSE_BYTES``, else the default."""
+    where = "max_response_bytes"
+    if value is None:
+        raw = os.environ.get(MAX_RESPONSE_ENV, "").strip()
+        if not raw:
+            return DEFAULT_MAX_RESPONSE_BYTES
+        where = MAX_RESPONSE_ENV
+        value = int(raw) if raw.isdigit() else -1
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"{where} must be a positive number of bytes, e.g. {32 * 1024 * 1024}")
+    return value
+
+
 # -- responses and errors ---------------------------------------------------------------
-
-
-def _to_response(
-    status: int, headers: Mapping[str, str], content: bytes, request: LMRequest, url: str
-) -> LMResponse:
-    if status >= 400:
-        raise error_from_status(status, headers, content, request.model, url)
-    try:
-        return _parse_completion(json.loads(content), request)
-    except (ValueError, KeyError, TypeError, AttributeError):
-        # Anything off-shape (choices, usage, tool calls) is the server's fault, reported as
-        # one ProviderError, never a bare AttributeError from deep in the parsing.
-        raise ProviderError(
-            f"{request.model}: {_host(url)} sent a malformed response: {content[:200]!r}",
-            model=request.model,
-            status_code=status,
-            retryable=True,
-        ) from None
 
 
 def _content_text(content: Any) -> str:
@@ -353,91 +408,3 @@ def _parse_completion(data: Any, request: LMRequest) -> LMResponse:
         finish_reason=choices[0].get("finish_reason") if choices else None,
         tool_calls=tuple(tool_calls) or None,
     )
-
-
-def error_from_status(
-    status: int, headers: Mapping[str, str], content: bytes, model: str, url: str = ""
-) -> LMError:
-    """The lmforge error for an HTTP error response (status >= 400)."""
-    detail = _error_detail(content)
-    where = f" from {_host(url)}" if url else ""
-    message = f"{model}: HTTP {status}{where}: {detail}"
-    common: dict[str, Any] = {"model": model, "status_code": status}
-    if status == 429:
-        return RateLimitError(
-            message, retry_after=retry_after(headers.get("retry-after")), **common
-        )
-    if status in (401, 403):
-        return AuthenticationError(message, **common)
-    if status == 408:
-        return LMTimeoutError(message, **common)
-    if status in (400, 413, 422) and _CONTEXT_WINDOW.search(detail):
-        return ContextWindowError(message, **common)
-    if status >= 500:
-        return ProviderError(
-            message, retryable=True, retry_after=retry_after(headers.get("retry-after")), **common
-        )
-    return ProviderError(message, retryable=False, **common)
-
-
-def _error_detail(content: bytes) -> str:
-    text = content.decode("utf-8", "replace").strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        error = data.get("error", data)
-        if isinstance(error, dict):
-            text = str(error.get("message") or error.get("detail") or error)
-        elif error is not None:
-            text = str(error)
-    text = " ".join(text.split())
-    return text[:300] or "no error message"
-
-
-def retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        # "nan" and "inf" parse as floats; neither is a wait anyone can sleep for.
-        return max(seconds, 0.0) if math.isfinite(seconds) else None
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
-
-
-def _transport_error(exc: BaseException, model: str, url: str) -> LMError:
-    """The lmforge error for a request that got no HTTP response."""
-    if isinstance(exc, LMError):
-        return exc
-    name = type(exc).__name__
-    timeouts: tuple[type[BaseException], ...] = (TimeoutError,)
-    transport: tuple[type[BaseException], ...] = (OSError, EOFError)  # incl. IncompleteReadError
-    httpx = sys.modules.get("httpx")
-    if httpx is not None:
-        timeouts += (httpx.TimeoutException,)
-        transport += (httpx.TransportError,)
-    if isinstance(exc, timeouts):
-        return LMTimeoutError(f"{model}: no answer from {_host(url)} in time ({name})", model=model)
-    if isinstance(exc, transport):
-        detail = str(exc)[:200] or "connection failed"
-        return ProviderError(
-            f"{model}: cannot reach {_host(url)} ({name}: {detail})", model=model, retryable=True
-        )
-    return ProviderError(
-        f"{model}: request to {_host(url)} failed ({name}: {str(exc)[:200]})", model=model
-    )
-
-
-def _host(url: str) -> str:
-    """The host (and port) of ``url`` for messages: never its ``user:password@`` part."""
-    netloc = urlsplit(without_userinfo(url)).netloc
-    return netloc or (url.rpartition("@")[2] if "@" in url else url)
