@@ -202,6 +202,7 @@ class Predict(Module):
                     f"options are {sorted(_CONFIG_KEYS)}"
                 )
             config = {**config, **call_config}
+        inputs = signature.check_inputs(inputs)
         names = {f.name for f in signature.input_fields}
         missing = [n for n in names if n not in inputs]
         if missing:
