@@ -148,7 +148,7 @@ class Predict(Module):
     def forward(self, **inputs: Any) -> Prediction:
         lm, adapter, request, call_inputs = self._prepare(inputs)
         try:
-            response = lm.complete(request)
+            response = adapter.complete(lm, request)
             prediction = self._finish(adapter, request, response)
         except Exception as exc:
             self._record(call_inputs, None, request, None, exc)
@@ -159,7 +159,7 @@ class Predict(Module):
     async def aforward(self, **inputs: Any) -> Prediction:
         lm, adapter, request, call_inputs = self._prepare(inputs)
         try:
-            response = await lm.acomplete(request)
+            response = await adapter.acomplete(lm, request)
             prediction = self._finish(adapter, request, response)
         except Exception as exc:
             self._record(call_inputs, None, request, None, exc)
