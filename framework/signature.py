@@ -240,17 +240,19 @@ class Signature(metaclass=_SignatureClass):
         return [f.name for f in self._fields]
 
     @_hybrid
-    def check_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+    def check_inputs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """``inputs`` with the defaults of the inputs it leaves out filled in, after checking
         the values of constrained inputs (a ``UsageError`` names the broken constraint)."""
         defaulted, checked = self._input_rules
         if not defaulted and not checked:
-            return inputs
+            return inputs if isinstance(inputs, dict) else dict(inputs)
         for f in checked:
             if f.name in inputs:
                 _check_input(f, inputs[f.name])
         missing = [f for f in defaulted if f.name not in inputs]
-        return {**inputs, **{f.name: f.default for f in missing}} if missing else inputs
+        if missing:
+            return {**inputs, **{f.name: f.default for f in missing}}
+        return inputs if isinstance(inputs, dict) else dict(inputs)
 
     # -- edits (each returns a new signature) -------------------------------------------
 

@@ -52,6 +52,7 @@ class ChatAdapter(Adapter):
     def format_inputs(
         self, signature: Signature, prefix: PromptPrefix, inputs: Mapping[str, Any]
     ) -> Prompt:
+        inputs = signature.check_inputs(inputs)  # defaults of omitted inputs
         user = self.render_fields(
             "user",
             signature,

@@ -55,6 +55,7 @@ class CompletionAdapter(Adapter):
     def format_inputs(
         self, signature: Signature, prefix: PromptPrefix, inputs: Mapping[str, Any]
     ) -> Prompt:
+        inputs = signature.check_inputs(inputs)  # defaults of omitted inputs
         pairs = [
             (f.label, one_line_value(render_value(inputs[f.name]))) for f in signature.input_fields
         ]

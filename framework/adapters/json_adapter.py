@@ -106,6 +106,7 @@ class JSONAdapter(Adapter):
     def format_inputs(
         self, signature: Signature, prefix: PromptPrefix, inputs: Mapping[str, Any]
     ) -> Prompt:
+        inputs = signature.check_inputs(inputs)  # defaults of omitted inputs
         fields = [
             (f.name, marked_value(render_value(inputs[f.name]))) for f in signature.input_fields
         ]

@@ -321,3 +321,11 @@ def test_constraints_on_an_optional_field_apply_to_its_value() -> None:
     assert lf.Predict(Maybe, lm=lm)().score == 0.5
     with pytest.raises(lf.UsageError, match="greater than or equal to 1"):
         lf.Predict(Maybe, lm=lm)(count=0)
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS, ids=lambda a: a.name)
+def test_formatting_a_prompt_fills_in_omitted_defaulted_inputs(adapter: lf.Adapter) -> None:
+    lm = ScriptedLM([], model_type="text" if adapter.name == "completion" else "chat")
+    predict = lf.Predict(Lookup, adapter=adapter)
+    omitted = predict.format({"question": "q"}, lm=lm)
+    assert omitted == predict.format({"question": "q", "hint": None}, lm=lm)
