@@ -6,9 +6,10 @@ from __future__ import annotations
 import enum
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import lmforge as lf
+import pydantic
 import pytest
 from lmforge.lm.profiles import ModelProfile
 from lmforge.lm.types import LMRequest
@@ -329,3 +330,19 @@ def test_formatting_a_prompt_fills_in_omitted_defaulted_inputs(adapter: lf.Adapt
     predict = lf.Predict(Lookup, adapter=adapter)
     omitted = predict.format({"question": "q"}, lm=lm)
     assert omitted == predict.format({"question": "q", "hint": None}, lm=lm)
+
+
+def test_dspy_style_annotated_types_work_like_constraint_keywords() -> None:
+    class Graded(lf.Signature):
+        review: str = lf.InputField()
+        score: Annotated[float, pydantic.Field(ge=0, le=1)] = lf.OutputField()
+
+    sig = Graded.__lf_signature__
+    assert sig is not None
+    assert sig == sig.with_field("score", annotation=Rate.field("score").annotation)
+    assert (
+        "`score` (float): a number >= 0 and <= 1"
+        in lf.ChatAdapter().format(sig, [], {"review": "x"}).render()
+    )
+    with pytest.raises(lf.ParseError, match="breaks its constraint"):
+        lf.ChatAdapter().parse(sig, "[[ ## score ## ]]\n2")
