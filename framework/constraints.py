@@ -98,7 +98,7 @@ def describe_constraints(annotation: Any) -> str:
     if kind in ("number", "integer"):
         parts += [f"{op} {schema[key]}" for key, op in _BOUND_WORDS if key in schema]
         if "multipleOf" in schema:
-            parts.append(f"a multiple of {schema['multipleOf']}")
+            parts.append(f"divisible by {schema['multipleOf']}")
         noun = "an integer" if kind == "integer" else "a number"
     elif kind == "string":
         if "minLength" in schema:

@@ -346,3 +346,15 @@ def test_dspy_style_annotated_types_work_like_constraint_keywords() -> None:
     )
     with pytest.raises(lf.ParseError, match="breaks its constraint"):
         lf.ChatAdapter().parse(sig, "[[ ## score ## ]]\n2")
+
+
+def test_constraint_descriptions_read_as_sentences() -> None:
+    class Count(lf.Signature):
+        n: int = lf.OutputField(multiple_of=5)
+        m: int = lf.OutputField(gt=0, lt=100, multiple_of=5)
+        code: str = lf.OutputField(min_length=3, pattern="^[A-Z]+$")
+
+    text = lf.ChatAdapter().format(Count.__lf_signature__, [], {}).render()  # type: ignore[arg-type]
+    assert "`n` (int): an integer divisible by 5" in text
+    assert "`m` (int): an integer > 0 and < 100 and divisible by 5" in text
+    assert "a string with at least 3 characters and matching the pattern ^[A-Z]+$" in text
