@@ -22,7 +22,14 @@ from .jsonlimits import json_depth
 if TYPE_CHECKING:
     import pydantic
 
-__all__ = ["resolve_type", "schema_of", "type_from_schema", "type_name"]
+__all__ = [
+    "choice_labels",
+    "enum_with_names",
+    "resolve_type",
+    "schema_of",
+    "type_from_schema",
+    "type_name",
+]
 
 _BASE_NAMESPACE: dict[str, Any] = {
     "str": str,
@@ -112,6 +119,8 @@ def type_name(annotation: Any) -> str:
     """A readable, re-parsable name for simple types; a best-effort name otherwise."""
     if annotation is type(None):
         return "None"
+    if typing.get_origin(annotation) is typing.Annotated:
+        return type_name(typing.get_args(annotation)[0])  # constraints are described apart
     if isinstance(annotation, type) and not typing.get_args(annotation):
         return annotation.__name__
     origin = typing.get_origin(annotation)
@@ -324,6 +333,42 @@ def _make_enum(title: str, values: tuple[Any, ...], description: str | None) -> 
     cls: type[enum.Enum] = enum.Enum(re.sub(r"\W", "", title) or "Choice", members)  # type: ignore[assignment,misc]
     cls.__doc__ = description
     return cls
+
+
+def enum_with_names(annotation: Any, names: Any) -> Any:
+    """An enum rebuilt from JSON (whose member names were derived from its values) with
+    its original member ``names`` back, so a loaded program shows the model the same names."""
+    if not (isinstance(annotation, type) and issubclass(annotation, enum.Enum)):
+        return annotation
+    values = [member.value for member in annotation]
+    if (
+        not isinstance(names, list)
+        or len(names) != len(values)
+        or not all(isinstance(n, str) and n.isidentifier() for n in names)
+        or len(set(names)) != len(names)
+    ):
+        raise SignatureError("'enum_names' must list one distinct identifier per enum value")
+    cls: type[enum.Enum] = enum.Enum(annotation.__name__, dict(zip(names, values, strict=True)))  # type: ignore[assignment,misc]
+    cls.__doc__ = annotation.__doc__
+    return cls
+
+
+def shows_names(annotation: Any) -> bool:
+    """Whether the model sees an enum's member names rather than its values: values that
+    are not all strings (``auto()`` integers, tuples) mean nothing to a model."""
+    return (
+        isinstance(annotation, type)
+        and issubclass(annotation, enum.Enum)
+        and not all(isinstance(member.value, str) for member in annotation)
+    )
+
+
+def choice_labels(annotation: Any) -> tuple[str, ...] | None:
+    """The allowed answers as shown to the model (enum names or values), or None."""
+    if shows_names(annotation):
+        return tuple(member.name for member in annotation)
+    choices = is_enum_like(annotation)
+    return tuple(str(c) for c in choices) if choices is not None else None
 
 
 def is_enum_like(annotation: Any) -> tuple[Any, ...] | None:

@@ -159,7 +159,7 @@ class Predict(Module):
         started = time.perf_counter()
         lm, adapter, request, call_inputs = self._prepare(inputs)
         try:
-            response = await lm.complete_core(request, blocking=blocking)
+            response = await adapter.complete_core(lm, request, blocking=blocking)
             prediction = self._finish(adapter, request, response)
         except Exception as exc:
             self._record(call_inputs, None, request, None, exc, started)
@@ -202,6 +202,7 @@ class Predict(Module):
                     f"options are {sorted(_CONFIG_KEYS)}"
                 )
             config = {**config, **call_config}
+        inputs = signature.check_inputs(inputs)
         names = {f.name for f in signature.input_fields}
         missing = [n for n in names if n not in inputs]
         if missing:

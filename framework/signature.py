@@ -22,99 +22,24 @@ import inspect
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal, TypeVar, get_type_hints
+from typing import Any, TypeVar, get_type_hints
 
+from .constraints import is_constrained
 from .errors import SignatureError, UsageError
-from .fieldtypes import resolve_type, schema_of, type_from_schema, type_name
+from .fields import (
+    Field,
+    FieldKind,
+    InputField,
+    OutputField,
+    _FieldMarker,
+    _jsonable_default,
+)
+from .fieldtypes import resolve_type, schema_of, shows_names, type_adapter, type_name
 
 __all__ = ["Field", "InputField", "OutputField", "Signature", "as_signature"]
 
-FieldKind = Literal["input", "output"]
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 T = TypeVar("T")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Field:
-    """One named, typed field of a signature."""
-
-    name: str
-    kind: FieldKind
-    annotation: Any = str
-    description: str = ""
-    prefix: str = ""
-
-    @property
-    def label(self) -> str:
-        """The label shown for this field in prompts (``prefix`` or the name in words)."""
-        return self.prefix or self.name.replace("_", " ").strip().capitalize()
-
-    @property
-    def type_name(self) -> str:
-        return type_name(self.annotation)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "type": self.type_name,
-            "description": self.description,
-            "prefix": self.prefix,
-            "schema": schema_of(self.annotation),
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Field:
-        if not isinstance(data, Mapping):
-            raise SignatureError(f"a field must be a JSON object, got {type(data).__name__}")
-        try:
-            name, kind = data["name"], data["kind"]
-        except KeyError as exc:
-            raise SignatureError(f"field JSON is missing {exc.args[0]!r}") from None
-        if not isinstance(name, str):
-            raise SignatureError(f"field name must be a string, got {name!r}")
-        for key in ("description", "prefix", "type"):
-            if key in data and not isinstance(data[key], str):
-                raise SignatureError(f"field {name!r}: '{key}' must be a string")
-        if "schema" in data and not isinstance(data["schema"], Mapping):
-            raise SignatureError(f"field {name!r}: 'schema' must be a JSON object")
-        if kind not in ("input", "output"):
-            raise SignatureError(f"field {name!r} has kind {kind!r}; expected input or output")
-        annotation: Any = str
-        if "schema" in data:
-            try:
-                annotation = type_from_schema(data["schema"], title=_camel(name))
-            except SignatureError as exc:
-                raise SignatureError(
-                    f"field {name!r}: {exc}; a field's schema must be one lmforge wrote "
-                    "(re-save the program)"
-                ) from None
-        elif "type" in data:
-            annotation = resolve_type(str(data["type"]))
-        return cls(
-            name=str(name),
-            kind=kind,
-            annotation=annotation,
-            description=str(data.get("description", "")),
-            prefix=str(data.get("prefix", "")),
-        )
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _FieldMarker:
-    kind: FieldKind
-    description: str
-    prefix: str
-
-
-def InputField(*, desc: str = "", description: str = "", prefix: str = "") -> Any:  # noqa: N802
-    """Declare an input field in a class-form signature."""
-    return _FieldMarker("input", desc or description, prefix)
-
-
-def OutputField(*, desc: str = "", description: str = "", prefix: str = "") -> Any:  # noqa: N802
-    """Declare an output field in a class-form signature."""
-    return _FieldMarker("output", desc or description, prefix)
 
 
 class _hybrid:  # noqa: N801
@@ -156,7 +81,16 @@ class _SignatureClass(type):
 class Signature(metaclass=_SignatureClass):
     """Typed input and output fields plus the instructions for one LM step."""
 
-    __slots__ = ("_fields", "_hash", "_inputs", "_instructions", "_key_value", "_name", "_outputs")
+    __slots__ = (
+        "_fields",
+        "_hash",
+        "_input_rules",
+        "_inputs",
+        "_instructions",
+        "_key_value",
+        "_name",
+        "_outputs",
+    )
     __lf_signature__: Signature | None = None
     _fields: tuple[Field, ...]
     _inputs: tuple[Field, ...]
@@ -165,6 +99,7 @@ class Signature(metaclass=_SignatureClass):
     _name: str
     _hash: int | None
     _key_value: tuple[Any, ...] | None
+    _input_rules: tuple[tuple[Field, ...], tuple[Field, ...]]
 
     def __init__(
         self,
@@ -181,6 +116,9 @@ class Signature(metaclass=_SignatureClass):
         object.__setattr__(self, "_name", name or "Signature")
         object.__setattr__(self, "_hash", None)
         object.__setattr__(self, "_key_value", None)
+        defaulted = tuple(f for f in self._inputs if f.has_default)
+        checked = tuple(f for f in self._inputs if is_constrained(f.annotation))
+        object.__setattr__(self, "_input_rules", (defaulted, checked))
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -201,7 +139,7 @@ class Signature(metaclass=_SignatureClass):
         for attr, value in cls.__dict__.items():
             if isinstance(value, _FieldMarker):
                 annotation = hints.get(attr, str)
-                by_name[attr] = Field(attr, value.kind, annotation, value.description, value.prefix)
+                by_name[attr] = value.field(attr, annotation)
         fields = sorted(by_name.values(), key=lambda f: f.kind != "input")  # stable: inputs first
         missing = [
             n for n in cls.__annotations__ if n not in cls.__dict__ and not n.startswith("_")
@@ -301,6 +239,21 @@ class Signature(metaclass=_SignatureClass):
     def field_names(self) -> list[str]:
         return [f.name for f in self._fields]
 
+    @_hybrid
+    def check_inputs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """``inputs`` with the defaults of the inputs it leaves out filled in, after checking
+        the values of constrained inputs (a ``UsageError`` names the broken constraint)."""
+        defaulted, checked = self._input_rules
+        if not defaulted and not checked:
+            return inputs if isinstance(inputs, dict) else dict(inputs)
+        for f in checked:
+            if f.name in inputs:
+                _check_input(f, inputs[f.name])
+        missing = [f for f in defaulted if f.name not in inputs]
+        if missing:
+            return {**inputs, **{f.name: f.default for f in missing}}
+        return inputs if isinstance(inputs, dict) else dict(inputs)
+
     # -- edits (each returns a new signature) -------------------------------------------
 
     @_hybrid
@@ -380,7 +333,7 @@ class Signature(metaclass=_SignatureClass):
         # grammars and response formats per signature.
         if self._key_value is None:
             fields = tuple(
-                (f.name, f.kind, _type_key(f.annotation), f.description, f.prefix)
+                (f.name, f.kind, _type_key(f), f.description, f.prefix, _default_key(f))
                 for f in self._fields
             )
             object.__setattr__(self, "_key_value", (self._instructions, fields))
@@ -476,7 +429,7 @@ def _as_field(name: str, field: Any, annotation: Any, kind: FieldKind | None) ->
     if isinstance(field, Field):
         return dataclasses.replace(field, name=name)
     if isinstance(field, _FieldMarker):
-        return Field(name, field.kind, annotation, field.description, field.prefix)
+        return field.field(name, annotation)
     if field in ("input", "output"):
         return Field(name, field, annotation)
     if kind is not None:
@@ -554,14 +507,34 @@ _RESERVED_NAMES = {
 }
 
 
-def _type_key(annotation: Any) -> str:
+def _type_key(field: Field) -> str:
+    annotation = field.annotation
     if annotation in (str, int, float, bool):
         return annotation.__name__
     try:
-        return json.dumps(schema_of(annotation), sort_keys=True)
+        key = json.dumps(schema_of(annotation), sort_keys=True)
     except SignatureError:
         return type_name(annotation)
+    # Enum member names are shown to the model when the values are not text.
+    return f"{key}{[m.name for m in annotation]}" if shows_names(annotation) else key
 
 
-def _camel(name: str) -> str:
-    return "".join(part.capitalize() for part in name.split("_")) or "Model"
+def _default_key(field: Field) -> str | None:
+    if not field.has_default:
+        return None
+    try:
+        return json.dumps(_jsonable_default(field), sort_keys=True)
+    except SignatureError:
+        return repr(field.default)
+
+
+def _check_input(field: Field, value: Any) -> None:
+    import pydantic
+
+    try:
+        type_adapter(field.annotation).validate_python(value)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        raise UsageError(
+            f"input {field.name!r} = {value!r:.80} breaks its constraint: {first.get('msg')}"
+        ) from None

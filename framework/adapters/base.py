@@ -13,8 +13,9 @@ import functools
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import UsageError
-from ..lm.types import Message, OutputConstraint
+from ..errors import ParseError, UsageError
+from ..fields import NO_DEFAULT
+from ..lm.types import LMRequest, LMResponse, Message, OutputConstraint
 from ..signature import Field, Signature
 from .coerce import render_value
 from .markers import marked_value
@@ -22,6 +23,7 @@ from .markers import marked_value
 if TYPE_CHECKING:
     import jinja2
 
+    from ..lm.lm import LM
     from .sandbox import BoundedEnvironment
 
 __all__ = ["Adapter", "Prompt", "PromptPrefix"]
@@ -55,17 +57,32 @@ class PromptPrefix:
 
 def field_info(field: Field) -> dict[str, Any]:
     """What templates know about a field."""
-    from ..fieldtypes import is_enum_like
+    from ..constraints import describe_constraints, unwrap_annotated
+    from ..fieldtypes import choice_labels
 
-    choices = is_enum_like(field.annotation)
+    base = unwrap_annotated(field.annotation)
+    choices = choice_labels(base)
+    description = field.description
+    bounds = describe_constraints(field.annotation)
+    if bounds:
+        description = f"{description} ({bounds})" if description else bounds
     return {
         "name": field.name,
         "label": field.label,
         "type": field.type_name,
-        "description": field.description,
-        "choices": [str(c) for c in choices] if choices else None,
-        "is_text": field.annotation is str,
+        "description": description,
+        "choices": list(choices) if choices else None,
+        "is_text": base is str,
     }
+
+
+def missing_output(field: Field, message: str, raw: str) -> Any:
+    """The value of an output the answer leaves out: its default (None when Optional);
+    a ``ParseError`` with ``message`` when the field is required."""
+    value = field.missing_value()
+    if value is NO_DEFAULT:
+        raise ParseError(message, raw=raw, field=field.name)
+    return value
 
 
 @functools.lru_cache(maxsize=64)
@@ -311,6 +328,11 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     def parse(self, signature: Signature, text: str) -> dict[str, Any]:
         """Parse the LM's text into typed output values; raises ``ParseError``."""
+
+    async def complete_core(self, lm: LM, request: LMRequest, *, blocking: bool) -> LMResponse:
+        """Send ``request`` (built from this adapter's prompt) to ``lm``: a
+        :mod:`lmforge.steps` core, awaited with the caller's ``blocking``."""
+        return await lm.complete_core(request, blocking=blocking)
 
     # -- serialisation ------------------------------------------------------------------
 

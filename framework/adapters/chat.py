@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import ParseError
 from ..signature import Signature
-from .base import Adapter, Prompt, PromptPrefix, demo_values, field_info
+from .base import Adapter, Prompt, PromptPrefix, demo_values, field_info, missing_output
 from .coerce import coerce, render_value
 from .markers import MARKER, marked_value
 
@@ -52,6 +52,7 @@ class ChatAdapter(Adapter):
     def format_inputs(
         self, signature: Signature, prefix: PromptPrefix, inputs: Mapping[str, Any]
     ) -> Prompt:
+        inputs = signature.check_inputs(inputs)  # defaults of omitted inputs
         user = self.render_fields(
             "user",
             signature,
@@ -76,10 +77,8 @@ class ChatAdapter(Adapter):
         result: dict[str, Any] = {}
         for field in outputs:
             if field.name not in sections:
-                raise ParseError(
-                    f"the answer has no '[[ ## {field.name} ## ]]' section",
-                    raw=text,
-                    field=field.name,
-                )
+                message = f"the answer has no '[[ ## {field.name} ## ]]' section"
+                result[field.name] = missing_output(field, message, text)
+                continue
             result[field.name] = coerce(field, sections[field.name], text)
         return result

@@ -12,9 +12,11 @@ import typing
 from collections.abc import Callable
 from typing import Any, Union
 
+from ..constraints import unwrap_annotated
 from ..errors import ParseError
-from ..fieldtypes import is_enum_like, type_adapter
+from ..fieldtypes import choice_labels, is_enum_like, shows_names, type_adapter
 from ..signature import Field
+from .lenient_json import NOT_JSON, loads_lenient, strip_fences
 
 __all__ = ["coerce", "render_value"]
 
@@ -27,7 +29,8 @@ def render_value(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, enum.Enum):
-        return str(value.value)
+        # The model is shown the names of enums whose values are not text (see choice_labels).
+        return value.name if shows_names(type(value)) else str(value.value)
     if isinstance(value, bool | int | float):
         return json.dumps(value)
     if _is_model(value):
@@ -63,6 +66,8 @@ def coerce(field: Field, text: str, raw: str) -> Any:
 def _coercer(annotation: Any) -> Callable[[Field, str, str], Any]:
     if annotation is str or annotation is Any:
         return _coerce_str
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _make_constrained(annotation)
     choices = is_enum_like(annotation)
     if choices is not None:
         return _make_choice(annotation, choices)
@@ -92,10 +97,37 @@ def _coerce_str(field: Field, text: str, raw: str) -> str:
     return value
 
 
+def _make_constrained(annotation: Any) -> Callable[[Field, str, str], Any]:
+    """Parse as the type inside ``Annotated``, then check the constraints on the value."""
+    import pydantic
+
+    parse = _coercer(unwrap_annotated(annotation))
+    adapter = type_adapter(annotation)
+
+    def check(field: Field, text: str, raw: str) -> Any:
+        value = parse(field, text, raw)
+        try:
+            return adapter.validate_python(value)
+        except pydantic.ValidationError as exc:
+            raise ParseError(
+                f"output field '{field.name}' = {value!r:.80} breaks its constraint: "
+                f"{exc.errors()[0].get('msg')}",
+                raw=raw,
+                field=field.name,
+            ) from None
+
+    return check
+
+
 def _make_choice(annotation: Any, choices: tuple[Any, ...]) -> Callable[[Field, str, str], Any]:
     exact = {str(c): c for c in choices}
     folded = {str(c).strip().lower(): c for c in choices}
     is_enum = isinstance(annotation, type) and issubclass(annotation, enum.Enum)
+    if is_enum:  # member names are answers too; a value spelled like a name wins
+        for member in annotation:
+            exact.setdefault(member.name, member.value)
+            folded.setdefault(member.name.lower(), member.value)
+    labels = choice_labels(annotation) or ()
 
     def choose(field: Field, text: str, raw: str) -> Any:
         candidate = text.strip()
@@ -106,7 +138,7 @@ def _make_choice(annotation: Any, choices: tuple[Any, ...]) -> Callable[[Field, 
         if value is None:
             if not text.strip():
                 raise ParseError(f"output field '{field.name}' is empty", raw=raw, field=field.name)
-            allowed = ", ".join(map(str, choices))
+            allowed = ", ".join(labels)
             raise ParseError(
                 f"output field '{field.name}' must be one of [{allowed}], "
                 f"got {text.strip()[:80]!r}",
@@ -160,15 +192,12 @@ def _make_json(annotation: Any) -> Callable[[Field, str, str], Any]:
     adapter = type_adapter(annotation)
 
     def from_json(field: Field, text: str, raw: str) -> Any:
-        body = _strip_fences(text.strip())
+        body = text.strip()
         if not body:
             raise ParseError(f"output field '{field.name}' is empty", raw=raw, field=field.name)
-        try:
-            data = json.loads(body)
-        except ValueError:
-            data = _first_json(body)
-            if data is None:
-                data = body  # let pydantic try the text itself (e.g. a bare string)
+        data = loads_lenient(body)
+        if data is NOT_JSON:
+            data = strip_fences(body)  # let pydantic try the text itself (a bare string)
         try:
             return adapter.validate_python(data)
         except pydantic.ValidationError as exc:
@@ -182,23 +211,3 @@ def _make_json(annotation: Any) -> Callable[[Field, str, str], Any]:
             ) from None
 
     return from_json
-
-
-_FENCE = re.compile(r"^```[a-zA-Z]*\n(.*?)\n?```$", re.S)
-
-
-def _strip_fences(text: str) -> str:
-    match = _FENCE.match(text)
-    return match.group(1).strip() if match else text
-
-
-def _first_json(text: str) -> Any:
-    decoder = json.JSONDecoder()
-    for i, ch in enumerate(text):
-        if ch in "[{":
-            try:
-                value, _ = decoder.raw_decode(text, i)
-                return value
-            except ValueError:
-                continue
-    return None

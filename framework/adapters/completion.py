@@ -11,11 +11,12 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..constraints import unwrap_annotated
 from ..errors import ParseError
-from ..fieldtypes import is_enum_like, schema_of
+from ..fieldtypes import choice_labels, is_enum_like, schema_of
 from ..lm.types import ConstraintSegment, OutputConstraint
 from ..signature import Field, Signature
-from .base import Adapter, Prompt, PromptPrefix, field_info
+from .base import Adapter, Prompt, PromptPrefix, field_info, missing_output
 from .coerce import coerce, render_value
 from .markers import one_line_value
 
@@ -54,6 +55,7 @@ class CompletionAdapter(Adapter):
     def format_inputs(
         self, signature: Signature, prefix: PromptPrefix, inputs: Mapping[str, Any]
     ) -> Prompt:
+        inputs = signature.check_inputs(inputs)  # defaults of omitted inputs
         pairs = [
             (f.label, one_line_value(render_value(inputs[f.name]))) for f in signature.input_fields
         ]
@@ -91,24 +93,21 @@ class CompletionAdapter(Adapter):
         result: dict[str, Any] = {}
         for field in outputs:
             if field.name not in sections:
-                raise ParseError(
-                    f"the answer has no '{field.label}:' line", raw=text, field=field.name
-                )
+                message = f"the answer has no '{field.label}:' line"
+                result[field.name] = missing_output(field, message, text)
+                continue
             value = sections[field.name]
-            if (
-                field.annotation is str
-                or is_enum_like(field.annotation)
-                or field.annotation in _PLAIN_TYPES
-            ):
+            base = unwrap_annotated(field.annotation)
+            if base is str or is_enum_like(base) or base in _PLAIN_TYPES:
                 value = value.strip().split("\n", 1)[0]
             result[field.name] = coerce(field, value, text)
         return result
 
 
 def _value_segment(field: Field) -> ConstraintSegment:
-    choices = is_enum_like(field.annotation)
+    choices = choice_labels(field.annotation)
     if choices is not None:
-        return ConstraintSegment(choices=tuple(str(c) for c in choices), field=field.name)
-    if field.annotation is str:
+        return ConstraintSegment(choices=choices, field=field.name)
+    if unwrap_annotated(field.annotation) is str:  # constraints are checked when parsing
         return ConstraintSegment(field=field.name)  # free text on one line
     return ConstraintSegment(schema=schema_of(field.annotation), field=field.name)

@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ParseError
 from ..fieldtypes import schema_of
 from ..signature import Signature
-from .base import Adapter, Prompt, PromptPrefix, demo_values, field_info
-from .coerce import _first_json, _strip_fences, coerce, render_value
+from . import structured
+from .base import Adapter, Prompt, PromptPrefix, demo_values, field_info, missing_output
+from .coerce import coerce, render_value
+from .lenient_json import loads_lenient
 from .markers import json_value, marked_value
+
+if TYPE_CHECKING:
+    from ..lm.lm import LM
+    from ..lm.types import LMRequest, LMResponse
 
 __all__ = ["JSONAdapter", "output_schema"]
 
@@ -21,16 +27,19 @@ def output_schema(signature: Signature) -> dict[str, Any]:
     """One JSON schema object for all output fields, with ``$defs`` hoisted to the top."""
     properties: dict[str, Any] = {}
     defs: dict[str, Any] = {}
+    required: list[str] = []
     for field in signature.output_fields:
         schema = dict(schema_of(field.annotation))
         defs.update(schema.pop("$defs", {}))
         if field.description:
             schema.setdefault("description", field.description)
         properties[field.name] = schema
+        if not field.has_default:  # an Optional one stays required but may be null
+            required.append(field.name)
     result: dict[str, Any] = {
         "type": "object",
         "properties": properties,
-        "required": list(properties),
+        "required": required,
         "additionalProperties": False,
     }
     if defs:
@@ -39,7 +48,12 @@ def output_schema(signature: Signature) -> dict[str, Any]:
 
 
 class JSONAdapter(Adapter):
-    """Structured output: ``mode="json_schema"`` (default) or ``"json_object"``."""
+    """Structured output: ``mode="json_schema"`` (default) or ``"json_object"``.
+
+    The LM's profile can lower the mode (``structured_output``: ``json_object`` or
+    ``none``, where the prompt alone asks for JSON); a provider that refuses the
+    response_format lowers it for that LM from then on (see :mod:`.structured`).
+    """
 
     name = "json"
     template_names = {"system": "json_system.jinja", "user": "json_user.jinja"}
@@ -92,6 +106,7 @@ class JSONAdapter(Adapter):
     def format_inputs(
         self, signature: Signature, prefix: PromptPrefix, inputs: Mapping[str, Any]
     ) -> Prompt:
+        inputs = signature.check_inputs(inputs)  # defaults of omitted inputs
         fields = [
             (f.name, marked_value(render_value(inputs[f.name]))) for f in signature.input_fields
         ]
@@ -107,23 +122,22 @@ class JSONAdapter(Adapter):
     def parse(self, signature: Signature, text: str) -> dict[str, Any]:
         if not text or not text.strip():
             raise ParseError("the LM returned an empty answer", raw=text or "")
-        body = _strip_fences(text.strip())
-        try:
-            data = json.loads(body)
-        except ValueError:
-            data = _first_json(body)
+        data = loads_lenient(text)
         if not isinstance(data, dict):
             raise ParseError("the answer is not a JSON object", raw=text)
         result: dict[str, Any] = {}
         for field in signature.output_fields:
             if field.name not in data:
-                raise ParseError(
-                    f"the JSON answer has no key '{field.name}'", raw=text, field=field.name
-                )
+                message = f"the JSON answer has no key '{field.name}'"
+                result[field.name] = missing_output(field, message, text)
+                continue
             value = data[field.name]
             text_value = value if isinstance(value, str) else json.dumps(value)
             result[field.name] = coerce(field, text_value, text)
         return result
+
+    async def complete_core(self, lm: LM, request: LMRequest, *, blocking: bool) -> LMResponse:
+        return await structured.complete_core(lm, request, blocking=blocking)
 
     def config(self) -> dict[str, Any]:
         data = super().config()

@@ -22,7 +22,9 @@ class ModelProfile:
     Attributes:
         chat_template: the model understands chat messages (instruction-tuned).
         structured_output: how output can be constrained: provider JSON-schema
-            ``response_format``, JSON mode only, a decoding grammar, or nothing.
+            ``response_format``, JSON mode only, a decoding grammar, or nothing. The
+            JSONAdapter sends no more than this allows (``none``: the prompt alone asks
+            for JSON); a provider that refuses a response_format lowers it on that LM.
         context_window: prompt plus output tokens the model accepts.
         native_tools: the provider accepts OpenAI-style ``tools`` and returns tool calls.
         default_adapter: the adapter predictors use when none is configured.
