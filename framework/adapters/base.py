@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ..errors import UsageError
 from ..lm.types import Message, OutputConstraint
 from ..signature import Field, Signature
-from .coerce import render_value
-from .markers import marked_value
 
 if TYPE_CHECKING:
     import jinja2
@@ -328,15 +326,6 @@ class Adapter(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
-
-
-def demo_values(
-    signature: Signature, demo: Mapping[str, Any], kind: str
-) -> list[tuple[Field, str]]:
-    """The (field, rendered value) pairs of ``demo`` for fields of ``kind`` it has, with
-    field markers neutralised (see :func:`.markers.marked_value`)."""
-    fields = signature.input_fields if kind == "input" else signature.output_fields
-    return [(f, marked_value(render_value(demo[f.name]))) for f in fields if f.name in demo]
 
 
 def is_complete_demo(signature: Signature, demo: Mapping[str, Any]) -> bool:
