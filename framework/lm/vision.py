@@ -1,0 +1,48 @@
+"""Refusing images for models that cannot read them, before any request is sent.
+
+A text-only model given an image part would fail at the provider, or worse (a text-mode
+LM or the local model) silently drop the image and answer without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..errors import UsageError
+from .profiles import ModelProfile
+
+__all__ = ["has_images", "refuse_images"]
+
+
+def has_images(messages: Iterable[Mapping[str, Any]] | None) -> bool:
+    """Whether any message holds an OpenAI ``image_url`` content part."""
+    for message in messages or ():
+        content = message.get("content")
+        if isinstance(content, list) and any(
+            isinstance(part, Mapping) and part.get("type") == "image_url" for part in content
+        ):
+            return True
+    return False
+
+
+def refuse_images(
+    model: str,
+    model_type: str,
+    profile: ModelProfile,
+    messages: Iterable[Mapping[str, Any]] | None,
+) -> None:
+    """Raise ``UsageError`` when ``messages`` hold images ``model`` cannot read."""
+    if messages is None or not has_images(messages):
+        return
+    hint = "use a chat model that reads images, e.g. openai/gpt-4o-mini"
+    if model.startswith("local/"):
+        reason = "the local backend runs text-only models"
+    elif model_type == "text":
+        reason = 'it is a text-completion model (model_type="text")'
+    elif not profile.vision:
+        reason = "its profile says it reads no images"
+        hint += ", or pass profile=lf.ModelProfile(vision=True) if this one does"
+    else:
+        return
+    raise UsageError(f"{model} cannot take lf.Image inputs: {reason}; {hint}")
