@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import UsageError
 from ..lm.types import Message, OutputConstraint
+from ..lm.vision import content_text
 from ..signature import Field, Signature
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ class Prompt:
         """The prompt as one readable string (for inspection)."""
         if self.text is not None:
             return self.text
-        parts = [f"[{m['role']}]\n{m.get('content', '')}" for m in self.messages or ()]
+        parts = [f"[{m['role']}]\n{content_text(m.get('content'))}" for m in self.messages or ()]
         return "\n\n".join(parts)
 
 

@@ -11,6 +11,8 @@ import dataclasses
 import json
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from .vision import content_text
+
 __all__ = [
     "Backend",
     "ConstraintSegment",
@@ -102,7 +104,8 @@ class LMRequest:
         if self.prompt is not None:
             return self.prompt
         return "\n\n".join(
-            f"{m.get('role', 'user')}: {m.get('content', '')}" for m in self.messages or ()
+            f"{m.get('role', 'user')}: {content_text(m.get('content'))}"
+            for m in self.messages or ()
         )
 
 

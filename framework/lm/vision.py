@@ -12,7 +12,7 @@ from typing import Any
 from ..errors import UsageError
 from .profiles import ModelProfile
 
-__all__ = ["has_images", "refuse_images"]
+__all__ = ["content_text", "has_images", "refuse_images"]
 
 
 def has_images(messages: Iterable[Mapping[str, Any]] | None) -> bool:
@@ -24,6 +24,23 @@ def has_images(messages: Iterable[Mapping[str, Any]] | None) -> bool:
         ):
             return True
     return False
+
+
+def content_text(content: Any) -> str:
+    """Message content as readable text (inspection, traces): image parts become
+    ``[image: URL]``, a ``data:`` URL shortened to its type and size."""
+    if not isinstance(content, list):
+        return "" if content is None else str(content)
+    pieces = []
+    for part in content:
+        if isinstance(part, Mapping) and part.get("type") == "image_url":
+            url = str((part.get("image_url") or {}).get("url", ""))
+            if url.startswith("data:"):
+                url = f"{url.split(',', 1)[0]},... ({len(url)} chars)"
+            pieces.append(f"[image: {url}]")
+        elif isinstance(part, Mapping):
+            pieces.append(str(part.get("text", "")))
+    return "".join(pieces)
 
 
 def refuse_images(

@@ -258,3 +258,15 @@ def test_cache_keys_are_stable_and_tell_images_apart(tmp_path: Path) -> None:
     assert len(seen) == 2
     keys = {request.cache_key() for request in seen}
     assert len(keys) == 2
+
+
+def test_traces_and_inspection_show_images_short() -> None:
+    lm, seen = recording()
+    program = lf.Predict(Describe, lm=lm)
+    big = lf.Image.from_bytes(PNG * 1000)
+    program(photo=big, question="What?")
+    text = seen[0].as_text()
+    assert f"[image: data:image/png;base64,... ({len(big.url)} chars)]" in text
+    assert big.url not in text
+    (shown,) = lf.inspect(program, show=False)
+    assert "[image: data:image/png;base64,..." in shown and big.url not in shown
