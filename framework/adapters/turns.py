@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import secrets
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,7 +31,7 @@ class Layout:
 
     fields: tuple[Field, ...]  # input fields rendered as fields: all but the history field
     history: str | None  # the name of the lf.History input field, if any
-    images: frozenset[str]  # names of the lf.Image input fields
+    images: frozenset[str]  # names of the lf.Image and list[lf.Image] input fields
 
     @property
     def plain(self) -> bool:
@@ -46,14 +47,19 @@ def layout_of(signature: Signature) -> Layout:
             f"signature {signature.name} has {len(history)} lf.History fields "
             f"({', '.join(history)}); a signature takes at most one"
         )
-    images = frozenset(
-        f.name for f in signature.input_fields if input_kind(f.annotation) == "image"
-    )
+    images = frozenset(f.name for f in signature.input_fields if _holds_images(f.annotation))
     return Layout(
         fields=tuple(f for f in signature.input_fields if f.name not in history),
         history=history[0] if history else None,
         images=images,
     )
+
+
+def _holds_images(annotation: Any) -> bool:
+    """``lf.Image`` or ``list[lf.Image]``."""
+    if typing.get_origin(annotation) is list:
+        (annotation,) = typing.get_args(annotation) or (None,)
+    return input_kind(annotation) == "image"
 
 
 def history_turns(layout: Layout, values: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -86,7 +92,9 @@ class Images:
         self._pattern = re.compile(f"\x00image-{self._token}-(\\d+)\x00")
 
     def slot(self, field: Field, value: Any) -> str:
-        """A placeholder for the image ``value`` of ``field``."""
+        """A placeholder for the image ``value`` of ``field`` (a list: one per image)."""
+        if isinstance(value, list | tuple):
+            return "\n".join(self.slot(field, item) for item in value)
         self.urls.append(_image_url(field, value))
         return f"\x00image-{self._token}-{len(self.urls) - 1}\x00"
 

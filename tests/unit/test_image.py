@@ -270,3 +270,19 @@ def test_traces_and_inspection_show_images_short() -> None:
     assert big.url not in text
     (shown,) = lf.inspect(program, show=False)
     assert "[image: data:image/png;base64,..." in shown and big.url not in shown
+
+
+def test_a_list_of_images_sends_one_part_each() -> None:
+    class Compare(lf.Signature):
+        photos: list[lf.Image] = lf.InputField()
+        answer: str = lf.OutputField()
+
+    assert lf.Signature.from_json(Compare.to_json()) == Compare
+    lm, seen = recording()
+    urls = ["https://x/a.png", PNG_URL]
+    lf.Predict(Compare, lm=lm)(photos=[lf.Image(url) for url in urls])
+    messages = seen[0].messages
+    assert messages is not None
+    parts = messages[-1]["content"]
+    assert [p["image_url"]["url"] for p in parts if p["type"] == "image_url"] == urls
+    assert "data:image" not in messages[0]["content"]
