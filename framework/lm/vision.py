@@ -12,7 +12,7 @@ from typing import Any
 from ..errors import UsageError
 from .profiles import ModelProfile
 
-__all__ = ["content_text", "has_images", "refuse_images"]
+__all__ = ["content_text", "digest_images", "has_images", "refuse_images"]
 
 
 def has_images(messages: Iterable[Mapping[str, Any]] | None) -> bool:
@@ -24,6 +24,26 @@ def has_images(messages: Iterable[Mapping[str, Any]] | None) -> bool:
         ):
             return True
     return False
+
+
+def digest_images(messages: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """``messages`` with each image URL replaced by its SHA-256, for cache keys: JSON-encoding
+    a megabytes-long ``data:`` URL costs several times more than hashing it."""
+    import hashlib
+
+    def part(value: Any) -> Any:
+        if isinstance(value, Mapping) and value.get("type") == "image_url":
+            url = str((value.get("image_url") or {}).get("url", ""))
+            digest = hashlib.sha256(url.encode()).hexdigest()
+            return {**value, "image_url": {"sha256": digest}}
+        return value
+
+    return [
+        {**m, "content": [part(p) for p in m["content"]]}
+        if isinstance(m.get("content"), list)
+        else m
+        for m in messages
+    ]
 
 
 def content_text(content: Any) -> str:

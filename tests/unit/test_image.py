@@ -286,3 +286,33 @@ def test_a_list_of_images_sends_one_part_each() -> None:
     parts = messages[-1]["content"]
     assert [p["image_url"]["url"] for p in parts if p["type"] == "image_url"] == urls
     assert "data:image" not in messages[0]["content"]
+
+
+def test_cache_key_hashes_a_large_image_without_json_encoding_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lmforge.lm import types
+
+    big = lf.Image.from_bytes(PNG * 20_000)  # ~1.7 MB of base64
+    request = LMRequest(
+        model="m",
+        messages=({"role": "user", "content": image_parts(big.url, "q", reminder=False)},),
+    )
+    encoded: list[int] = []
+    real_dumps = types.json.dumps
+
+    def dumps(value: Any, **kwargs: Any) -> str:
+        text = real_dumps(value, **kwargs)
+        encoded.append(len(text))
+        return text
+
+    monkeypatch.setattr(types.json, "dumps", dumps)
+    key = request.cache_key()
+    assert encoded and max(encoded) < 2_000  # the image enters as its digest
+    other = LMRequest(
+        model="m",
+        messages=(
+            {"role": "user", "content": image_parts(big.url[:-4] + "AAAA", "q", reminder=False)},
+        ),
+    )
+    assert other.cache_key() != key
