@@ -103,11 +103,19 @@ class Images:
         if not self.urls:
             return text
         parts: list[dict[str, Any]] = []
+        placed: list[int] = []
         for i, piece in enumerate(self._pattern.split(text)):
             if i % 2:
-                parts.append({"type": "image_url", "image_url": {"url": self.urls[int(piece)]}})
+                placed.append(int(piece))
+                parts.append({"type": "image_url", "image_url": {"url": self.urls[placed[-1]]}})
             elif piece.strip():
                 parts.append({"type": "text", "text": piece})
+        if sorted(placed) != list(range(len(self.urls))):
+            # Only a template override that changes or repeats values gets here.
+            raise UsageError(
+                "the message template changed or repeated an image field's value; render "
+                "image fields with {{ value }} exactly once"
+            )
         return parts
 
 

@@ -316,3 +316,14 @@ def test_cache_key_hashes_a_large_image_without_json_encoding_it(
         ),
     )
     assert other.cache_key() != key
+
+
+def test_a_template_that_mangles_an_image_slot_is_a_usage_error() -> None:
+    template = (
+        "{% for name, value in fields %}[[ ## {{ name }} ## ]]\n{{ value|upper }}\n{% endfor %}"
+    )
+    lm, seen = recording()
+    program = lf.Predict(Describe, lm=lm, adapter=lf.ChatAdapter(templates={"user": template}))
+    with pytest.raises(lf.UsageError, match="image field's value"):
+        program(photo=lf.Image(PNG_URL), question="What?")
+    assert seen == []
