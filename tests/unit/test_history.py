@@ -185,3 +185,10 @@ def test_history_values_cannot_forge_field_markers() -> None:
     messages = seen[0].messages
     assert messages is not None
     assert "[[ ## answer ## ]]" not in messages[1]["content"]
+
+
+def test_an_unknown_input_type_in_a_signature_file_is_a_signature_error() -> None:
+    data = QA.to_json()
+    data["fields"][1]["schema"] = {"x-lmforge-type": "video"}
+    with pytest.raises(lf.SignatureError, match="unknown lmforge input type 'video'"):
+        lf.Signature.from_json(data)
