@@ -48,6 +48,8 @@ from .trace import track
 if TYPE_CHECKING:
     from . import data, metrics
     from .evaluation import EvaluationResult, evaluate
+    from .history import History
+    from .image import Image
 
 __all__ = [
     "LM",
@@ -62,6 +64,8 @@ __all__ = [
     "ContextWindowError",
     "EvaluationResult",
     "Example",
+    "History",
+    "Image",
     "InputField",
     "JSONAdapter",
     "LMError",
@@ -99,6 +103,9 @@ __all__ = [
 _LAZY = {
     "evaluate": ("lmforge.evaluation", "evaluate"),
     "EvaluationResult": ("lmforge.evaluation", "EvaluationResult"),
+    # History and Image are pydantic models: pydantic loads on first use, not on import.
+    "History": ("lmforge.history", "History"),
+    "Image": ("lmforge.image", "Image"),
     "data": ("lmforge.data", None),
     "metrics": ("lmforge.metrics", None),
 }

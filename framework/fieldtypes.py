@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 from .errors import SignatureError
+from .inputtypes import KIND_KEY, type_for_kind
 from .jsonlimits import json_depth
 
 if TYPE_CHECKING:
@@ -227,6 +228,8 @@ def _from_schema(
     built: dict[str, Any],
     named: bool = False,
 ) -> Any:
+    if KIND_KEY in schema:  # lf.History, lf.Image: the type itself, which adapters know
+        return type_for_kind(schema[KIND_KEY])
     if "$ref" in schema:
         name = str(schema["$ref"]).rsplit("/", 1)[-1]
         if name not in built:  # one class per definition, however often it is referenced

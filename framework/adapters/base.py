@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ..errors import ParseError, UsageError
 from ..fields import NO_DEFAULT
 from ..lm.types import LMRequest, LMResponse, Message, OutputConstraint
+from ..lm.vision import content_text
 from ..signature import Field, Signature
-from .coerce import render_value
-from .markers import marked_value
 
 if TYPE_CHECKING:
     import jinja2
@@ -43,7 +42,7 @@ class Prompt:
         """The prompt as one readable string (for inspection)."""
         if self.text is not None:
             return self.text
-        parts = [f"[{m['role']}]\n{m.get('content', '')}" for m in self.messages or ()]
+        parts = [f"[{m['role']}]\n{content_text(m.get('content'))}" for m in self.messages or ()]
         return "\n\n".join(parts)
 
 
@@ -350,15 +349,6 @@ class Adapter(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
-
-
-def demo_values(
-    signature: Signature, demo: Mapping[str, Any], kind: str
-) -> list[tuple[Field, str]]:
-    """The (field, rendered value) pairs of ``demo`` for fields of ``kind`` it has, with
-    field markers neutralised (see :func:`.markers.marked_value`)."""
-    fields = signature.input_fields if kind == "input" else signature.output_fields
-    return [(f, marked_value(render_value(demo[f.name]))) for f in fields if f.name in demo]
 
 
 def is_complete_demo(signature: Signature, demo: Mapping[str, Any]) -> bool:

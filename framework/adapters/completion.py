@@ -19,6 +19,7 @@ from ..signature import Field, Signature
 from .base import Adapter, Prompt, PromptPrefix, field_info, missing_output
 from .coerce import coerce, render_value
 from .markers import one_line_value
+from .turns import Layout, history_turns, layout_of, refuse_images
 
 __all__ = ["CompletionAdapter"]
 
@@ -34,37 +35,53 @@ class CompletionAdapter(Adapter):
     def format_prefix(
         self, signature: Signature, demos: Sequence[Mapping[str, Any]]
     ) -> PromptPrefix:
+        layout = self.cached(("layout", signature), lambda: layout_of(signature))
+        refuse_images(layout, "completion")
         head = self.render(
             "prefix",
             instructions=signature.instructions,
-            inputs=[field_info(f) for f in signature.input_fields],
+            inputs=[field_info(f) for f in layout.fields],
             outputs=[field_info(f) for f in signature.output_fields],
         )
         blocks = [head]
         for demo in demos:
             if not all(f.name in demo for f in signature.output_fields):
                 continue
-            pairs = [
-                (f.label, one_line_value(render_value(demo[f.name])))
-                for f in signature.fields
-                if f.name in demo
-            ]
-            blocks.append(self.render("example", fields=pairs))
+            blocks.extend(self._blocks(signature, layout, history_turns(layout, demo)))
+            blocks.append(self._block(signature, layout, demo))
         return PromptPrefix(text="\n\n".join(blocks) + "\n\n")
 
     def format_inputs(
         self, signature: Signature, prefix: PromptPrefix, inputs: Mapping[str, Any]
     ) -> Prompt:
         inputs = signature.check_inputs(inputs)  # defaults of omitted inputs
-        pairs = [
-            (f.label, one_line_value(render_value(inputs[f.name]))) for f in signature.input_fields
-        ]
+        layout = self.cached(("layout", signature), lambda: layout_of(signature))
+        pairs = [(f.label, one_line_value(render_value(inputs[f.name]))) for f in layout.fields]
         block = self.render_fields("example", signature, pairs, dict)
+        if not layout.plain:  # prior turns: earlier blocks, after the demos
+            refuse_images(layout, "completion")
+            turns = self._blocks(signature, layout, history_turns(layout, inputs))
+            block = "".join(f"{turn}\n\n" for turn in turns) + block
         first = signature.output_fields[0]
         text = f"{prefix.text}{block}\n{first.label}:"
-        stops = ["\n\n", *(f"\n{f.label}:" for f in signature.input_fields)]
+        stops = ["\n\n", *(f"\n{f.label}:" for f in layout.fields)]
         constraint = self.cached(("constraint", signature), lambda: self.constraint(signature))
         return Prompt(text=text, constraint=constraint, stop=tuple(stops))
+
+    def _blocks(
+        self, signature: Signature, layout: Layout, turns: Sequence[Mapping[str, Any]]
+    ) -> list[str]:
+        return [self._block(signature, layout, turn) for turn in turns]
+
+    def _block(self, signature: Signature, layout: Layout, values: Mapping[str, Any]) -> str:
+        """One ``Label: value`` block of the fields ``values`` has (a demo or a turn)."""
+        fields = (*layout.fields, *signature.output_fields)
+        pairs = [
+            (f.label, one_line_value(render_value(values[f.name])))
+            for f in fields
+            if f.name in values
+        ]
+        return self.render("example", fields=pairs)
 
     def constraint(self, signature: Signature) -> OutputConstraint:
         """The shape of a valid completion: `` value1\\nLabel2: value2 ...``."""

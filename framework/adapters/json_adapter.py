@@ -11,10 +11,11 @@ from ..errors import ParseError
 from ..fieldtypes import schema_of
 from ..signature import Signature
 from . import structured
-from .base import Adapter, Prompt, PromptPrefix, demo_values, field_info, missing_output
+from .base import Adapter, Prompt, PromptPrefix, field_info, missing_output
 from .coerce import coerce, render_value
 from .lenient_json import loads_lenient
 from .markers import json_value, marked_value
+from .turns import Images, Layout, field_values, history_turns, layout_of
 
 if TYPE_CHECKING:
     from ..lm.lm import LM
@@ -82,42 +83,70 @@ class JSONAdapter(Adapter):
     def format_prefix(
         self, signature: Signature, demos: Sequence[Mapping[str, Any]]
     ) -> PromptPrefix:
+        layout = self.cached(("layout", signature), lambda: layout_of(signature))
         system = self.render(
             "system",
             instructions=signature.instructions,
-            inputs=[field_info(f) for f in signature.input_fields],
+            inputs=[field_info(f) for f in layout.fields],
             outputs=[field_info(f) for f in signature.output_fields],
         )
         messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
         for demo in demos:
-            outs = {f.name: demo[f.name] for f in signature.output_fields if f.name in demo}
-            if not outs:
+            if not any(f.name in demo for f in signature.output_fields):
                 continue
-            ins = demo_values(signature, demo, "input")
-            messages.append(
-                {
-                    "role": "user",
-                    "content": self.render("user", fields=[(f.name, v) for f, v in ins]),
-                }
-            )
-            messages.append({"role": "assistant", "content": json_value(render_value(outs))})
+            messages.extend(self._turns(signature, layout, history_turns(layout, demo)))
+            messages.extend(self._turn(signature, layout, demo, user_always=True))
         return PromptPrefix(messages=tuple(messages))
 
     def format_inputs(
         self, signature: Signature, prefix: PromptPrefix, inputs: Mapping[str, Any]
     ) -> Prompt:
         inputs = signature.check_inputs(inputs)  # defaults of omitted inputs
-        fields = [
-            (f.name, marked_value(render_value(inputs[f.name]))) for f in signature.input_fields
-        ]
+        layout = self.cached(("layout", signature), lambda: layout_of(signature))
+        images = Images() if layout.images else None
+        if layout.plain:
+            fields = [
+                (f.name, marked_value(render_value(inputs[f.name]))) for f in signature.input_fields
+            ]
+        else:
+            fields = [(f.name, v) for f, v in field_values(layout, inputs, images)]
         user = self.render_fields("user", signature, fields, dict)
         response_format = self.cached(
             ("response_format", self.mode, signature), lambda: self.response_format(signature)
         )
+        turns = self._turns(signature, layout, history_turns(layout, inputs))
+        content = images.content(user) if images is not None else user
         return Prompt(
-            messages=(*prefix.messages, {"role": "user", "content": user}),
+            messages=(*prefix.messages, *turns, {"role": "user", "content": content}),
             response_format=response_format,
         )
+
+    def _turns(
+        self, signature: Signature, layout: Layout, turns: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any]]:
+        return [m for turn in turns for m in self._turn(signature, layout, turn)]
+
+    def _turn(
+        self,
+        signature: Signature,
+        layout: Layout,
+        values: Mapping[str, Any],
+        *,
+        user_always: bool = False,
+    ) -> list[dict[str, Any]]:
+        """One exchange (a demo or a prior turn): the user message with the input fields
+        ``values`` has, the assistant message with its output fields as one JSON object."""
+        images = Images() if layout.images else None
+        ins = [(f.name, v) for f, v in field_values(layout, values, images)]
+        outs = {f.name: values[f.name] for f in signature.output_fields if f.name in values}
+        messages: list[dict[str, Any]] = []
+        if ins or user_always:
+            user = self.render("user", fields=ins)
+            content = images.content(user) if images is not None else user
+            messages.append({"role": "user", "content": content})
+        if outs:
+            messages.append({"role": "assistant", "content": json_value(render_value(outs))})
+        return messages
 
     def parse(self, signature: Signature, text: str) -> dict[str, Any]:
         if not text or not text.strip():

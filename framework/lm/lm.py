@@ -20,6 +20,7 @@ from .cache import ResponseCache
 from .profiles import ModelProfile, profile_for
 from .retry import RetryPolicy
 from .types import Backend, LMRequest, LMResponse, Message
+from .vision import refuse_images
 
 __all__ = ["DEFAULT_LOCAL_MODEL", "LM"]
 
@@ -175,6 +176,7 @@ class LM:
         **params: Any,
     ) -> LMRequest:
         """Build a request for this model in its mode (chat or text), merging defaults."""
+        refuse_images(self.model, self.model_type, self.profile, messages)
         if self.model_type == "text" and messages is not None:
             prompt = "\n\n".join(str(m.get("content", "")) for m in messages)
             messages = None

@@ -42,6 +42,7 @@ from .grammar import constraint_grammar, response_format_grammar
 from .local_models import resolve_model_path
 from .profiles import profile_for
 from .types import LMRequest, LMResponse, Message, Usage
+from .vision import has_images
 
 __all__ = ["LoadSettings", "LocalBackend", "loaded_models"]
 
@@ -238,6 +239,11 @@ class LocalBackend:
 
     def complete(self, request: LMRequest) -> LMResponse:
         """Answer ``request`` (blocking; thread-safe)."""
+        if has_images(request.messages):  # checked before loading: the answer is no anyway
+            raise UsageError(
+                f"{self.model} cannot take lf.Image inputs: the local backend runs text-only "
+                "models; use a vision model such as openai/gpt-4o-mini"
+            )
         params = dict(request.params)
         loaded = self._loaded(self.load_settings(params))
         gbnf = self._grammar_text(request)

@@ -7,6 +7,7 @@ are sent, and how long prompts may be all come from the profile of the LM's mode
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from typing import Literal
 
 __all__ = ["BASE_MODEL", "LOCAL_GEMMA_3_270M", "ModelProfile", "profile_for"]
@@ -29,6 +30,7 @@ class ModelProfile:
         native_tools: the provider accepts OpenAI-style ``tools`` and returns tool calls.
         default_adapter: the adapter predictors use when none is configured.
         prompt_cache: the provider's prompt-caching style, if it has one.
+        vision: the model reads images (``lf.Image`` inputs); text-only models refuse them.
     """
 
     chat_template: bool = True
@@ -37,6 +39,7 @@ class ModelProfile:
     native_tools: bool = False
     default_adapter: AdapterName = "chat"
     prompt_cache: Literal["anthropic", "openai", "prefix"] | None = None
+    vision: bool = False
 
 
 BASE_MODEL = ModelProfile(
@@ -77,6 +80,8 @@ _PREFIXES: tuple[tuple[str, ModelProfile], ...] = (
     ("ollama_chat/", ModelProfile(structured_output="json_object", context_window=8192)),
 )
 _DEFAULT = ModelProfile()
+# Chat model families that read images, matched against the name after the provider.
+_VISION_FAMILIES = ("gpt-4o*", "gpt-4.1*", "claude-3*", "claude-*-4*", "gemini*")
 _TEXT_MODE = ModelProfile(
     chat_template=False, structured_output="none", default_adapter="completion"
 )
@@ -84,6 +89,13 @@ _TEXT_MODE = ModelProfile(
 
 def profile_for(model: str, model_type: Literal["chat", "text"] = "chat") -> ModelProfile:
     """The declared profile of ``model``; text-completion models use the completion adapter."""
+    profile = _table_profile(model, model_type)
+    if model_type == "chat" and profile.chat_template and _is_vision_family(model):
+        return dataclasses.replace(profile, vision=True)
+    return profile
+
+
+def _table_profile(model: str, model_type: Literal["chat", "text"]) -> ModelProfile:
     if model in _EXACT:
         return _EXACT[model]
     for prefix, profile in _PREFIXES:
@@ -94,3 +106,10 @@ def profile_for(model: str, model_type: Literal["chat", "text"] = "chat") -> Mod
                 )
             return profile
     return _TEXT_MODE if model_type == "text" else _DEFAULT
+
+
+def _is_vision_family(model: str) -> bool:
+    if model.startswith("local/"):
+        return False
+    name = model.rsplit("/", 1)[-1].lower()
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in _VISION_FAMILIES)

@@ -11,6 +11,8 @@ import dataclasses
 import json
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from .vision import content_text, digest_images, has_images
+
 __all__ = [
     "Backend",
     "ConstraintSegment",
@@ -94,7 +96,10 @@ class LMRequest:
         """A stable hash of everything that changes the answer."""
         import hashlib  # imported on first use: keeps `import lmforge` cheap
 
-        blob = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"), default=str)
+        data = self.to_json()
+        if has_images(self.messages):
+            data["messages"] = digest_images(self.messages or ())
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def as_text(self) -> str:
@@ -102,7 +107,8 @@ class LMRequest:
         if self.prompt is not None:
             return self.prompt
         return "\n\n".join(
-            f"{m.get('role', 'user')}: {m.get('content', '')}" for m in self.messages or ()
+            f"{m.get('role', 'user')}: {content_text(m.get('content'))}"
+            for m in self.messages or ()
         )
 
 

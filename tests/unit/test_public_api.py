@@ -23,6 +23,9 @@ EXPECTED_EXPORTS = {
     "OutputField",
     "Example",
     "Prediction",
+    # input types (lazy: pydantic models)
+    "History",
+    "Image",
     # programs
     "Module",
     "Predict",
@@ -96,6 +99,8 @@ SUBMODULE_ONLY = {
     "lmforge.example": set(),
     "lmforge.module": set(),
     "lmforge.inspection": set(),
+    "lmforge.history": set(),
+    "lmforge.image": {"MAX_IMAGE_BYTES"},
 }
 
 HEAVY = (
