@@ -60,6 +60,15 @@ class ChatAdapter(Adapter):
         )
         return Prompt(messages=(*prefix.messages, {"role": "user", "content": user}))
 
+    def format_reply(self, signature: Signature, outputs: Mapping[str, Any]) -> str:
+        """``[[ ## field ## ]]`` sections, as a demo's answer is rendered."""
+        fields = [
+            (f.name, marked_value(render_value(outputs[f.name])))
+            for f in signature.output_fields
+            if f.name in outputs
+        ]
+        return self.render("assistant", fields=fields)
+
     def parse(self, signature: Signature, text: str) -> dict[str, Any]:
         if not text or not text.strip():
             raise ParseError("the LM returned an empty answer", raw=text or "")
