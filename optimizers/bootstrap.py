@@ -206,7 +206,7 @@ async def acollect_traces(
                     attempted += 1
                     error = outcome.get("error")
                     run.failures.merge({"attempted": 1, **lm_failures([error])})
-                    run.errors.add(1, error is not None, [error_type(error)] if error else [])
+                    run.errors.add(1, int(error is not None), [error_type(error)] if error else [])
                     if error is not None:
                         raised.append(str(error))
                     if outcome.get("error") is None or "metric_bug" in outcome:

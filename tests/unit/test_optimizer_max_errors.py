@@ -122,3 +122,11 @@ def test_an_evaluation_past_max_errors_stops_the_compile() -> None:
         progress=False,
     )
     assert compiled.artifact_meta["errors"] == {"count": 4, "types": {"ValueError": 4}}
+
+
+def test_the_compile_report_shows_the_errors() -> None:
+    from lmforge.optimizers.report import render_html
+
+    run = {"model": "m", "errors": {"count": 2, "types": {"ValueError": 2}}}
+    assert "2 example run(s) raised: ValueError 2x" in render_html({"runs": [run]})
+    assert "example run(s) raised" not in render_html({"runs": [{"model": "m"}]})
