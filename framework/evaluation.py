@@ -148,6 +148,12 @@ async def aevaluate(
         )
     if on_row is not None and not callable(on_row):
         raise UsageError(f"on_row must be a function of one row, got {type(on_row).__name__}")
+    if not isinstance(display_table, bool) and (
+        not isinstance(display_table, int) or display_table < 0
+    ):
+        raise UsageError(
+            f"display_table must be True, False or a number of rows, got {display_table!r}"
+        )
     examples = _examples(dataset)
     if not examples:
         raise UsageError(
@@ -200,7 +206,7 @@ async def aevaluate(
     _check_metric_ran(rows, metric_bugs, name)
     mean = sum(row.score for row in rows) / len(rows) if rows else 0.0
     result = EvaluationResult(score=mean, rows=rows, usage=tracker.totals(), metric=name)
-    if display_table is not False:
+    if display_table:
         result.display(None if display_table is True else display_table)
     return result
 

@@ -152,6 +152,10 @@ def test_display_table_prints_after_evaluating(capsys: pytest.CaptureFixture[str
     )
     printed = capsys.readouterr().out
     assert "Paris, France" in printed and "Barcelona" not in printed and "2 more row(s)" in printed
+    lf.evaluate(capital, _inputs(dataset()), lf.metrics.exact_match, progress=False)
+    assert capsys.readouterr().out == ""  # no table unless asked
+    with pytest.raises(lf.UsageError, match="display_table must be True, False or a number"):
+        lf.evaluate(capital, _inputs(dataset()), lf.metrics.exact_match, display_table="all")  # type: ignore[arg-type]
 
 
 def test_save_writes_one_row_per_example_as_csv_or_json(tmp_path: Path) -> None:
