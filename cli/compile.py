@@ -302,6 +302,7 @@ def _compile_one(
         "estimated_lm_calls": meta.get("estimated_lm_calls"),
         "wall_s": round(time.perf_counter() - started, 3),
         "stopped": meta.get("stopped"),
+        "errors": meta.get("errors"),
         "failed": failed,
         "run_dir": str(run_dir),
     }

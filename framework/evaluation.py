@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import dataclasses
 import functools
-import json
+import inspect
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, ParamSpec, TypeVar
@@ -21,6 +20,7 @@ from . import budget as _budget
 from . import progress as _progress
 from . import settings as _settings
 from .errors import BudgetExceededError, LMForgeError, UsageError
+from .evaluation_result import EvaluationResult, EvaluationRow
 from .example import Example, Prediction
 from .metrics import call_metric, metric_name
 from .module import Module
@@ -29,107 +29,12 @@ from .trace import track
 __all__ = ["EvaluationResult", "EvaluationRow", "aevaluate", "evaluate"]
 
 Metric = Callable[..., Any]
+#: A program: an ``lf.Module``, or a plain function of the inputs returning an
+#: ``lf.Prediction`` or a dict of outputs (sync or async).
+Program = Module | Callable[..., Any]
+OnRow = Callable[[EvaluationRow], Any]
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class EvaluationRow:
-    """One example's outcome: its prediction and score, or the error it failed with."""
-
-    index: int
-    example: Example
-    prediction: Prediction | None
-    score: float
-    error_type: str | None = None
-    error: str | None = None
-
-    @property
-    def failed(self) -> bool:
-        return self.error_type is not None
-
-    def to_dict(self) -> dict[str, Any]:
-        return _jsonable(
-            {
-                "index": self.index,
-                "example": self.example.to_dict(),
-                "prediction": self.prediction.to_dict() if self.prediction is not None else None,
-                "score": self.score,
-                "error_type": self.error_type,
-                "error": self.error,
-            }
-        )
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class EvaluationResult:
-    """What :func:`evaluate` returns.
-
-    Attributes:
-        score: mean score over every example, failures included (as ``failure_score``).
-        rows: one :class:`EvaluationRow` per example, in dataset order.
-        usage: LM usage of the run: ``calls``, ``lm_calls`` (backend), ``retries``
-            (backend requests that retried a failed one), ``cache_hits``, ``errors``,
-            ``prompt_tokens``, ``completion_tokens``, ``cost_usd``.
-        metric: the metric's name.
-    """
-
-    score: float
-    rows: tuple[EvaluationRow, ...]
-    usage: Mapping[str, Any]
-    metric: str = "metric"
-
-    @property
-    def n(self) -> int:
-        return len(self.rows)
-
-    @property
-    def scores(self) -> list[float]:
-        return [row.score for row in self.rows]
-
-    @property
-    def failures(self) -> list[EvaluationRow]:
-        """Rows whose program call or metric raised."""
-        return [row for row in self.rows if row.failed]
-
-    @property
-    def num_failures(self) -> int:
-        return sum(1 for row in self.rows if row.failed)
-
-    @property
-    def percent(self) -> float:
-        return round(100.0 * self.score, 2)
-
-    def summary(self) -> str:
-        """One line: score, example count, failures and usage."""
-        cost = self.usage.get("cost_usd")
-        money = f" · ${cost:.4f}" if cost else ""
-        retries = self.usage.get("retries")
-        retried = f" (+{retries} retries)" if retries else ""
-        return (
-            f"{self.metric}: {self.percent:.1f}% on {self.n} example(s) · "
-            f"{self.num_failures} failed · "
-            f"{self.usage.get('lm_calls', 0)} LM call(s){retried}, "
-            f"{self.usage.get('cache_hits', 0)} cached{money}"
-        )
-
-    def to_dict(self, *, rows: bool = True) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "metric": self.metric,
-            "score": self.score,
-            "n": self.n,
-            "failures": self.num_failures,
-            "usage": dict(self.usage),
-        }
-        if rows:
-            data["rows"] = [row.to_dict() for row in self.rows]
-        return data
-
-    def __float__(self) -> float:
-        return self.score
-
-    def __repr__(self) -> str:
-        return f"EvaluationResult({self.summary()})"
 
 
 def _examples(dataset: Iterable[Example | Mapping[str, Any]]) -> list[Example]:
@@ -204,7 +109,7 @@ def _check_failure_score(value: Any) -> float:
 
 
 async def aevaluate(
-    program: Module,
+    program: Program,
     dataset: Iterable[Example],
     metric: Metric,
     *,
@@ -212,6 +117,8 @@ async def aevaluate(
     progress: bool = True,
     failure_score: float = 0.0,
     description: str = "evaluate",
+    on_row: OnRow | None = None,
+    display_table: bool | int = False,
 ) -> EvaluationResult:
     """Score ``program`` on ``dataset`` with ``metric(example, prediction, trace=None)``.
 
@@ -225,8 +132,28 @@ async def aevaluate(
     [0, 1]). An empty dataset, or a ``failure_score`` that is not a number in [0, 1], is a
     :class:`lmforge.UsageError` before anything runs.
 
+    ``program`` may also be a plain function of the inputs returning an ``lf.Prediction``
+    or a dict of outputs (sync or async). ``on_row(row)`` is called with each
+    :class:`EvaluationRow` as its example finishes, one call at a time; if it raises, the
+    evaluation stops with a :class:`lmforge.UsageError` saying so. ``display_table=N``
+    prints the first ``N`` rows as a table when done (``True``: all rows), as
+    :meth:`EvaluationResult.display` does.
+
     ``await aevaluate(...)`` in async code; :func:`evaluate` (same arguments) blocks.
     """
+    if not isinstance(program, Module) and not callable(program):
+        raise UsageError(
+            f"evaluate needs a program: an lf.Module or a function of the inputs, got "
+            f"{type(program).__name__}"
+        )
+    if on_row is not None and not callable(on_row):
+        raise UsageError(f"on_row must be a function of one row, got {type(on_row).__name__}")
+    if not isinstance(display_table, bool) and (
+        not isinstance(display_table, int) or display_table < 0
+    ):
+        raise UsageError(
+            f"display_table must be True, False or a number of rows, got {display_table!r}"
+        )
     examples = _examples(dataset)
     if not examples:
         raise UsageError(
@@ -239,7 +166,7 @@ async def aevaluate(
         raise UsageError(f"concurrency must be a whole number of at least 1, got {limit!r}")
     semaphore = asyncio.Semaphore(limit)
     name = metric_name(metric)
-    stopped: list[BudgetExceededError] = []
+    stopped: list[BaseException] = []  # a spent budget, or on_row's error
     mistakes: dict[int, UsageError] = {}
     metric_bugs: dict[int, Exception] = {}
     spent_before = _budget.exhausted()
@@ -261,6 +188,8 @@ async def aevaluate(
                 done[0] += 1
                 done[1] += row.score
                 bar.advance(1, status=f"{name} {100 * done[1] / done[0]:.1f}%")
+                if on_row is not None and not stopped:
+                    _report_row(on_row, row, stopped)
             return row
 
         outcomes = await asyncio.gather(*(one(i, ex) for i, ex in enumerate(examples)))
@@ -276,21 +205,59 @@ async def aevaluate(
         raise mistakes[min(mistakes)]
     _check_metric_ran(rows, metric_bugs, name)
     mean = sum(row.score for row in rows) / len(rows) if rows else 0.0
-    return EvaluationResult(score=mean, rows=rows, usage=tracker.totals(), metric=name)
+    result = EvaluationResult(score=mean, rows=rows, usage=tracker.totals(), metric=name)
+    if display_table:
+        result.display(None if display_table is True else display_table)
+    return result
+
+
+def _report_row(on_row: OnRow, row: EvaluationRow, stopped: list[BaseException]) -> None:
+    """Call ``on_row(row)``; its error stops the evaluation (other examples are not
+    started) and is raised as a :class:`UsageError` once running ones finish."""
+    try:
+        on_row(row)
+    except Exception as exc:
+        error = UsageError(
+            f"the on_row callback raised on example {row.index}: {type(exc).__name__}: "
+            f"{_one_line(exc)}; fix the callback, which is called as on_row(row)"
+        )
+        error.__cause__ = exc
+        stopped.append(error)
+
+
+async def _predict(program: Program, inputs: Mapping[str, Any]) -> Prediction:
+    """``program``'s prediction for ``inputs``; a plain function may be async, and may
+    return a dict of outputs."""
+    if isinstance(program, Module):
+        return await program.acall(**inputs)
+    if inspect.iscoroutinefunction(program) or inspect.iscoroutinefunction(
+        getattr(program, "__call__", None)  # noqa: B004 (a callable object's async __call__)
+    ):
+        value = await program(**inputs)
+    else:
+        value = await asyncio.to_thread(program, **inputs)  # context copied
+    if isinstance(value, Prediction):
+        return value
+    if isinstance(value, Mapping):
+        return Prediction(dict(value))
+    raise UsageError(
+        f"the program returned {type(value).__name__}; a program function must return an "
+        "lf.Prediction or a dict of output fields"
+    )
 
 
 async def _run_one(
-    program: Module,
+    program: Program,
     metric: Metric,
     index: int,
     example: Example,
     failure_score: float,
-    stopped: list[BudgetExceededError],
+    stopped: list[BaseException],
     mistakes: dict[int, UsageError],
     metric_bugs: dict[int, Exception],
 ) -> EvaluationRow | None:
     try:
-        prediction = await program.acall(**example.inputs())
+        prediction = await _predict(program, example.inputs())
     except BudgetExceededError as exc:
         stopped.append(exc)
         return None
@@ -383,9 +350,3 @@ evaluate = _blocking_twin(aevaluate, "evaluate")
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:500]
-
-
-def _jsonable(value: Any) -> Any:
-    from .adapters.coerce import _json_default
-
-    return json.loads(json.dumps(value, ensure_ascii=False, default=_json_default))

@@ -2,7 +2,9 @@
 
 ``exact_match``, ``f1`` and ``contains`` compare the example's label fields (every key
 that is not an input) with the prediction's fields of the same names; pass ``fields=`` to
-choose. Text is normalised first (case, punctuation, articles, whitespace).
+choose. Text is normalised first (case, punctuation, articles, whitespace). A label that
+is a list of acceptable answers (``answer=["Paris", "paris, france"]``) scores the best
+match among them.
 :class:`Judge` asks an LM, through a signature, to grade a prediction.
 """
 
@@ -97,6 +99,14 @@ class _FieldMetric:
     def _norm(self, value: Any) -> str:
         return normalize(value) if self.normalized else _text(value).strip()
 
+    def _best(self, gold: Any, pred: Any, score: Callable[[str, str], float]) -> float:
+        """``score`` of the normalised texts; a list of gold answers (when the prediction
+        is not a list itself) scores its best match."""
+        answer = self._norm(pred)
+        if isinstance(gold, list | tuple) and gold and not isinstance(pred, list | tuple):
+            return max(score(self._norm(option), answer) for option in gold)
+        return score(self._norm(gold), answer)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(fields={self.fields})"
 
@@ -108,7 +118,8 @@ class ExactMatch(_FieldMetric):
 
     def __call__(self, example: Example, prediction: Prediction, trace: Any = None) -> bool:
         return all(
-            self._norm(gold) == self._norm(pred) for gold, pred in self._pairs(example, prediction)
+            self._best(gold, pred, lambda g, p: float(g == p)) == 1.0
+            for gold, pred in self._pairs(example, prediction)
         )
 
 
@@ -119,9 +130,7 @@ class F1(_FieldMetric):
 
     def __call__(self, example: Example, prediction: Prediction, trace: Any = None) -> float:
         pairs = self._pairs(example, prediction)
-        return sum(_token_f1(self._norm(gold), self._norm(pred)) for gold, pred in pairs) / len(
-            pairs
-        )
+        return sum(self._best(gold, pred, _token_f1) for gold, pred in pairs) / len(pairs)
 
 
 class Contains(_FieldMetric):
@@ -131,7 +140,8 @@ class Contains(_FieldMetric):
 
     def __call__(self, example: Example, prediction: Prediction, trace: Any = None) -> bool:
         return all(
-            self._norm(gold) in self._norm(pred) for gold, pred in self._pairs(example, prediction)
+            self._best(gold, pred, lambda g, p: float(g in p)) == 1.0
+            for gold, pred in self._pairs(example, prediction)
         )
 
 

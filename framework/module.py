@@ -183,8 +183,19 @@ class Module:
     # -- copies and state ---------------------------------------------------------------
 
     def deepcopy(self) -> Module:
-        """A deep copy; LMs (shared resources) are shared, not copied."""
+        """A deep copy of the program's parameters (predictors, their demos, sub-modules).
+
+        LMs are shared, not copied, and so is any attribute that cannot be deep-copied (a
+        lock, a client, a database handle): the copy uses the same object.
+        """
         return copy.deepcopy(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Module:
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            new.__dict__[key] = _copy_part(value, memo)
+        return new
 
     def reset_copy(self) -> Module:
         """A deep copy with every predictor's demos cleared."""
@@ -247,6 +258,43 @@ def _walk_value(value: Any, name: str, seen: set[int]) -> Iterator[tuple[str, Mo
     elif isinstance(value, dict):
         for key, item in value.items():
             yield from _walk_value(item, f"{name}[{key!r}]", seen)
+
+
+def _copy_part(value: Any, memo: dict[int, Any]) -> Any:
+    """A deep copy of one module attribute, or ``value`` itself when it cannot be copied.
+
+    Plain containers are rebuilt item by item, so a list holding a predictor and a lock
+    copies the predictor and shares the lock.
+    """
+    if isinstance(value, Module):
+        return copy.deepcopy(value, memo)
+    if type(value) in (list, tuple, dict):
+        found = memo.get(id(value))
+        if found is not None:
+            return found
+        rebuilt: Any
+        if type(value) is dict:
+            rebuilt = memo[id(value)] = {}
+            for key, item in value.items():
+                rebuilt[key] = _copy_part(item, memo)
+        elif type(value) is list:
+            rebuilt = memo[id(value)] = []
+            rebuilt.extend(_copy_part(item, memo) for item in value)
+        else:
+            rebuilt = memo[id(value)] = tuple(_copy_part(item, memo) for item in value)
+        return rebuilt
+    # A failed deepcopy leaves half-built copies in its memo: try on a scratch memo and
+    # keep what it built only when the copy succeeded.
+    trial = dict(memo)
+    try:
+        result = copy.deepcopy(value, trial)
+    except Exception:  # any object's __reduce__ may refuse (locks, sockets, clients)
+        return value
+    keep_alive = trial.pop(id(trial), None)
+    memo.update(trial)
+    if keep_alive:
+        memo.setdefault(id(memo), []).extend(keep_alive)
+    return result
 
 
 def _positional_message(module: Module, count: int) -> str:

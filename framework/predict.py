@@ -28,7 +28,7 @@ from .signature import Signature, as_signature
 from .steps import run_blocking
 from .trace import LMCall, PredictorCall, active_trackers
 
-__all__ = ["Predict", "request_config"]
+__all__ = ["Predict", "current_call", "request_config"]
 
 _HISTORY = 8
 _CONFIG_KEYS = frozenset(
@@ -48,6 +48,16 @@ _CONFIG_KEYS = frozenset(
 _scoped_config: ContextVar[Mapping[str, Any] | None] = ContextVar(
     "lmforge_request_config", default=None
 )
+_calling: ContextVar[tuple[Adapter, Signature] | None] = ContextVar(
+    "lmforge_predict_call", default=None
+)
+
+
+def current_call() -> tuple[Adapter, Signature] | None:
+    """The (adapter, signature) of the ``Predict`` call whose LM request is being made, or
+    ``None`` outside one: lets a fake LM (``lmforge.testing.DummyLM``) answer in the
+    adapter's format."""
+    return _calling.get()
 
 
 @contextlib.contextmanager
@@ -159,7 +169,11 @@ class Predict(Module):
         started = time.perf_counter()
         lm, adapter, request, call_inputs = self._prepare(inputs)
         try:
-            response = await adapter.complete_core(lm, request, blocking=blocking)
+            token = _calling.set((adapter, self._signature))
+            try:
+                response = await adapter.complete_core(lm, request, blocking=blocking)
+            finally:
+                _calling.reset(token)
             prediction = self._finish(adapter, request, response)
         except Exception as exc:
             self._record(call_inputs, None, request, None, exc, started)

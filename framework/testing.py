@@ -1,8 +1,10 @@
 """Test doubles that speak through the real adapters, cache and tracing.
 
-``ScriptedLM`` replies from a script (in order, or by matching the prompt) and
-``FunctionLM`` calls a Python function of the request. Both are real :class:`lmforge.LM`
-objects with fake backends, so everything above the backend runs for real.
+``ScriptedLM`` replies from a script (in order, or by matching the prompt),
+``DummyLM`` answers with output field values written in whichever adapter's format the
+call uses, and ``FunctionLM`` calls a Python function of the request. All are real
+:class:`lmforge.LM` objects with fake backends, so everything above the backend runs for
+real.
 ``block_network()`` makes any real provider call fail fast inside a test.
 """
 
@@ -20,7 +22,7 @@ from .lm.lm import LM
 from .lm.profiles import ModelProfile
 from .lm.types import LMRequest, LMResponse, Usage
 
-__all__ = ["FunctionLM", "ScriptedLM", "block_network", "network_blocked"]
+__all__ = ["DummyLM", "FunctionLM", "ScriptedLM", "block_network", "network_blocked"]
 
 Reply = str | LMResponse | BaseException
 _blocked: ContextVar[bool] = ContextVar("lmforge_network_blocked", default=False)
@@ -59,10 +61,20 @@ def _as_response(reply: Reply, request: LMRequest) -> LMResponse:
 
 
 class _ScriptBackend:
-    def __init__(self, replies: Sequence[Reply] | Mapping[str, Reply], cycle: bool) -> None:
+    """Picks each request's script entry, in order or by matching the last message;
+    ``render`` turns the entry into a reply (default: the entry is the reply)."""
+
+    def __init__(
+        self,
+        replies: Sequence[Any] | Mapping[str, Any],
+        cycle: bool,
+        *,
+        owner: str = "ScriptedLM",
+        render: Callable[[Any], Reply] | None = None,
+    ) -> None:
         self._lock = threading.Lock()
-        self._ordered: list[Reply] | None = None
-        self._matched: list[tuple[re.Pattern[str], Reply]] | None = None
+        self._ordered: list[Any] | None = None
+        self._matched: list[tuple[re.Pattern[str], Any]] | None = None
         if isinstance(replies, Mapping):
             self._matched = [
                 (re.compile(pattern, re.S), reply) for pattern, reply in replies.items()
@@ -70,19 +82,22 @@ class _ScriptBackend:
         else:
             self._ordered = list(replies)
         self._cycle = cycle
+        self._owner = owner
+        self._render = render
         self.calls: list[LMRequest] = []
         self._index = 0
 
     def complete(self, request: LMRequest) -> LMResponse:
         with self._lock:
             self.calls.append(request)
-            reply = self._pick(request)
+            entry = self._pick(request)
+        reply = self._render(entry) if self._render is not None else entry
         return _as_response(reply, request)
 
     async def acomplete(self, request: LMRequest) -> LMResponse:
         return self.complete(request)
 
-    def _pick(self, request: LMRequest) -> Reply:
+    def _pick(self, request: LMRequest) -> Any:
         if self._matched is not None:
             # Match against the last message: that is where a call's own inputs are.
             text = (
@@ -93,12 +108,13 @@ class _ScriptBackend:
             for pattern, reply in self._matched:
                 if pattern.search(text):
                     return reply
-            raise UsageError(f"ScriptedLM has no reply matching this prompt:\n{text[-500:]}")
+            raise UsageError(f"{self._owner} has no reply matching this prompt:\n{text[-500:]}")
         assert self._ordered is not None
         if self._index >= len(self._ordered):
             if not self._cycle or not self._ordered:
                 raise UsageError(
-                    f"ScriptedLM ran out of replies after {len(self._ordered)} call(s)"
+                    f"{self._owner} ran out of replies after {len(self._ordered)} call(s); "
+                    "give it one reply per call (or cycle=True)"
                 )
             self._index = 0
         reply = self._ordered[self._index]
@@ -205,3 +221,90 @@ class FunctionLM(LM):
     @property
     def calls(self) -> list[LMRequest]:
         return self.function.calls
+
+
+#: What DummyLM writes for a text output field its answer does not give (a
+#: ChainOfThought's reasoning, say), so tests need only name the fields they check.
+DEFAULT_TEXT = "Not supplied for this call."
+
+
+def _dummy_reply(answer: Any) -> Reply:
+    """``answer`` (a dict of output field values) in the format of the adapter of the
+    ``Predict`` call being made."""
+    from .predict import current_call
+
+    if isinstance(answer, BaseException):
+        return answer
+    if not isinstance(answer, Mapping):
+        raise UsageError(
+            f"DummyLM answers are dicts of output field values, e.g. {{'answer': '4'}}; "
+            f"got {type(answer).__name__}"
+        )
+    call = current_call()
+    if call is None:
+        raise UsageError(
+            "DummyLM answers lf.Predict calls (it writes their adapter's format); "
+            "for a raw lm(...) call use ScriptedLM with reply text"
+        )
+    adapter, signature = call
+    unknown = sorted(set(answer) - {f.name for f in signature.output_fields})
+    if unknown:
+        raise UsageError(
+            f"DummyLM answer has field(s) {unknown} that {signature!r} does not output; "
+            f"its outputs are {[f.name for f in signature.output_fields]}"
+        )
+    outputs = dict(answer)
+    for field in signature.output_fields:
+        if field.name not in outputs:
+            if field.annotation is not str:
+                raise UsageError(
+                    f"DummyLM answer {dict(answer)!r} lacks the output field {field.name!r} "
+                    f"({field.type_name}); add it to the answer"
+                )
+            outputs[field.name] = DEFAULT_TEXT
+    return adapter.format_reply(signature, outputs)
+
+
+class DummyLM(LM):
+    """An LM whose answers are output field values, written in whichever adapter's format
+    the call uses (chat markers, JSON, or completion ``Field: value`` lines).
+
+    ``DummyLM([{"answer": "4"}, {"answer": "5"}])`` answers calls in order;
+    ``DummyLM({"What is 2+2?": {"answer": "4"}})`` answers with the first entry whose key
+    appears (as plain text) in the prompt's last message. Text output fields an answer
+    leaves out (a ChainOfThought's ``reasoning``) get :data:`DEFAULT_TEXT`. An exception
+    as an answer is raised. ``model_type="text"`` makes it a base model (completion adapter).
+    """
+
+    def __init__(
+        self,
+        answers: Sequence[Mapping[str, Any] | BaseException]
+        | Mapping[str, Mapping[str, Any] | BaseException],
+        *,
+        cycle: bool = False,
+        model: str = "test/dummy",
+        model_type: Literal["chat", "text"] = "chat",
+        profile: ModelProfile | None = None,
+        cache: Any = False,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(answers, Mapping):
+            script: Sequence[Any] | Mapping[str, Any] = {
+                re.escape(key): answer for key, answer in answers.items()
+            }
+        else:
+            script = list(answers)
+        self.script = _ScriptBackend(script, cycle, owner="DummyLM", render=_dummy_reply)
+        super().__init__(
+            model,
+            model_type=model_type,
+            backend=self.script,
+            cache=cache,
+            profile=_profile(model_type, profile),
+            **kwargs,
+        )
+
+    @property
+    def calls(self) -> list[LMRequest]:
+        """Every request the backend received (cache hits excluded)."""
+        return self.script.calls

@@ -22,6 +22,7 @@ from lmforge.errors import UsageError
 if TYPE_CHECKING:
     from .base import Optimizer
     from .bootstrap import BootstrapFewShot
+    from .failures import TooManyErrorsError
     from .instruction_search import InstructionSearch
     from .labeled import LabeledFewShot
     from .mipro import MIPRO
@@ -35,6 +36,7 @@ __all__ = [
     "LabeledFewShot",
     "Optimizer",
     "RandomSearch",
+    "TooManyErrorsError",
     "create",
     "optimizer_class",
 ]
@@ -51,6 +53,7 @@ OPTIMIZERS: dict[str, str] = {
 
 _CLASSES = {path.rsplit(":", 1)[1]: path for path in OPTIMIZERS.values()}
 _CLASSES["Optimizer"] = "lmforge.optimizers.base:Optimizer"
+_CLASSES["TooManyErrorsError"] = "lmforge.optimizers.failures:TooManyErrorsError"
 
 
 def _load(path: str) -> Any:

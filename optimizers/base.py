@@ -35,7 +35,7 @@ from lmforge.budget import Budget, BudgetMeter, enforce
 from lmforge.errors import BudgetExceededError, UsageError
 from lmforge.trace import track
 
-from ._options import check_settings, recorded_settings
+from ._options import check_settings, recorded_settings, setting
 from .progress import CompileProgress
 from .run import Run, RunStore, jsonable, program_fingerprint
 from .store import code_fingerprint
@@ -43,18 +43,29 @@ from .store import code_fingerprint
 __all__ = ["Optimizer", "check_dataset", "lm_calls_per_run", "target_model"]
 
 
+@dataclasses.dataclass(eq=False, repr=False)
 class Optimizer(abc.ABC):
-    """Base class of optimizers (see the module docstring for what subclasses implement)."""
+    """Base class of optimizers (see the module docstring for what subclasses implement).
+
+    Every optimizer takes ``max_errors`` (keyword, default 10, as DSPy): when more examples
+    than that raise (program or metric) while bootstrapping demos or in one evaluation, the
+    compile stops with :class:`lmforge.optimizers.TooManyErrorsError`; fewer are counted in
+    ``artifact_meta["errors"]``. ``None`` never stops.
+    """
 
     #: The name used on the command line and in artifacts (``lmforge compile --optimizer``).
     name: ClassVar[str] = "optimizer"
+
+    _: dataclasses.KW_ONLY
+    # Not recorded: it decides whether a run stops, not what it computes or resumes from.
+    max_errors: int | None = setting(10, least=0, record=False)
 
     def __post_init__(self) -> None:
         check_settings(self)
 
     def config(self) -> dict[str, Any]:
         """This optimizer's settings as JSON-safe data (its recorded dataclass fields)."""
-        if not dataclasses.is_dataclass(self):
+        if not any("__dataclass_fields__" in vars(cls) for cls in _subclasses(type(self))):
             raise TypeError(
                 f"{type(self).__name__} must declare its settings as dataclass fields "
                 "or override config()"
@@ -187,12 +198,15 @@ class Optimizer(abc.ABC):
                 meter=meter,
                 progress=bar,
                 concurrency=limit,
+                max_errors=self.max_errors,
             )
             run.note(self._estimate_line(estimate, train, val, budget, meter))
             result, dev, stopped = self._search(run, val)
             usage = run.usage(tracker)
             backend_calls, cache_hits = tracker.lm_calls, tracker.cache_hits
             retries = tracker.retries
+        if run.errors.failed:
+            run.note(f"{self.name}: {_describe_errors(run.error_summary())}")
         if stopped is not None:
             best = f"dev {100 * dev:.1f}%" if dev is not None else "no candidate was scored yet"
             run.note(f"stopped early: {stopped}; returning the best program found so far ({best})")
@@ -214,6 +228,7 @@ class Optimizer(abc.ABC):
                 "usage": usage,
                 "estimated_lm_calls": estimate,
                 "stopped": stopped,
+                "errors": run.error_summary(),
                 "candidates": [c.summary() for c in run.candidates],
                 "chosen_candidate": next(
                     (c.number for c in run.candidates if c.program is result), None
@@ -232,6 +247,7 @@ class Optimizer(abc.ABC):
             "cache_hits": cache_hits,
             "restored_steps": store.restored,
             "failures": run.failures.summary(),
+            "errors": run.error_summary(),
             "wall_s": round(time.perf_counter() - started, 3),
             "run_dir": str(store.directory) if store.directory is not None else None,
         }
@@ -290,6 +306,16 @@ class Optimizer(abc.ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
+
+
+def _subclasses(cls: type) -> list[type]:
+    """``cls`` and its bases below :class:`Optimizer` (the classes that may declare settings)."""
+    return [c for c in cls.__mro__ if issubclass(c, Optimizer) and c is not Optimizer]
+
+
+def _describe_errors(errors: dict[str, Any]) -> str:
+    kinds = ", ".join(f"{kind} {count}x" for kind, count in errors["types"].items())
+    return f"{errors['count']} example run(s) raised ({kinds}); see artifact_meta['errors']"
 
 
 def check_dataset(dataset: Sequence[lf.Example] | None, name: str) -> list[lf.Example]:

@@ -9,6 +9,7 @@ with the same per-example checkpoints.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import random
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from lmforge.trace import track
 
 from ._options import setting
 from .base import Optimizer, lm_calls_per_run
-from .failures import lm_failures
+from .failures import check_max_errors, error_type, lm_failures
 from .labeled import labeled_demos
 from .run import Run, fingerprint, jsonable, program_fingerprint
 
@@ -175,6 +176,8 @@ async def acollect_traces(
     passed: set[int] = set()
     scored = 0  # outcomes the metric was called on
     bugs: list[str] = []  # ... of which the metric's own code raised
+    raised: list[str] = []  # outcomes whose program or metric raised
+    attempted = 0
 
     async def one(index: int, round_: int) -> dict[str, Any]:
         example = examples[index]
@@ -200,7 +203,12 @@ async def acollect_traces(
                         stop = stop or outcome
                         continue
                     row.advance(1)
-                    run.failures.merge({"attempted": 1, **lm_failures([outcome.get("error")])})
+                    attempted += 1
+                    error = outcome.get("error")
+                    run.failures.merge({"attempted": 1, **lm_failures([error])})
+                    run.errors.add(1, int(error is not None), [error_type(error)] if error else [])
+                    if error is not None:
+                        raised.append(str(error))
                     if outcome.get("error") is None or "metric_bug" in outcome:
                         scored += 1
                     if outcome.get("metric_bug"):
@@ -217,6 +225,13 @@ async def acollect_traces(
                         )
                 if stop is not None:
                     raise stop
+                check_max_errors(
+                    collections.Counter(map(error_type, raised)),
+                    attempted,
+                    run.max_errors,
+                    "bootstrapping demos",
+                    raised,
+                )
                 if needed is not None and len(found) >= needed:
                     return found[:needed]
     if scored and len(bugs) == scored:

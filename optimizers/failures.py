@@ -1,7 +1,13 @@
-"""Counting examples whose LM calls failed across a run, so a compile whose calls all failed
+"""Counting examples that raised during a compile.
+
+Two counts share :class:`FailureTally`. LM-call failures (:class:`lmforge.errors.LMError`
+and its subclasses, see :func:`lm_failures`) decide whether a compile whose calls all failed
 (a server that is down, a wrong endpoint or key) is reported as a failure rather than a
-success. Only LM-call errors (:class:`lmforge.errors.LMError` and its subclasses) count:
-unparsable answers or a low score are the model's quality, which compiling is there for."""
+success: unparsable answers or a low score are the model's quality, which compiling is
+there for. Every error (any exception of the program or metric) counts against an
+optimizer's ``max_errors`` (see :func:`check_max_errors`), as in DSPy: a teacher that raises
+on every example stops the run instead of "succeeding" with no demos.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,14 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["FailureTally", "lm_failures"]
+from lmforge.errors import LMForgeError
+
+__all__ = ["FailureTally", "TooManyErrorsError", "check_max_errors", "error_type", "lm_failures"]
+
+
+class TooManyErrorsError(LMForgeError):
+    """More examples raised during one step of a compile (bootstrapping demos, one
+    evaluation) than the optimizer's ``max_errors`` allows."""
 
 
 @functools.cache
@@ -33,6 +46,34 @@ def lm_failures(errors: Iterable[str | None]) -> dict[str, Any]:
     names = _lm_error_names()
     counts = collections.Counter(e for e in errors if e and e.split(":", 1)[0] in names)
     return {"failed": sum(counts.values()), "errors": dict(counts.most_common(10))}
+
+
+def error_type(error: str) -> str:
+    """The type part of an ``"ErrorType: message"`` text (``"metric:TypeError"`` kept whole)."""
+    return error.partition(": ")[0] or "Error"
+
+
+def check_max_errors(
+    kinds: Mapping[str, int],
+    attempted: int,
+    max_errors: int | None,
+    where: str,
+    samples: Iterable[str] = (),
+) -> None:
+    """Raise :class:`TooManyErrorsError` when more examples raised (``kinds``: error type
+    -> count) than ``max_errors`` (``None``: no limit). ``samples`` (``"ErrorType:
+    message"`` texts) give the commonest type's message."""
+    count = sum(kinds.values())
+    if max_errors is None or count <= max_errors:
+        return
+    kind, times = collections.Counter(kinds).most_common(1)[0]
+    message = " ".join(next((s for s in samples if error_type(s) == kind), kind).split())
+    message = message if len(message) <= 200 else message[:197] + "..."
+    raise TooManyErrorsError(
+        f"{count} of {attempted} examples raised while {where}, more than "
+        f"max_errors={max_errors}; commonest error ({times}x): {message}; fix the program "
+        "or its LM, or pass a larger max_errors to the optimizer"
+    )
 
 
 class FailureTally:

@@ -18,6 +18,7 @@ A report is a plain JSON-safe dict::
           "usage": {"lm_calls": 120, "cache_hits": 4, "cost_usd": None, ...},
           "wall_s": 12.5,
           "stopped": None,                        # or why the run stopped early
+          "errors": {"count": 2, "types": {"ValueError": 2}},  # examples that raised
         }
       ]
     }
@@ -161,6 +162,7 @@ def _normalise_run(run: Any, index: int) -> dict[str, Any]:
         "usage": dict(run.get("usage") or {}),
         "wall_s": run.get("wall_s"),
         "stopped": run.get("stopped"),
+        "errors": dict(run.get("errors") or {}),
     }
 
 

@@ -16,6 +16,7 @@ or restored from a checkpoint: same seed + data + cache gives byte-identical art
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import random
@@ -30,7 +31,7 @@ from lmforge.evaluation import aevaluate, run_sync
 from lmforge.metrics import metric_name
 from lmforge.trace import track
 
-from .failures import FailureTally, lm_failures
+from .failures import FailureTally, check_max_errors, error_type, lm_failures
 from .progress import CompileProgress
 from .store import (
     RunStore,
@@ -141,6 +142,7 @@ class Run:
         meter: BudgetMeter | None,
         progress: CompileProgress,
         concurrency: int,
+        max_errors: int | None = 10,
     ) -> None:
         self.optimizer = optimizer
         self.student = student
@@ -154,11 +156,14 @@ class Run:
         self.meter = meter
         self.progress = progress
         self.concurrency = concurrency
+        self.max_errors = max_errors
         self.candidates: list[Candidate] = []
         self.trials: list[dict[str, Any]] = []
         self.fallback: lf.Module | None = None
         #: examples that raised, over every evaluation and trace (restored ones included)
         self.failures = FailureTally()
+        #: examples that raised anything (program or metric), by error type
+        self.errors = FailureTally()
         self._restored = _Restored()
         self._seen: set[str] = set()
         self._lock = threading.Lock()
@@ -267,12 +272,19 @@ class Run:
                 "scores": result.scores,
                 "failures": result.num_failures,
                 "errors": errors[:5],
+                "error_types": dict(collections.Counter(map(error_type, errors))),
                 "lm_failures": lm_failures(errors),
             }
 
         value = await self.astep(key, compute)
+        attempted = len(value["scores"])
         # (checkpoints written before LM failures were counted have none recorded)
-        self.failures.merge({"attempted": len(value["scores"]), **(value.get("lm_failures") or {})})
+        self.failures.merge({"attempted": attempted, **(value.get("lm_failures") or {})})
+        types = value.get("error_types") or collections.Counter(map(error_type, value["errors"]))
+        self.errors.add(attempted, int(value["failures"]), types)
+        check_max_errors(
+            types, attempted, self.max_errors, f"evaluating ({label})", value["errors"]
+        )
         self.progress.calls(self.live_usage())
         return Scored(
             float(value["score"]),
@@ -331,6 +343,11 @@ class Run:
         total = work_usage(tracker.calls)
         add_usage(total, self._restored.usage)
         return rounded_usage(total)
+
+    def error_summary(self) -> dict[str, Any]:
+        """``{"count": examples that raised, "types": {error type: count}}`` (commonest
+        five), for ``artifact_meta["errors"]``."""
+        return {"count": self.errors.failed, "types": dict(self.errors.errors.most_common(5))}
 
     def live_usage(self) -> dict[str, Any]:
         meter = self.meter

@@ -333,6 +333,14 @@ class Adapter(abc.ABC):
         :mod:`lmforge.steps` core, awaited with the caller's ``blocking``."""
         return await lm.complete_core(request, blocking=blocking)
 
+    def format_reply(self, signature: Signature, outputs: Mapping[str, Any]) -> str:
+        """The LM text that :meth:`parse` reads back as ``outputs`` (for test doubles such as
+        :class:`lmforge.testing.DummyLM`); adapters that can, override it."""
+        raise UsageError(
+            f"{type(self).__name__} cannot write replies for fake LMs; give the fake LM reply "
+            "text (lmforge.testing.ScriptedLM) or use the chat, json or completion adapter"
+        )
+
     # -- serialisation ------------------------------------------------------------------
 
     def config(self) -> dict[str, Any]:

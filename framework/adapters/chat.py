@@ -105,6 +105,11 @@ class ChatAdapter(Adapter):
             messages.append({"role": "assistant", "content": self.render("assistant", fields=outs)})
         return messages
 
+    def format_reply(self, signature: Signature, outputs: Mapping[str, Any]) -> str:
+        """``[[ ## field ## ]]`` sections, as a demo's answer is rendered."""
+        fields = [(f.name, v) for f, v in output_pairs(signature, outputs)]
+        return self.render("assistant", fields=fields)
+
     def parse(self, signature: Signature, text: str) -> dict[str, Any]:
         if not text or not text.strip():
             raise ParseError("the LM returned an empty answer", raw=text or "")

@@ -91,6 +91,17 @@ class CompletionAdapter(Adapter):
             segments.append(_value_segment(field))
         return OutputConstraint(tuple(segments))
 
+    def format_reply(self, signature: Signature, outputs: Mapping[str, Any]) -> str:
+        """What follows the prompt's first output label: `` value1\nLabel2: value2 ...``."""
+        lines = [
+            f"{f.label}: {one_line_value(render_value(outputs[f.name]))}"
+            for f in signature.output_fields
+            if f.name in outputs
+        ]
+        first = f"{signature.output_fields[0].label}:"
+        text = "\n".join(lines)
+        return text[len(first) :] if text.startswith(first) else text
+
     def parse(self, signature: Signature, text: str) -> dict[str, Any]:
         if not text or not text.strip():
             raise ParseError("the LM returned an empty answer", raw=text or "")

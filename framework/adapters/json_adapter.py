@@ -148,6 +148,11 @@ class JSONAdapter(Adapter):
             messages.append({"role": "assistant", "content": json_value(render_value(outs))})
         return messages
 
+    def format_reply(self, signature: Signature, outputs: Mapping[str, Any]) -> str:
+        """One JSON object of the output fields."""
+        names = [f.name for f in signature.output_fields if f.name in outputs]
+        return render_value({name: outputs[name] for name in names})
+
     def parse(self, signature: Signature, text: str) -> dict[str, Any]:
         if not text or not text.strip():
             raise ParseError("the LM returned an empty answer", raw=text or "")

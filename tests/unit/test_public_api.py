@@ -84,7 +84,7 @@ SUBMODULE_ONLY = {
         "write_json_atomic",
         "to_artifact",
     },
-    "lmforge.predict": {"request_config"},
+    "lmforge.predict": {"current_call", "request_config"},
     "lmforge.adapters": {"Prompt", "PromptPrefix", "adapter_from_config", "adapter_named"},
     "lmforge.lm": {
         "DEFAULT_LOCAL_MODEL",
