@@ -176,7 +176,7 @@ class ScriptedLM(LM):
         cache: Any = False,
         **kwargs: Any,
     ) -> None:
-        self.script = _ScriptBackend(replies, cycle)
+        self.script = self._script_backend(replies, cycle)
         super().__init__(
             model,
             model_type=model_type,
@@ -185,6 +185,9 @@ class ScriptedLM(LM):
             profile=_profile(model_type, profile),
             **kwargs,
         )
+
+    def _script_backend(self, replies: Any, cycle: bool) -> _ScriptBackend:
+        return _ScriptBackend(replies, cycle)
 
     @property
     def calls(self) -> list[LMRequest]:
@@ -265,7 +268,7 @@ def _dummy_reply(answer: Any) -> Reply:
     return adapter.format_reply(signature, outputs)
 
 
-class DummyLM(LM):
+class DummyLM(ScriptedLM):
     """An LM whose answers are output field values, written in whichever adapter's format
     the call uses (chat markers, JSON, or completion ``Field: value`` lines).
 
@@ -288,23 +291,17 @@ class DummyLM(LM):
         cache: Any = False,
         **kwargs: Any,
     ) -> None:
-        if isinstance(answers, Mapping):
-            script: Sequence[Any] | Mapping[str, Any] = {
-                re.escape(key): answer for key, answer in answers.items()
-            }
-        else:
-            script = list(answers)
-        self.script = _ScriptBackend(script, cycle, owner="DummyLM", render=_dummy_reply)
         super().__init__(
-            model,
+            answers,  # type: ignore[arg-type]
+            cycle=cycle,
+            model=model,
             model_type=model_type,
-            backend=self.script,
+            profile=profile,
             cache=cache,
-            profile=_profile(model_type, profile),
             **kwargs,
         )
 
-    @property
-    def calls(self) -> list[LMRequest]:
-        """Every request the backend received (cache hits excluded)."""
-        return self.script.calls
+    def _script_backend(self, replies: Any, cycle: bool) -> _ScriptBackend:
+        if isinstance(replies, Mapping):  # keys are plain text, matched literally
+            replies = {re.escape(key): answer for key, answer in replies.items()}
+        return _ScriptBackend(replies, cycle, owner="DummyLM", render=_dummy_reply)
