@@ -185,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {
         "model": MODEL,
         "quick": args.quick,
-        "command": " ".join(["benchmarks/quality.py", *(argv or sys.argv[1:])]),
+        "command": " ".join(["benchmarks/quality.py", *(sys.argv[1:] if argv is None else argv)]),
         "cpus": os.cpu_count(),
         "load_before": round(os.getloadavg()[0], 2),
         "datasets": {},
