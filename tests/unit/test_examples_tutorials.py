@@ -21,7 +21,7 @@ def _multihop_reply(request: LMRequest) -> str:
         # the second hop sees the passages of the first
         query = "grinder grind settings" if "Error E3 means" in context else "grinder blocked"
         return f"[[ ## query ## ]]\n{query}\n\n[[ ## completed ## ]]"
-    return "[[ ## reasoning ## ]]\nIt says so.\n\n[[ ## answer ## ]]\n30\n\n[[ ## completed ## ]]"
+    return "[[ ## answer ## ]]\n30\n\n[[ ## completed ## ]]"
 
 
 def test_multihop_writes_a_second_query_from_what_the_first_found(tmp_path: Path) -> None:
