@@ -16,7 +16,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from ._atomic import write_json_atomic
 from ._version import __version__
 from .errors import ArtifactError, LMForgeError, UsageError
 from .jsonlimits import TooDeepError, loads_bounded
@@ -100,6 +99,14 @@ def to_artifact(program: Module, meta: Mapping[str, Any] | None = None) -> dict[
             "(str, numbers, bools, None, lists, dicts, pydantic models, enums)"
         ) from None
     return body
+
+
+def write_json_atomic(path: str | os.PathLike[str], document: Any) -> None:
+    """Write ``document`` as JSON to ``path`` atomically (see :mod:`lmforge._atomic`,
+    imported on first write to keep ``import lmforge`` light)."""
+    from ._atomic import write_json_atomic as write
+
+    write(path, document)
 
 
 def save(

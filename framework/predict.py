@@ -167,14 +167,30 @@ class Predict(Module):
         """:meth:`forward` and :meth:`aforward` (a :mod:`lmforge.steps` core): format,
         call the LM, parse, record."""
         started = time.perf_counter()
-        lm, adapter, request, call_inputs = self._prepare(inputs)
+        # An async caller's event loop must not wait on a render or parse that may be slow
+        # (template overrides, custom adapters): those run in a thread. Built-in templates
+        # render in microseconds and stay on the loop.
+        offload = not blocking and not _renders_quickly(
+            self._adapter or _settings.current().adapter
+        )
+        if offload:
+            import asyncio  # only async calls with a custom adapter or templates get here
+
+            lm, adapter, request, call_inputs = await asyncio.to_thread(self._prepare, inputs)
+        else:
+            lm, adapter, request, call_inputs = self._prepare(inputs)
         try:
             token = _calling.set((adapter, self._signature))
             try:
                 response = await adapter.complete_core(lm, request, blocking=blocking)
             finally:
                 _calling.reset(token)
-            prediction = self._finish(adapter, request, response)
+            if offload:
+                import asyncio
+
+                prediction = await asyncio.to_thread(self._finish, adapter, request, response)
+            else:
+                prediction = self._finish(adapter, request, response)
         except Exception as exc:
             self._record(call_inputs, None, request, None, exc, started)
             raise
@@ -364,6 +380,18 @@ class Predict(Module):
 
 
 _PROFILE_ADAPTERS: dict[str, Adapter] = {}
+
+
+def _renders_quickly(adapter: Adapter | None) -> bool:
+    """Whether ``adapter`` formats and parses with the built-in templates only (None: the
+    model profile's built-in adapter)."""
+    if adapter is None:
+        return True
+    from .adapters import ChatAdapter, CompletionAdapter, JSONAdapter
+
+    return type(adapter) in (ChatAdapter, JSONAdapter, CompletionAdapter) and not (
+        adapter.template_overrides
+    )
 
 
 def _profile_adapter(name: str) -> Adapter:

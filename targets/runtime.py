@@ -26,7 +26,6 @@ from .config import ServerConfig
 from .drift import DriftMonitor
 from .metrics import ServerMetrics
 from .program import build_models, program_name, program_signature, response_payload
-from .worker import ProgramLoop
 
 __all__ = [
     "ApiError",
@@ -97,9 +96,6 @@ class ProgramRuntime:
         self.predictor_names = {id(p): n for n, p in program.named_predictors()}
         self.drift = DriftMonitor(config.reference_stats, config.drift_window)
         self.in_flight = 0
-        # Prompt rendering and parsing are synchronous: they run there, not on the loop
-        # that answers /health and every other request.
-        self.worker = ProgramLoop(f"lmforge-program-{self.name}")
 
     def acquire(self, wanted: int = 1) -> int:
         """Take up to ``wanted`` of the ``max_concurrency`` call slots, at least one.
@@ -133,7 +129,7 @@ class ProgramRuntime:
         with track() as tracker:
             try:
                 async with asyncio.timeout(self.config.request_timeout_s):
-                    prediction = await self.worker.run(self.program.acall(**inputs))
+                    prediction = await self.program.acall(**inputs)
                 payload = response_payload(self.signature, prediction)
             except TimeoutError:
                 raise ApiError(
@@ -158,10 +154,6 @@ class ProgramRuntime:
             "completion_tokens": tracker.completion_tokens,
         }
         return payload, usage
-
-    def close(self) -> None:
-        """Stop the worker thread that runs program calls."""
-        self.worker.close()
 
     def validate_json(self, raw: bytes) -> dict[str, Any]:
         """Validate a JSON request body against the request model (ApiError 422)."""

@@ -9,12 +9,10 @@ Routes: ``POST /v1/programs/{name}`` (typed by the program's signature),
 # No ``from __future__ import annotations`` here: FastAPI reads the handlers' real types.
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -62,18 +60,10 @@ def create_app(program: Module | str | os.PathLike[str], config: ServerConfig | 
     name = runtime.name
     models = runtime.models
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_: Any) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            runtime.close()
-
     app = fastapi.FastAPI(
         title=f"lmforge program: {name}",
         description=runtime.signature.instructions,
         version="1",
-        lifespan=lifespan,
     )
     app.state.runtime = runtime
     # One set of rate-limit buckets for the gate (one token per request) and the batch

@@ -10,8 +10,8 @@ parts, the image where its field is.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
-import secrets
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -88,7 +88,7 @@ class Images:
     def __init__(self) -> None:
         self.urls: list[str] = []
         # A random token per message: no text value can forge a slot.
-        self._token = secrets.token_hex(8)
+        self._token = os.urandom(8).hex()
         self._pattern = re.compile(f"\x00image-{self._token}-(\\d+)\x00")
 
     def slot(self, field: Field, value: Any) -> str:
