@@ -16,7 +16,14 @@ from contextvars import ContextVar
 from typing import Any
 
 from . import settings as _settings
-from .adapters import Adapter, adapter_from_config, adapter_named
+from .adapters import (
+    Adapter,
+    ChatAdapter,
+    CompletionAdapter,
+    JSONAdapter,
+    adapter_from_config,
+    adapter_named,
+)
 from .adapters.base import Prompt, PromptPrefix
 from .adapters.coerce import _is_model
 from .errors import ArtifactError, ParseError, SignatureError, UsageError
@@ -382,16 +389,15 @@ class Predict(Module):
 _PROFILE_ADAPTERS: dict[str, Adapter] = {}
 
 
+_BUILTIN_ADAPTERS = (ChatAdapter, JSONAdapter, CompletionAdapter)
+
+
 def _renders_quickly(adapter: Adapter | None) -> bool:
     """Whether ``adapter`` formats and parses with the built-in templates only (None: the
     model profile's built-in adapter)."""
     if adapter is None:
         return True
-    from .adapters import ChatAdapter, CompletionAdapter, JSONAdapter
-
-    return type(adapter) in (ChatAdapter, JSONAdapter, CompletionAdapter) and not (
-        adapter.template_overrides
-    )
+    return type(adapter) in _BUILTIN_ADAPTERS and not adapter.template_overrides
 
 
 def _profile_adapter(name: str) -> Adapter:
