@@ -116,7 +116,13 @@ def dspy_saves(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
     (folder / "dspy_sigs.py").write_text(SIGNATURES.format(fw="dspy"))
     (folder / "save_programs.py").write_text(DSPY_SCRIPT)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env.update(PYTHONPATH=str(folder), DSPY_CACHEDIR=str(folder / "cache"), HOME=str(folder))
+    # DSPy imports litellm, which otherwise tries to download its price map.
+    env.update(
+        PYTHONPATH=str(folder),
+        DSPY_CACHEDIR=str(folder / "cache"),
+        HOME=str(folder),
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
+    )
     done = subprocess.run(
         [DSPY_PYTHON, "save_programs.py", str(folder)],
         cwd=folder,
