@@ -15,7 +15,7 @@ The DSPy original, for comparison::
     compiled = optimizer.compile(classify, trainset=train)
 """
 
-from typing import Literal
+from typing import Literal, get_args
 
 import lmforge as lf
 
@@ -23,17 +23,6 @@ from ._data import Split, load_split
 from ._main import run_example
 
 __all__ = ["INTENTS", "Intent", "load", "main", "make_program", "metric", "program"]
-
-INTENTS = (
-    "card_lost",
-    "card_arrival",
-    "transfer_failed",
-    "exchange_rate",
-    "balance",
-    "pin_change",
-    "refund_status",
-    "account_close",
-)
 
 Intent = Literal[
     "card_lost",
@@ -45,6 +34,7 @@ Intent = Literal[
     "refund_status",
     "account_close",
 ]
+INTENTS: tuple[str, ...] = get_args(Intent)
 
 
 def make_program() -> lf.Predict:

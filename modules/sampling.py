@@ -12,6 +12,7 @@ calls) are collected, and optimizers that build demos from traces leave them out
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -98,7 +99,9 @@ class _Attempts:
         return self.best
 
 
-class _Resampler(lf.Module):
+class _Resampler(lf.Module, abc.ABC):
+    """Runs ``module`` up to ``n`` times; subclasses say how the attempts go (``_run``)."""
+
     def __init__(
         self,
         module: lf.Module,
@@ -134,9 +137,9 @@ class _Resampler(lf.Module):
     async def aforward(self, **inputs: Any) -> lf.Prediction:
         return await self._run(inputs, blocking=False)
 
+    @abc.abstractmethod
     async def _run(self, inputs: dict[str, Any], *, blocking: bool) -> lf.Prediction:
         """The attempts of one call (a :mod:`lmforge.steps` core run by both twins)."""
-        raise NotImplementedError
 
     @property
     def signature(self) -> lf.Signature | None:
