@@ -11,7 +11,7 @@ lint:
 	.venv/bin/ruff check .
 
 typecheck:
-	.venv/bin/mypy framework modules optimizers targets cli compat
+	.venv/bin/mypy framework modules optimizers targets cli compat integrations
 
 reliability:     ## faults, crash safety, property-based and load checks, with a summary
 	$(PY) tests/reliability/run.py
