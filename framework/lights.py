@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LIGHTS",
+    "META_KEY",
     "Thresholds",
     "calibrate",
     "colour_summary",
