@@ -156,3 +156,21 @@ async def test_the_documented_body_follows_the_server_settings(
 def test_withhold_takes_red_or_yellow_only() -> None:
     with pytest.raises(lf.UsageError, match="withhold must be"):
         ServerConfig(name="triage", api_keys=(KEY,), withhold="blue")
+
+
+async def test_the_openai_shim_sends_the_headers_and_filters_withheld_answers() -> None:
+    def chat(ticket: str) -> dict[str, Any]:
+        return {"model": "triage", "messages": [{"role": "user", "content": ticket}]}
+
+    async with _client(_app(withhold="red")) as client:
+        sure = await client.post("/v1/chat/completions", json=chat("refund"), headers=AUTH)
+        held = await client.post("/v1/chat/completions", json=chat("maybe"), headers=AUTH)
+        streamed = await client.post(
+            "/v1/chat/completions", json={**chat("maybe"), "stream": True}, headers=AUTH
+        )
+    assert sure.headers["x-lmforge-light"] == "green"
+    assert sure.json()["choices"][0]["message"]["content"] == "billing"
+    choice = held.json()["choices"][0]
+    assert (choice["message"]["content"], choice["finish_reason"]) == (None, "content_filter")
+    assert held.headers["x-lmforge-light"] == "red"
+    assert '"finish_reason": "content_filter"' in streamed.text and "tech" not in streamed.text
