@@ -38,7 +38,7 @@ from .loading import (
 )
 from .loading import console as make_console
 
-__all__ = ["compile_command", "make_lm", "parse_options"]
+__all__ = ["compile_command", "make_lm", "parse_options", "write_html_report"]
 
 
 def parse_options(pairs: list[str]) -> dict[str, Any]:
@@ -193,7 +193,7 @@ def compile_command(
         "runs": runs,
     }
     write_json_atomic(out / "report.json", report)
-    html = _write_html(report, out / "report.html")
+    html = write_html_report(report, out / "report.html")
     _print_summary(runs, artifacts, out / "report.json", html)
     failed = [f"{run['model']}: {run['failed']}" for run in runs if run.get("failed")]
     if failed:
@@ -351,7 +351,8 @@ def _prompts(program: lf.Module, lm: lf.LM) -> dict[str, Any]:
     return prompts
 
 
-def _write_html(report: dict[str, Any], path: Path) -> Path | None:
+def write_html_report(report: dict[str, Any], path: Path) -> Path | None:
+    """Write ``report.html``; ``None`` (and a note) when plotly is not installed."""
     try:
         from lmforge.optimizers.report import write_html
     except ImportError:

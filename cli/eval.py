@@ -100,7 +100,7 @@ def _write_report(
     from lmforge.artifact import write_json_atomic
     from lmforge.evaluation_result import row_record
 
-    from .compile import _write_html
+    from .compile import write_html_report
 
     directory.mkdir(parents=True, exist_ok=True)
     run = {
@@ -120,7 +120,7 @@ def _write_report(
         "rows": [row_record(row) for row in result.rows],
     }
     write_json_atomic(directory / "report.json", document)
-    html = _write_html(document, directory / "report.html")
+    html = write_html_report(document, directory / "report.html")
     if not quiet:
         written = f" and {html}" if html is not None else ""
         typer.echo(f"report: {directory / 'report.json'}{written}")

@@ -380,6 +380,7 @@ def export_bundle(
         "memory_summary": "",
         "cache_hints": None,
         "structured_kinds": "",
+        "answers": {"metadata": options.answer_metadata, "withhold": options.withhold},
     }
     server: dict[str, Any] = {
         "max_body_bytes": 1_048_576,
@@ -411,7 +412,7 @@ def export_bundle(
         "backend": backend,
         "predictors": specs,
         "server": server,
-        "answers": {"metadata": options.answer_metadata, "withhold": options.withhold},
+        "answers": context["answers"],
         "reference_stats": reference,
     }
     files["serving.json"] = dumps(serving).encode()

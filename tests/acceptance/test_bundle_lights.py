@@ -40,6 +40,8 @@ def test_export_writes_the_answer_settings_and_the_server_reads_them(
     bundle = _export(artifact, tmp_path / "b", answer_metadata=True, withhold="red")
     serving = json.loads((bundle / "serving.json").read_text())
     assert serving["answers"] == {"metadata": True, "withhold": "red"}
+    readme = (bundle / "README.md").read_text()
+    assert "X-LMForge-Light" in readme and "red light are withheld" in readme
     program, config = load_bundle(bundle, ServerConfig(api_keys=(KEY,)))
     assert (config.answer_metadata, config.withhold) == (True, "red")
     assert program.artifact_meta["lights"]["green"] == 0.9  # type: ignore[attr-defined]

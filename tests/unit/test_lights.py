@@ -182,6 +182,14 @@ def test_calibrate_stores_thresholds_and_a_loaded_program_lights_its_answers(
     result = lf.evaluate(loaded, dataset(), lf.metrics.exact_match, progress=False)
     assert [row.prediction.light for row in result.rows][:1] == ["green"]
     assert confidence_pairs(result.rows)[-1] == (0.3, 0.0)
+    # rows written out keep each answer's confidence and light
+    record = result.to_dict()["rows"][0]
+    assert (record["confidence"], record["light"]) == (0.9, "green")
+    result.save(tmp_path / "rows.json")
+    saved = json.loads((tmp_path / "rows.json").read_text())["rows"][-1]
+    assert (saved["confidence"], saved["light"]) == (0.3, "red")
+    result.save(tmp_path / "rows.csv")  # the CSV keeps its columns
+    assert "confidence" not in (tmp_path / "rows.csv").read_text().splitlines()[0]
 
 
 def test_async_calls_are_lighted_too() -> None:
