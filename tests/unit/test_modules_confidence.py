@@ -74,6 +74,7 @@ def test_a_judge_scores_the_answer_without_gold_labels() -> None:
     assert again.confidence == 0.8
     assert len(lm.calls) == 4  # one answer and one judge call each
     assert [n for n, _ in program.named_predictors()] == ["module"]  # the judge is not tuned
+    assert lm_calls_per_run(program) == 2  # the answer and its judge call
 
 
 def test_a_failing_judge_leaves_the_confidence_unknown() -> None:
