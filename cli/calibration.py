@@ -24,6 +24,9 @@ from .held_out import HeldOut
 
 __all__ = ["calibrate", "describe", "evaluation_lights", "held_out_lights", "print_lights"]
 
+#: Dev examples scored to see whether the program's answers carry a confidence at all.
+_PROBE = 3
+
 
 def calibrate(
     evaluations: HeldOut,
@@ -37,17 +40,26 @@ def calibrate(
 ) -> tuple[dict[str, Any] | None, int | None]:
     """Score ``compiled`` on the dev split (checkpointed; mostly cache hits after the
     optimizer's own dev evaluation) and, when its answers carry a confidence, fit and store
-    the thresholds. Returns (the stored ``meta["lights"]`` entry or ``None``, LM calls)."""
-    result = evaluations.score(
-        compiled, devset, metric, label="lights", concurrency=concurrency, progress=progress
+    the thresholds. Returns (the stored ``meta["lights"]`` entry or ``None``, LM calls).
+
+    A few examples are scored first: a program whose answers carry no confidence costs
+    those, not a second pass over the whole split."""
+    probe = evaluations.score(
+        compiled, devset[:_PROBE], metric, label="lights", concurrency=concurrency, progress=False
     )
+    result, calls = probe, probe["lm_calls"] or 0
+    if probe.get("pairs") and len(devset) > _PROBE:
+        result = evaluations.score(
+            compiled, devset, metric, label="lights", concurrency=concurrency, progress=progress
+        )
+        calls += result["lm_calls"] or 0
     pairs = result.get("pairs")
     if not pairs:
-        return None, result["lm_calls"]
+        return None, calls
     thresholds = fit_thresholds(pairs, target=target)
     entry = store(compiled, thresholds, pairs)
     entry["reliability"] = {"dev": reliability(pairs)}
-    return entry, result["lm_calls"]
+    return entry, calls
 
 
 def held_out_lights(entry: dict[str, Any], split: str, pairs: Sequence[Any] | None) -> None:

@@ -115,6 +115,9 @@ def test_compile_without_confidences_stores_no_lights(workdir: Path) -> None:
     meta = json.loads((workdir / "out" / "plain@m_x.json").read_text())["meta"]
     assert "lights" not in meta
     assert "lights" not in result.stdout
+    # a few dev examples showed there is no confidence: the split was not scored again
+    usage = json.loads((workdir / "out" / "report.json").read_text())["runs"][0]["usage"]
+    assert usage["lights_lm_calls"] == 3
 
 
 def test_a_lights_target_outside_0_to_1_is_a_one_line_error(workdir: Path) -> None:
