@@ -23,6 +23,7 @@ from lmforge.artifact import write_json_atomic
 from lmforge.errors import MissingExtraError, UsageError
 from lmforge.optimizers import OPTIMIZERS
 
+from . import calibration
 from . import options as check
 from .app import app, fail, friendly
 from .held_out import HeldOut
@@ -37,7 +38,7 @@ from .loading import (
 )
 from .loading import console as make_console
 
-__all__ = ["compile_command", "make_lm", "parse_options"]
+__all__ = ["compile_command", "make_lm", "parse_options", "write_html_report"]
 
 
 def parse_options(pairs: list[str]) -> dict[str, Any]:
@@ -112,6 +113,12 @@ def compile_command(
         help="Fail (exit 1, no artifact) when more than this share of examples fail on LM calls.",
     ),
     trust: list[str] = typer.Option([], "--trust", help=TRUST_HELP),
+    lights_target: float = typer.Option(
+        0.9,
+        "--lights-target",
+        help="Dev precision green answers must reach (0 to 1); thresholds are fitted when "
+        "the compiled program's answers carry a confidence.",
+    ),
 ) -> None:
     """Compile PROGRAM for each --model and write one artifact per model plus a report.
 
@@ -123,6 +130,7 @@ def compile_command(
     models = [check.model_option(m) or "" for m in models]
     check.at_least(concurrency, "--concurrency", 1)
     check.failure_rate(max_failure_rate)
+    check.share(lights_target, "--lights-target")
     budget = check.budget(max_calls, max_cost)
     optimizer = create(optimizer_name, **parse_options(options))
     program, name = load_target(program_spec, trust=trust)
@@ -173,6 +181,7 @@ def compile_command(
             progress=progress,
             concurrency=concurrency,
             max_failure_rate=max_failure_rate,
+            lights_target=lights_target,
         )
         runs.append(entry)
         artifacts.append(path)
@@ -184,7 +193,7 @@ def compile_command(
         "runs": runs,
     }
     write_json_atomic(out / "report.json", report)
-    html = _write_html(report, out / "report.html")
+    html = write_html_report(report, out / "report.html")
     _print_summary(runs, artifacts, out / "report.json", html)
     failed = [f"{run['model']}: {run['failed']}" for run in runs if run.get("failed")]
     if failed:
@@ -214,6 +223,7 @@ def _compile_one(
     progress: bool,
     concurrency: int | None,
     max_failure_rate: float,
+    lights_target: float = 0.9,
 ) -> tuple[dict[str, Any], Path | None]:
     from lmforge.optimizers.failures import FailureTally
 
@@ -245,6 +255,17 @@ def _compile_one(
     with lf.use(lm=lm):
         uncompiled = program.deepcopy()
         uncompiled.set_lm(lm)
+        lights = None
+        if devset and failures.share <= max_failure_rate:
+            lights, extra_usage["lights_lm_calls"] = calibration.calibrate(
+                evaluations,
+                compiled,
+                devset,
+                metric,
+                target=lights_target,
+                concurrency=concurrency,
+                progress=progress,
+            )
         for label, target, data in (
             ("test", compiled, testset),
             ("baseline", uncompiled, held_out if baseline else None),
@@ -257,11 +278,15 @@ def _compile_one(
             scores[label] = result["score"]
             if label == "test":
                 scores["test_failures"] = result["failures"]
+                if lights is not None:
+                    calibration.held_out_lights(lights, "test", result.get("pairs"))
             else:
                 scores["baseline_split"] = "test" if testset else "dev"
             extra_usage[f"{label}_lm_calls"] = result["lm_calls"]
             failures.merge({"attempted": result["n"], **result["lm_failures"]})
     meta["scores"] = {k: v for k, v in scores.items() if k in ("dev", "test")}
+    if lights is not None:
+        meta["lights"] = lights
     compiled.artifact_meta = meta  # type: ignore[attr-defined]
     path: Path | None = None
     failed = None
@@ -303,6 +328,7 @@ def _compile_one(
         "wall_s": round(time.perf_counter() - started, 3),
         "stopped": meta.get("stopped"),
         "errors": meta.get("errors"),
+        "lights": lights,
         "failed": failed,
         "run_dir": str(run_dir),
     }
@@ -325,7 +351,8 @@ def _prompts(program: lf.Module, lm: lf.LM) -> dict[str, Any]:
     return prompts
 
 
-def _write_html(report: dict[str, Any], path: Path) -> Path | None:
+def write_html_report(report: dict[str, Any], path: Path) -> Path | None:
+    """Write ``report.html``; ``None`` (and a note) when plotly is not installed."""
     try:
         from lmforge.optimizers.report import write_html
     except ImportError:
@@ -372,6 +399,10 @@ def _print_summary(
         )
     console = make_console()
     console.print(table)
+    for run in runs:
+        if run.get("lights"):
+            line = calibration.describe(run["lights"])
+            console.print(f"{run['model']}: {line}", markup=False, highlight=False)
     console.print(
         f"report: {report}" + (f" and {html}" if html else ""), markup=False, highlight=False
     )

@@ -18,6 +18,15 @@ from .loading import TRUST_HELP
 
 __all__: list[str] = []
 
+METADATA_HELP = (
+    "Answer {answer, confidence, light} instead of the outputs alone (both are always sent "
+    "as X-LMForge-Confidence / X-LMForge-Light headers)."
+)
+WITHHOLD_HELP = (
+    "red (or yellow: yellow and red): answer such answers with HTTP 200 and "
+    '{"answer": null, "light": ...} instead of the outputs.'
+)
+
 
 @app.command("export")
 @friendly
@@ -68,6 +77,8 @@ def export(
     ),
     image: str | None = typer.Option(None, help="The program server image name in k8s manifests."),
     trust: list[str] = typer.Option([], "--trust", help=TRUST_HELP),
+    answer_metadata: bool = typer.Option(False, "--answer-metadata", help=METADATA_HELP),
+    withhold: str | None = typer.Option(None, "--withhold", help=WITHHOLD_HELP),
 ) -> None:
     """Export a compiled artifact as a served bundle for vLLM or a managed API."""
     from lmforge.targets.export import ExportOptions, export_bundle
@@ -97,6 +108,8 @@ def export(
         fallback_model=fallback_model,
         image=image,
         trusted_modules=tuple(trusted_modules(trust)),
+        answer_metadata=answer_metadata,
+        withhold=withhold,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the notes below repeat them
@@ -156,6 +169,8 @@ def serve(
         help="Call the model recorded in the artifact (e.g. the embedded local model) instead "
         "of the bundle's vLLM or provider backend.",
     ),
+    answer_metadata: bool = typer.Option(False, "--answer-metadata", help=METADATA_HELP),
+    withhold: str | None = typer.Option(None, "--withhold", help=WITHHOLD_HELP),
 ) -> None:
     """Run a bundle's program server (API keys from $LMFORGE_API_KEYS).
 
@@ -206,6 +221,8 @@ def serve(
         name=name if isinstance(name, str) and name else "program",
         api_keys=api_keys_from_env(),
         insecure_no_auth=insecure_no_auth,
+        answer_metadata=answer_metadata,
+        withhold=withhold,
         **limits,
     )
     program, config = load_bundle(bundle, config, artifact_lms=artifact_lm)

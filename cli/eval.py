@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import lmforge as lf
 import typer
 from lmforge.optimizers.failures import FailureTally, lm_failures
 
+from . import calibration
 from . import options as check
 from .app import app, fail, friendly
 from .loading import TRUST_HELP, load_data, load_metric, program_inputs
@@ -46,12 +48,20 @@ def eval_command(
         help="Exit 1 when more than this share of examples fail on LM calls (0 to 1).",
     ),
     trust: list[str] = typer.Option([], "--trust", help=TRUST_HELP),
+    report: Path | None = typer.Option(
+        None,
+        "--report",
+        help="Directory to write report.json and report.html to (with precision and "
+        "coverage per light and a reliability diagram when answers carry a confidence).",
+    ),
 ) -> None:
     """Score ARTIFACT on --data with --metric and print the score table."""
     model = check.model_option(model)
     check.at_least(concurrency, "--concurrency", 1)
     check.at_least(failures, "--failures", 0)
     check.failure_rate(max_failure_rate)
+    if report is not None:
+        check.output_dir(report)
     program = load_program(artifact, model=model, trust=trust)
     metric = load_metric(metric_spec)
     names = [n.strip() for n in (inputs or "").split(",") if n.strip()] or program_inputs(program)
@@ -59,13 +69,61 @@ def eval_command(
     result = lf.evaluate(
         program, examples, metric, concurrency=concurrency, progress=progress and not as_json
     )
+    lights = calibration.evaluation_lights(program, result.rows)
     if as_json:
-        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        typer.echo(json.dumps(_with_lights(result.to_dict(), lights), ensure_ascii=False))
     else:
         _print_table(artifact, data, result, failures)
+        if lights is not None:
+            calibration.print_lights(lights, make_console())
+    if report is not None:
+        _write_report(report, artifact, data, result, lights, quiet=as_json)
     failed = _lm_failures(result)
     if failed.share > max_failure_rate:
         fail(f"{failed.describe()}, more than --max-failure-rate {max_failure_rate:g}")
+
+
+def _with_lights(document: dict[str, Any], lights: dict[str, Any] | None) -> dict[str, Any]:
+    return {**document, "lights": lights} if lights is not None else document
+
+
+def _write_report(
+    directory: Path,
+    artifact: Path,
+    data: Path,
+    result: lf.EvaluationResult,
+    lights: dict[str, Any] | None,
+    *,
+    quiet: bool,
+) -> None:
+    """``report.json`` (the summary, the lights and every row) and ``report.html``."""
+    from lmforge.artifact import write_json_atomic
+    from lmforge.evaluation_result import row_record
+
+    from .compile import write_html_report
+
+    directory.mkdir(parents=True, exist_ok=True)
+    run = {
+        "model": artifact.name,
+        "optimizer": "eval",
+        "scores": {data.stem: result.score},
+        "usage": dict(result.usage),
+        "errors": {"count": result.num_failures},
+        "lights": lights,
+    }
+    document = {
+        "title": f"lmforge eval report: {artifact.name} on {data.name}",
+        "kind": "eval",
+        "lmforge_version": lf.__version__,
+        **_with_lights(result.to_dict(rows=False), lights),
+        "runs": [run],
+        "rows": [row_record(row) for row in result.rows],
+    }
+    write_json_atomic(directory / "report.json", document)
+    html = write_html_report(document, directory / "report.html")
+    if not quiet:
+        written = f" and {html}" if html is not None else ""
+        typer.echo(f"report: {directory / 'report.json'}{written}")
 
 
 def _lm_failures(result: lf.EvaluationResult) -> FailureTally:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import lmforge as lf
+from lmforge.lights import confidence_pairs
 from lmforge.optimizers.failures import lm_failures
 from lmforge.optimizers.store import RunStore, program_fingerprint
 
@@ -32,8 +33,10 @@ class HeldOut:
         concurrency: int | None,
         progress: bool,
     ) -> dict[str, Any]:
-        """``{"score", "n", "failures", "lm_failures": {"failed", "errors"}, "lm_calls"}``
-        of ``program`` on ``data``; stored under the program's state, the data and the metric."""
+        """``{"score", "n", "failures", "lm_failures": {"failed", "errors"}, "lm_calls",
+        "pairs"}`` of ``program`` on ``data`` (``pairs``: ``[confidence, score]`` per
+        example, ``None`` when no answer had one); stored under the program's state, the
+        data and the metric."""
         from lmforge.data import dataset_hash
         from lmforge.metrics import metric_name
 
@@ -49,11 +52,14 @@ class HeldOut:
             progress=progress,
             description=label,
         )
+        pairs = confidence_pairs(result.rows)
         value = {
             "score": result.score,
             "n": result.n,
             "failures": result.num_failures,
             "lm_failures": lm_failures(f"{r.error_type}: {r.error}" for r in result.failures),
             "lm_calls": result.usage.get("lm_calls"),
+            # (confidence, score) per example, for the lights: only when any answer had one
+            "pairs": pairs if any(c is not None for c, _ in pairs) else None,
         }
         return self._store.put(key, value, result.usage)["value"]  # type: ignore[no-any-return]

@@ -10,7 +10,7 @@ from typing import Any
 
 from lmforge.errors import UsageError
 
-__all__ = ["at_least", "budget", "failure_rate", "model_option", "output_dir"]
+__all__ = ["at_least", "budget", "failure_rate", "model_option", "output_dir", "share"]
 
 MODEL_HINT = "a model name like openai/gpt-4o-mini, or path/to/lms.py:name"
 
@@ -51,6 +51,13 @@ def failure_rate(value: float) -> float:
     """A ``--max-failure-rate`` value: a share from 0 to 1."""
     if not 0 <= value <= 1:  # NaN fails this too
         raise UsageError(f"--max-failure-rate must be from 0 to 1 (e.g. 0.5 for 50%), got {value}")
+    return value
+
+
+def share(value: float, option: str) -> float:
+    """A share from 0 to 1 given as ``option`` (e.g. ``--lights-target``)."""
+    if not 0 <= value <= 1:  # NaN fails this too
+        raise UsageError(f"{option} must be from 0 to 1 (e.g. 0.9 for 90%), got {value}")
     return value
 
 

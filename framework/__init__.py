@@ -46,7 +46,7 @@ from .signature import InputField, OutputField, Signature
 from .trace import track
 
 if TYPE_CHECKING:
-    from . import data, metrics
+    from . import data, lights, metrics
     from .evaluation import EvaluationResult, evaluate
     from .history import History
     from .image import Image
@@ -92,6 +92,7 @@ __all__ = [
     "data",
     "evaluate",
     "inspect",
+    "lights",
     "load",
     "metrics",
     "request_config",
@@ -107,6 +108,7 @@ _LAZY = {
     "History": ("lmforge.history", "History"),
     "Image": ("lmforge.image", "Image"),
     "data": ("lmforge.data", None),
+    "lights": ("lmforge.lights", None),
     "metrics": ("lmforge.metrics", None),
 }
 

@@ -57,6 +57,7 @@ class EvaluationRow:
                 "score": self.score,
                 "error_type": self.error_type,
                 "error": self.error,
+                **_trust(self.prediction),
             }
         )
 
@@ -145,7 +146,8 @@ class EvaluationResult:
 
 def row_record(row: EvaluationRow) -> dict[str, Any]:
     """One example's ``index``, ``inputs``, ``outputs`` (``None`` when the program
-    raised), ``gold`` labels, ``score`` and ``error`` (``"Type: message"`` or ``None``)."""
+    raised), ``gold`` labels, ``score`` and ``error`` (``"Type: message"`` or ``None``);
+    plus ``confidence`` and ``light`` when the prediction carries a confidence."""
     example = row.example
     return {
         "index": row.index,
@@ -154,7 +156,16 @@ def row_record(row: EvaluationRow) -> dict[str, Any]:
         "gold": dict(example.labels()),
         "score": row.score,
         "error": f"{row.error_type}: {row.error}" if row.failed else None,
+        **_trust(row.prediction),
     }
+
+
+def _trust(prediction: Prediction | None) -> dict[str, Any]:
+    """A prediction's ``confidence`` and ``light``, when it has them (not output fields)."""
+    confidence = prediction.confidence if prediction is not None else None
+    if isinstance(confidence, bool) or not isinstance(confidence, int | float):
+        return {}  # unknown, or an output field of that name holding something else
+    return {"confidence": confidence, "light": prediction.light if prediction else None}
 
 
 def _save(result: EvaluationResult, path: str | os.PathLike[str]) -> Path:

@@ -132,9 +132,14 @@ class Prediction(_Record):
     """The outputs of a module call, readable as attributes (``pred.team``).
 
     ``completions`` holds every parsed candidate when more than one was sampled.
+    ``confidence`` (a float in [0, 1], or ``None`` when unknown) and ``light``
+    (``"green"``, ``"yellow"``, ``"red"`` or ``None``) describe how far the answer can be
+    trusted; they are not output fields, may be set (``pred.confidence = 0.8``) and are
+    kept by :meth:`copy`. A program whose artifact holds calibrated thresholds sets
+    ``light`` from ``confidence`` on each call (see :mod:`lmforge.lights`).
     """
 
-    __slots__ = ("_completions",)
+    __slots__ = ("_completions", "_confidence", "_light")
 
     def __init__(
         self,
@@ -146,6 +151,38 @@ class Prediction(_Record):
     ) -> None:
         super().__init__(data, **fields)
         object.__setattr__(self, "_completions", _completions)
+        object.__setattr__(self, "_confidence", None)
+        object.__setattr__(self, "_light", None)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Only the two trust annotations are settable: the output fields stay immutable.
+        if name in ("confidence", "light"):
+            object.__setattr__(self, name, value)  # through the property's setter
+        else:
+            super().__setattr__(name, value)
+
+    @property
+    def confidence(self) -> float | None:
+        """How likely the answer is right, in [0, 1]; ``None`` when unknown. A program
+        with an output field named ``confidence`` still reads it as ``pred["confidence"]``."""
+        if self._confidence is None and "confidence" in self._data:
+            return self._data["confidence"]  # type: ignore[no-any-return]
+        return self._confidence
+
+    @confidence.setter
+    def confidence(self, value: float | None) -> None:
+        object.__setattr__(self, "_confidence", _check_confidence(value))
+
+    @property
+    def light(self) -> str | None:
+        """``"green"`` / ``"yellow"`` / ``"red"`` from calibrated thresholds, or ``None``."""
+        if self._light is None and "light" in self._data:
+            return self._data["light"]  # type: ignore[no-any-return]
+        return self._light
+
+    @light.setter
+    def light(self, value: str | None) -> None:
+        object.__setattr__(self, "_light", _check_light(value))
 
     @classmethod
     def from_completions(
@@ -222,7 +259,27 @@ class Prediction(_Record):
     __hash__ = _Record.__hash__
 
     def copy(self, **changes: Any) -> Prediction:
-        return Prediction({**self._data, **changes}, _completions=self._completions)
+        new = Prediction({**self._data, **changes}, _completions=self._completions)
+        object.__setattr__(new, "_confidence", self._confidence)
+        object.__setattr__(new, "_light", self._light)
+        return new
+
+
+_LIGHTS = ("green", "yellow", "red")
+
+
+def _check_confidence(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise UsageError(f"prediction.confidence must be a number in [0, 1] or None, got {value!r}")
+    return float(value)
+
+
+def _check_light(value: Any) -> str | None:
+    if value is not None and value not in _LIGHTS:
+        raise UsageError(f"prediction.light must be one of {_LIGHTS} or None, got {value!r}")
+    return value  # type: ignore[no-any-return]
 
 
 def _number(value: object) -> float | None:

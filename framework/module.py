@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
+from . import lights as _lights
 from . import settings as _settings
 from .errors import LMForgeError, UsageError
 from .example import Example, Prediction
@@ -100,12 +101,18 @@ class Module:
     def __call__(self, *args: Any, **inputs: Any) -> Prediction:
         if args:
             raise UsageError(_positional_message(self, len(args)))
-        return self.forward(**inputs)
+        prediction = self.forward(**inputs)
+        if "artifact_meta" in self.__dict__:  # a compiled or loaded program: lights apply
+            return _lights.mark(self, prediction)  # type: ignore[no-any-return]
+        return prediction
 
     async def acall(self, *args: Any, **inputs: Any) -> Prediction:
         if args:
             raise UsageError(_positional_message(self, len(args)))
-        return await self.aforward(**inputs)
+        prediction = await self.aforward(**inputs)
+        if "artifact_meta" in self.__dict__:
+            return _lights.mark(self, prediction)  # type: ignore[no-any-return]
+        return prediction
 
     # -- batch --------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 Each adds one idea: ``ChainOfThought`` (a reasoning field), ``Chain`` (prompt chaining),
 ``ReAct`` (a tool loop), ``BestOfN`` / ``Refine`` (resampling against a reward),
-``Majority`` / ``Ensemble`` (voting), ``Retrieve`` with ``BM25Retriever`` (retrieval).
+``Majority`` / ``Ensemble`` (voting), ``Confidence`` (self-consistency or judge
+confidence), ``Retrieve`` with ``BM25Retriever`` (retrieval).
 Every module runs sync and async, batches, exposes its inner predictors to optimizers,
 and saves to / loads from an artifact without pickling.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from .chain import Chain
 from .chain_of_thought import ChainOfThought
+from .confidence import Confidence
 from .ensemble import Ensemble, Majority, majority, normalize_answer
 from .react import ReAct
 from .retrieve import BM25Retriever, Passage, Retrieve, Retriever
@@ -22,6 +24,7 @@ __all__ = [
     "BestOfN",
     "Chain",
     "ChainOfThought",
+    "Confidence",
     "Ensemble",
     "Majority",
     "Passage",

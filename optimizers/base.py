@@ -351,7 +351,10 @@ def lm_calls_per_run(program: lf.Module) -> int:
     """An upper bound of the LM calls one call of ``program`` makes: one per predictor,
     times the repeats of the modules around it (``BestOfN`` / ``Refine`` / ``Majority``
     attempts: ``n``; Refine's feedback step: ``n - 1``; ReAct's tool-choosing step:
-    ``max_steps``), nested repeats multiplied."""
+    ``max_steps``), nested repeats multiplied; plus one judge call per ``Confidence`` with a
+    judge."""
+    from lmforge.modules import Confidence
+
     modules = program.named_modules()
     total = 0
     for name, module in modules:
@@ -372,7 +375,9 @@ def lm_calls_per_run(program: lf.Module) -> int:
                 continue
             factor *= _repeats(outer, rest)
         total += factor
-    return total
+    return total + sum(
+        1 for _, module in modules if isinstance(module, Confidence) and module.judge is not None
+    )
 
 
 def _repeats(module: lf.Module, path: str) -> int:

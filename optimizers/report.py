@@ -19,11 +19,13 @@ A report is a plain JSON-safe dict::
           "wall_s": 12.5,
           "stopped": None,                        # or why the run stopped early
           "errors": {"count": 2, "types": {"ValueError": 2}},  # examples that raised
+          "lights": {...},                        # see lmforge.optimizers.reliability
         }
       ]
     }
 
-A dict without ``"runs"`` is treated as a single run. A trial is plotted at ``"trial"``
+A dict without ``"runs"`` is treated as a single run; ``"kind": "eval"`` (an ``lmforge
+eval`` report) leaves out the trial and prompt sections. A trial is plotted at ``"trial"``
 (else ``"number"``, else its position). Every key is optional; the HTML shows
 what is there. The HTML embeds plotly.js inline and loads nothing from the network: it
 contains no ``http://``/``https://`` text at all (URLs inside plotly's bundled code and in
@@ -45,6 +47,8 @@ import jinja2
 from lmforge._atomic import write_json_atomic, write_text_atomic
 from lmforge.errors import MissingExtraError, UsageError
 from markupsafe import Markup
+
+from .reliability import lights_view
 
 __all__ = ["external_urls", "normalise_report", "render_html", "write_html", "write_json"]
 
@@ -84,6 +88,7 @@ def render_html(report: Mapping[str, Any]) -> str:
                 "plot": _trial_plot(go, run, index),
                 "config_text": _pretty(run["config"]),
                 "candidate_columns": _columns(run["candidates"]),
+                "lights_view": lights_view(run["lights"]),
             }
         )
     score_names = sorted({name for run in runs for name in run["scores"]})
@@ -92,6 +97,7 @@ def render_html(report: Mapping[str, Any]) -> str:
         program=data["program"],
         lmforge_version=data["lmforge_version"],
         runs=runs,
+        kind=data["kind"],
         score_names=score_names,
         plotly_js=Markup(_JS_SLOT),
     )
@@ -113,6 +119,7 @@ def normalise_report(report: Mapping[str, Any]) -> dict[str, Any]:
         "title": str(report.get("title") or "lmforge compile report"),
         "program": str(report.get("program") or ""),
         "lmforge_version": str(report.get("lmforge_version") or ""),
+        "kind": "eval" if report.get("kind") == "eval" else "compile",
         "runs": runs,
     }
 
@@ -163,6 +170,7 @@ def _normalise_run(run: Any, index: int) -> dict[str, Any]:
         "wall_s": run.get("wall_s"),
         "stopped": run.get("stopped"),
         "errors": dict(run.get("errors") or {}),
+        "lights": run.get("lights") if isinstance(run.get("lights"), Mapping) else None,
     }
 
 

@@ -19,7 +19,7 @@ from lmforge.errors import ArtifactError, UsageError
 from lmforge.lm.profiles import profile_for
 
 from .config import ReadinessCheck, ServerConfig, api_keys_from_env
-from .serving_file import BUNDLE_LIMIT_KEYS, bundle_limits, read_serving
+from .serving_file import BUNDLE_LIMIT_KEYS, answer_options, bundle_limits, read_serving
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -327,10 +327,16 @@ def load_bundle(
     else:
         checks = [env_key_check(backend["api_key_env"], backend["model"])]
     limits = bundle_limits(serving)
+    answers = answer_options(serving)
     if config is None:
-        config = ServerConfig(name=serving["name"], api_keys=api_keys_from_env(), **limits)
+        config = ServerConfig(
+            name=serving["name"], api_keys=api_keys_from_env(), **limits, **answers
+        )
     return program, config.replace(
         name=serving["name"],
+        # the operator's flags may turn these on for a bundle that leaves them off
+        answer_metadata=config.answer_metadata or answers["answer_metadata"],
+        withhold=config.withhold or answers["withhold"],
         reference_stats=config.reference_stats or serving.get("reference_stats"),
         readiness=config.readiness or tuple(checks),
         structured=config.structured

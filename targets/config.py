@@ -53,6 +53,12 @@ class ServerConfig:
             after it opened (or after a later request's first byte) is closed.
         keep_alive_timeout_s: an idle keep-alive connection is closed after this long.
         max_connections: open connections per process; one more is answered 503.
+        answer_metadata: the typed endpoint answers ``{"answer": outputs, "confidence",
+            "light"}`` instead of the outputs alone (a request may ask with
+            ``?metadata=true``); both are always sent as ``X-LMForge-Confidence`` and
+            ``X-LMForge-Light`` headers when known.
+        withhold: ``"red"`` (or ``"yellow"``: yellow and red) answers are held back: HTTP 200
+            with ``{"answer": null, "light": ..., "confidence": ..., "withheld": true}``.
 
     The last three are connection settings, applied by ``lmforge serve`` (see
     :func:`lmforge.targets.connections.uvicorn_config`), not by the app itself.
@@ -76,6 +82,8 @@ class ServerConfig:
     header_timeout_s: float = 10.0
     keep_alive_timeout_s: int = 5
     max_connections: int = 512
+    answer_metadata: bool = False
+    withhold: str | None = None
 
     def __post_init__(self) -> None:
         if not self.api_keys and not self.insecure_no_auth:
@@ -107,6 +115,10 @@ class ServerConfig:
             raise UsageError("request_timeout_s must be > 0")
         if not self.header_timeout_s > 0:
             raise UsageError("header_timeout_s must be > 0")
+        if self.withhold not in (None, "red", "yellow"):
+            raise UsageError(
+                f"withhold must be 'red', 'yellow' (yellow and red) or None, got {self.withhold!r}"
+            )
 
     def replace(self, **changes: Any) -> ServerConfig:
         return dataclasses.replace(self, **changes)

@@ -63,6 +63,8 @@ class ExportOptions:
     fallback_model: str | None = None
     image: str | None = None
     trusted_modules: tuple[str, ...] = ()  # what the artifact may import (lf.load's)
+    answer_metadata: bool = False  # answer {answer, confidence, light} (serving.json answers)
+    withhold: str | None = None  # "red" / "yellow": hold back answers of that light and worse
 
     def __post_init__(self) -> None:
         """Refuse values vLLM, the memory plan or the generated files cannot use (UsageError).
@@ -95,6 +97,10 @@ class ExportOptions:
             raise UsageError(
                 f"--gpu-memory-gib must be > 0 and at most 65536 (GiB of one GPU), "
                 f"got {self.gpu_memory_gib!r}"
+            )
+        if self.withhold not in (None, "red", "yellow"):
+            raise UsageError(
+                f"--withhold must be red or yellow (yellow and red), got {self.withhold!r}"
             )
         if self.dtype.lower() not in DTYPE_BYTES:
             raise UsageError(
@@ -374,6 +380,7 @@ def export_bundle(
         "memory_summary": "",
         "cache_hints": None,
         "structured_kinds": "",
+        "answers": {"metadata": options.answer_metadata, "withhold": options.withhold},
     }
     server: dict[str, Any] = {
         "max_body_bytes": 1_048_576,
@@ -405,6 +412,7 @@ def export_bundle(
         "backend": backend,
         "predictors": specs,
         "server": server,
+        "answers": context["answers"],
         "reference_stats": reference,
     }
     files["serving.json"] = dumps(serving).encode()

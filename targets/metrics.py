@@ -114,6 +114,14 @@ class ServerMetrics:
         self.in_flight = prom.Gauge(
             "lmforge_in_flight_requests", "Program calls in progress.", registry=self.registry
         )
+        # Named for dashboards: lmforge_answers_total{program, light}; light "none" counts
+        # answers without a confidence.
+        self.answers = labelled(
+            prom.Counter,
+            "lmforge_answers",
+            "Answers by confidence light (green, yellow, red; none without a confidence).",
+            ["program", "light"],
+        )
         self.drift = labelled(
             prom.Gauge,
             "lmforge_drift_score",

@@ -55,7 +55,7 @@ def message_text(message: dict[str, Any]) -> str:
 
 def add_openai_routes(app: Any, runtime: Any, error_response: Callable[[Any, Any], Any]) -> None:
     """Register the OpenAI-compatible routes for ``runtime`` on ``app``."""
-    from fastapi.responses import StreamingResponse
+    from fastapi.responses import JSONResponse, StreamingResponse
 
     from .runtime import ApiError
 
@@ -82,24 +82,27 @@ def add_openai_routes(app: Any, runtime: Any, error_response: Callable[[Any, Any
         runtime.acquire()
         status = 200
         try:
-            payload, usage = await runtime.call(inputs)
+            answer = await runtime.answer(inputs)
         except ApiError as exc:
             status = exc.status
             raise
         finally:
             runtime.release()
             metrics.requests.labels(name, "chat", str(status)).inc()
-        text = output_text(runtime.signature, payload)
+        usage = answer.usage
+        # A withheld answer reads as OpenAI's filtered one: no content, "content_filter".
+        text = "" if answer.withheld else output_text(runtime.signature, answer.payload)
+        finish = "content_filter" if answer.withheld else "stop"
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         if body.stream:
             include_usage = body.stream_options is not None and body.stream_options.include_usage
             return StreamingResponse(
-                _sse(completion_id, created, name, text, usage if include_usage else None),
+                _sse(completion_id, created, name, text, usage if include_usage else None, finish),
                 media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache"},
+                headers={"Cache-Control": "no-cache", **answer.headers()},
             )
-        return {
+        completion = {
             "id": completion_id,
             "object": "chat.completion",
             "created": created,
@@ -107,12 +110,13 @@ def add_openai_routes(app: Any, runtime: Any, error_response: Callable[[Any, Any
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": None if answer.withheld else text},
+                    "finish_reason": finish,
                 }
             ],
             "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
         }
+        return JSONResponse(completion, headers=answer.headers())
 
 
 def _check_options(body: ChatRequest, api_error: Any) -> None:
@@ -174,7 +178,12 @@ def _inputs_from_messages(runtime: Any, messages: list[dict[str, Any]], api_erro
 
 
 async def _sse(
-    completion_id: str, created: int, model: str, text: str, usage: dict[str, int] | None
+    completion_id: str,
+    created: int,
+    model: str,
+    text: str,
+    usage: dict[str, int] | None,
+    finish: str = "stop",
 ) -> AsyncIterator[bytes]:
     def event(
         delta: dict[str, Any], finish: str | None, extra: dict[str, Any] | None = None
@@ -192,7 +201,7 @@ async def _sse(
     yield event({"role": "assistant", "content": ""}, None)
     for start in range(0, len(text), _CHUNK):
         yield event({"content": text[start : start + _CHUNK]}, None)
-    yield event({}, "stop")
+    yield event({}, finish)
     if usage is not None:
         total = usage["prompt_tokens"] + usage["completion_tokens"]
         final = {

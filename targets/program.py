@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 from lmforge import Module, Prediction, Signature
@@ -74,6 +74,28 @@ class ProgramModels:
     ) -> None:
         self.request = request
         self.response = response
+        # The typed endpoint's body with answer metadata, or for a withheld answer.
+        envelope: dict[str, Any] = {
+            "answer": (
+                response | None,
+                pydantic.Field(None, description="The outputs; null when withheld."),
+            ),
+            "confidence": (
+                float | None,
+                pydantic.Field(None, ge=0, le=1, description="How likely the answer is right."),
+            ),
+            "light": (
+                Literal["green", "yellow", "red"] | None,
+                pydantic.Field(None, description="The answer's light from calibrated thresholds."),
+            ),
+            "withheld": (
+                bool,
+                pydantic.Field(False, description="The server holds back answers of this light."),
+            ),
+        }
+        self.envelope = pydantic.create_model(
+            f"{request.__name__[: -len('Request')]}Answer", **envelope
+        )
         self.batch_request = pydantic.create_model(
             f"{request.__name__[: -len('Request')]}BatchRequest",
             __config__=pydantic.ConfigDict(extra="forbid"),

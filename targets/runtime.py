@@ -4,6 +4,7 @@ metrics, drift, request validation, and the mapping of failures onto HTTP errors
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
@@ -21,6 +22,7 @@ from lmforge.errors import (
     RateLimitError,
     UsageError,
 )
+from lmforge.lights import LIGHTS
 
 from .config import ServerConfig
 from .drift import DriftMonitor
@@ -28,6 +30,7 @@ from .metrics import ServerMetrics
 from .program import build_models, program_name, program_signature, response_payload
 
 __all__ = [
+    "Answer",
     "ApiError",
     "ProgramRuntime",
     "inputs_of",
@@ -83,6 +86,52 @@ def lm_error(exc: BaseException) -> ApiError:
     return ApiError(500, "internal_error", "the program failed; see the server log (request id)")
 
 
+#: The lights a ``withhold`` setting holds back: the named light and every worse one.
+WITHHELD: dict[str | None, tuple[str, ...]] = {"red": ("red",), "yellow": ("yellow", "red")}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Answer:
+    """One program answer as the server sends it (see :meth:`ProgramRuntime.answer`)."""
+
+    payload: dict[str, Any]
+    usage: dict[str, int]
+    confidence: float | None = None
+    light: str | None = None
+    withheld: bool = False
+
+    def headers(self) -> dict[str, str]:
+        """``X-LMForge-Confidence`` and ``X-LMForge-Light``, when known."""
+        headers = {}
+        if self.confidence is not None:
+            headers["X-LMForge-Confidence"] = f"{self.confidence:.4g}"
+        if self.light is not None:
+            headers["X-LMForge-Light"] = self.light
+        return headers
+
+    def body(self, metadata: bool, key: str = "answer") -> dict[str, Any]:
+        """The response body: the outputs alone (what clients always got), or with
+        ``metadata`` ``{key: outputs, "confidence", "light"}``; a withheld answer is
+        ``{key: null, "confidence", "light", "withheld": true}`` either way."""
+        if self.withheld:
+            return {key: None, "confidence": self.confidence, "light": self.light, "withheld": True}
+        if metadata:
+            return {key: self.payload, "confidence": self.confidence, "light": self.light}
+        return self.payload
+
+
+def trust_of(prediction: Any) -> tuple[float | None, str | None]:
+    """A prediction's confidence (a number in [0, 1]) and light, ``None`` when unknown."""
+    confidence: Any = getattr(prediction, "confidence", None)
+    light = getattr(prediction, "light", None)
+    valid = (
+        isinstance(confidence, int | float)
+        and not isinstance(confidence, bool)
+        and 0 <= confidence <= 1
+    )
+    return (float(confidence) if valid else None), (light if light in LIGHTS else None)
+
+
 class ProgramRuntime:
     """Runs a program for the server: limits, tracing, metrics and drift."""
 
@@ -123,14 +172,22 @@ class ProgramRuntime:
         self.metrics.in_flight.dec(count)
 
     async def call(self, inputs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
-        """Run the program once; returns (outputs payload, token usage). Raises ApiError."""
+        """Run the program once; returns (outputs payload, token usage). Raises ApiError.
+        The payload is never withheld here (see :meth:`answer`)."""
+        answer = await self.answer(inputs)
+        return answer.payload, answer.usage
+
+    async def answer(self, inputs: dict[str, Any]) -> Answer:
+        """Run the program once: its outputs, usage, confidence and light, and whether the
+        server's ``withhold`` setting holds the answer back. Raises ApiError."""
         started = time.perf_counter()
         payload: dict[str, Any] | None = None
         with track() as tracker:
             try:
                 async with asyncio.timeout(self.config.request_timeout_s):
                     prediction = await self.program.acall(**inputs)
-                payload = response_payload(self.signature, prediction)
+                outputs = payload = response_payload(self.signature, prediction)
+                confidence, light = trust_of(prediction)
             except TimeoutError:
                 raise ApiError(
                     504,
@@ -153,7 +210,9 @@ class ProgramRuntime:
             "prompt_tokens": tracker.prompt_tokens,
             "completion_tokens": tracker.completion_tokens,
         }
-        return payload, usage
+        self.metrics.answers.labels(self.name, light or "none").inc()
+        withheld = light is not None and light in WITHHELD.get(self.config.withhold, ())
+        return Answer(outputs, usage, confidence, light, withheld)
 
     def validate_json(self, raw: bytes) -> dict[str, Any]:
         """Validate a JSON request body against the request model (ApiError 422)."""

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,11 +139,14 @@ def create_app(program: Module | str | os.PathLike[str], config: ServerConfig | 
             inputs = runtime.validate_json(await request.body())
             runtime.acquire()
             try:
-                payload, _ = await runtime.call(inputs)
+                answer = await runtime.answer(inputs)
             finally:
                 runtime.release()
+            body = answer.body(config.answer_metadata or _asks_metadata(request))
             return Response(
-                json.dumps(payload, ensure_ascii=False).encode(), media_type="application/json"
+                json.dumps(body, ensure_ascii=False).encode(),
+                media_type="application/json",
+                headers=answer.headers(),
             )
         except ApiError as exc:
             status = exc.status
@@ -155,16 +159,25 @@ def create_app(program: Module | str | os.PathLike[str], config: ServerConfig | 
     # request. The typed APIRoute below only documents it in the OpenAPI schema.
     program_path = f"/v1/programs/{name}"
     app.router.routes.append(Route(program_path, call_program, methods=["POST"]))
-    call_program.__annotations__ = {"request": fastapi.Request, "return": models.response}
+    # The schema of what this server answers by default: the outputs, the envelope (answer
+    # metadata on), or either (answers of some lights withheld).
+    answered: Any = models.response
+    if config.answer_metadata:
+        answered = models.envelope
+    elif config.withhold is not None:
+        answered = models.response | models.envelope  # type: ignore[operator]
+    call_program.__annotations__ = {"request": fastapi.Request, "return": answered}
     documented = fastapi.routing.APIRoute(
         program_path,
         call_program,
         methods=["POST"],
-        response_model=models.response,
+        response_model=answered,
         tags=["programs"],
         summary=f"Call {name}",
         description=runtime.signature.instructions,
         openapi_extra={
+            "parameters": [METADATA_PARAMETER],
+            "responses": {"200": {"headers": ANSWER_HEADERS}},
             "requestBody": {
                 "required": True,
                 "content": {
@@ -172,10 +185,10 @@ def create_app(program: Module | str | os.PathLike[str], config: ServerConfig | 
                         "schema": {"$ref": f"#/components/schemas/{models.request.__name__}"}
                     }
                 },
-            }
+            },
         },
     )
-    _document_routes(app, [documented])
+    _document_routes(app, [documented], extra_schemas=[models.envelope])
 
     async def call_batch(body: Any, request: Any) -> Any:
         """Run the program on every item; each item counts as one call against the limits.
@@ -211,16 +224,19 @@ def create_app(program: Module | str | os.PathLike[str], config: ServerConfig | 
                     f"retry after {retry} s or send a smaller batch",
                     {"Retry-After": retry},
                 )
+        metadata = config.answer_metadata or _asks_metadata(request)
         slots = runtime.acquire(min(config.batch_concurrency, max(1, len(items))))
         semaphore = asyncio.Semaphore(slots)
 
         async def one(item: Any) -> dict[str, Any]:
             async with semaphore:
                 try:
-                    payload, _ = await runtime.call(inputs_of(item))
-                    return {"output": payload}
+                    answer = await runtime.answer(inputs_of(item))
                 except ApiError as exc:
                     return {"error": {"type": exc.kind, "message": exc.message}}
+            if answer.withheld or metadata:
+                return answer.body(True, key="output")
+            return {"output": answer.payload}
 
         try:
             results = await asyncio.gather(*(one(item) for item in items))
@@ -238,7 +254,9 @@ def create_app(program: Module | str | os.PathLike[str], config: ServerConfig | 
         f"/v1/programs/{name}:batch",
         tags=["programs"],
         summary=f"Call {name} on many inputs",
-        description="Results keep the order of `items`; a failed item holds an `error` object. "
+        description="Results keep the order of `items`; a failed item holds an `error` object; "
+        "with answer metadata (bundle setting or `?metadata=true`) each result also holds "
+        "`confidence` and `light`, and a withheld answer has `output: null`. "
         "Each item counts as one request against the rate limit (a batch the caller's "
         "bucket cannot cover answers 429) and runs on one of the server's concurrency slots.",
     )(call_batch)
@@ -270,18 +288,52 @@ def create_app(program: Module | str | os.PathLike[str], config: ServerConfig | 
     return app
 
 
-def _document_routes(app: Any, routes: list[Any]) -> None:
-    """Include ``routes`` (served by other means) in the app's OpenAPI schema."""
+METADATA_PARAMETER = {
+    "name": "metadata",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "boolean", "default": False},
+    "description": "Answer {answer, confidence, light} (the <Program>Answer schema) instead "
+    "of the outputs alone (always so when the bundle sets answer_metadata).",
+}
+ANSWER_HEADERS = {
+    "X-LMForge-Confidence": {
+        "description": "How likely the answer is right, 0 to 1 (absent when unknown).",
+        "schema": {"type": "number"},
+    },
+    "X-LMForge-Light": {
+        "description": "green, yellow or red from the thresholds calibrated at compile "
+        "time (absent without a confidence or thresholds).",
+        "schema": {"type": "string", "enum": ["green", "yellow", "red"]},
+    },
+}
+
+
+def _asks_metadata(request: Any) -> bool:
+    """Whether the request asks for ``{answer, confidence, light}`` (``?metadata=true``)."""
+    return str(request.query_params.get("metadata", "")).lower() in ("1", "true", "yes")
+
+
+def _document_routes(app: Any, routes: list[Any], extra_schemas: Sequence[Any] = ()) -> None:
+    """Include ``routes`` (served by other means) in the app's OpenAPI schema, and the
+    ``extra_schemas`` models (answers on request, e.g. ``?metadata=true``) in its components."""
     from fastapi.openapi.utils import get_openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = get_openapi(
+            schema = get_openapi(
                 title=app.title,
                 version=app.version,
                 description=app.description,
                 routes=[*routes, *app.routes],
             )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in extra_schemas:
+                if model.__name__ not in components:
+                    extra = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                    extra.pop("$defs", None)  # the outputs' model is documented already
+                    components[model.__name__] = extra
+            app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi

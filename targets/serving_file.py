@@ -10,7 +10,7 @@ from typing import Any
 
 from lmforge.errors import ArtifactError
 
-__all__ = ["BUNDLE_LIMIT_KEYS", "bundle_limits", "read_serving"]
+__all__ = ["BUNDLE_LIMIT_KEYS", "answer_options", "bundle_limits", "read_serving"]
 
 # The ServerConfig fields a bundle may set, with their types: request limits only. Auth
 # switches (api_keys, insecure_no_auth) come from the operator, never from the bundle.
@@ -91,3 +91,23 @@ def bundle_limits(serving: Mapping[str, Any]) -> dict[str, Any]:
             )
         limits[key] = kind(value)
     return limits
+
+
+def answer_options(serving: Mapping[str, Any]) -> dict[str, Any]:
+    """``serving.json``'s ``answers`` object as ServerConfig settings: ``metadata`` (answer
+    ``{answer, confidence, light}``) and ``withhold`` (``"red"``, ``"yellow"`` or null).
+    Bundles written before lights have none: both off. Raises ArtifactError."""
+    answers = serving.get("answers", {})
+    if not isinstance(answers, Mapping) or set(answers) - {"metadata", "withhold"}:
+        raise ArtifactError(
+            "serving.json: 'answers' must be an object with 'metadata' (true/false) and "
+            '\'withhold\' ("red", "yellow" or null); fix it and re-export'
+        )
+    metadata = answers.get("metadata", False)
+    withhold = answers.get("withhold")
+    if not isinstance(metadata, bool) or withhold not in (None, "red", "yellow"):
+        raise ArtifactError(
+            f"serving.json: answers must have metadata true/false and withhold "
+            f'"red", "yellow" or null, got {dict(answers)!r}; fix it and re-export'
+        )
+    return {"answer_metadata": metadata, "withhold": withhold}
