@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from . import settings as _settings
+from . import trace as _trace
 from .errors import LMForgeError, UsageError
 from .example import Example, Prediction
 from .steps import run_blocking
@@ -100,12 +101,20 @@ class Module:
     def __call__(self, *args: Any, **inputs: Any) -> Prediction:
         if args:
             raise UsageError(_positional_message(self, len(args)))
-        return self.forward(**inputs)
+        hook = _trace.current
+        if hook is None:
+            return self.forward(**inputs)
+        with hook.span(self, inputs):
+            return self.forward(**inputs)
 
     async def acall(self, *args: Any, **inputs: Any) -> Prediction:
         if args:
             raise UsageError(_positional_message(self, len(args)))
-        return await self.aforward(**inputs)
+        hook = _trace.current
+        if hook is None:
+            return await self.aforward(**inputs)
+        with hook.span(self, inputs):
+            return await self.aforward(**inputs)
 
     # -- batch --------------------------------------------------------------------------
 
