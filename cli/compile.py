@@ -101,6 +101,12 @@ def compile_command(
         [], "--option", "-o", help="Optimizer option name=value; repeatable."
     ),
     concurrency: int | None = typer.Option(None, "--concurrency", help="Parallel LM calls."),
+    storage: str | None = typer.Option(
+        None,
+        "--storage",
+        help="Study storage of a search optimizer (mipro): a database URL such as "
+        "postgresql://user@host/db lets workers on several machines share one run.",
+    ),
     baseline: bool = typer.Option(
         True, "--baseline/--no-baseline", help="Also score the uncompiled program."
     ),
@@ -132,7 +138,10 @@ def compile_command(
     check.failure_rate(max_failure_rate)
     check.share(lights_target, "--lights-target")
     budget = check.budget(max_calls, max_cost)
-    optimizer = create(optimizer_name, **parse_options(options))
+    settings = parse_options(options)
+    if storage is not None:
+        settings["storage"] = storage
+    optimizer = create(optimizer_name, **settings)
     program, name = load_target(program_spec, trust=trust)
     program.set_lm(None)
     metric = load_metric(metric_spec)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from . import lights as _lights
 from . import settings as _settings
+from . import trace as _trace
 from .errors import LMForgeError, UsageError
 from .example import Example, Prediction
 from .steps import run_blocking
@@ -101,7 +102,12 @@ class Module:
     def __call__(self, *args: Any, **inputs: Any) -> Prediction:
         if args:
             raise UsageError(_positional_message(self, len(args)))
-        prediction = self.forward(**inputs)
+        hook = _trace.current
+        if hook is None:
+            prediction = self.forward(**inputs)
+        else:
+            with hook.span(self, inputs):
+                prediction = self.forward(**inputs)
         if "artifact_meta" in self.__dict__:  # a compiled or loaded program: lights apply
             return _lights.mark(self, prediction)  # type: ignore[no-any-return]
         return prediction
@@ -109,8 +115,13 @@ class Module:
     async def acall(self, *args: Any, **inputs: Any) -> Prediction:
         if args:
             raise UsageError(_positional_message(self, len(args)))
-        prediction = await self.aforward(**inputs)
-        if "artifact_meta" in self.__dict__:
+        hook = _trace.current
+        if hook is None:
+            prediction = await self.aforward(**inputs)
+        else:
+            with hook.span(self, inputs):
+                prediction = await self.aforward(**inputs)
+        if "artifact_meta" in self.__dict__:  # a compiled or loaded program: lights apply
             return _lights.mark(self, prediction)  # type: ignore[no-any-return]
         return prediction
 

@@ -8,18 +8,30 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import itertools
+import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .lm.types import LMRequest, LMResponse
 
 if TYPE_CHECKING:
     from .example import Prediction
 
-__all__ = ["LMCall", "PredictorCall", "Tracker", "track"]
+__all__ = [
+    "Instrumentation",
+    "LMCall",
+    "PredictorCall",
+    "Tracker",
+    "instrumentation",
+    "set_instrumentation",
+    "track",
+]
+
+T = TypeVar("T")
 
 _sequence = itertools.count()
 
@@ -172,3 +184,74 @@ def track() -> Iterator[Tracker]:
         yield tracker
     finally:
         _active.reset(token)
+
+
+# -- instrumentation hook ----------------------------------------------------------------
+
+
+class Instrumentation(Protocol):
+    """An observability bridge (``lmforge.integrations.otel``): a context open around every
+    module call (programs and their predictors) and every LM call, nested as the calls are.
+    """
+
+    def span(self, subject: Any, detail: Any) -> contextlib.AbstractContextManager[object]:
+        """The context around one call of ``subject`` (a ``Module`` or an ``LM``) with
+        ``detail`` (the module's inputs or the LM's ``LMRequest``)."""
+        ...
+
+    def asgi_middleware(self) -> type | None:
+        """A pure ASGI middleware class the program server installs (incoming trace
+        context), or ``None``."""
+        ...
+
+
+class _FromEnvironment:
+    """The hook until the first call: reads ``LMFORGE_OTEL`` once, then replaces itself
+    with the OpenTelemetry instrumentation (``LMFORGE_OTEL=1``) or with nothing."""
+
+    def span(self, subject: Any, detail: Any) -> contextlib.AbstractContextManager[object]:
+        hook = instrumentation()
+        return hook.span(subject, detail) if hook is not None else contextlib.nullcontext()
+
+    def asgi_middleware(self) -> type | None:
+        return None
+
+
+_FROM_ENVIRONMENT = _FromEnvironment()
+_resolving = threading.Lock()
+
+# The process's one instrumentation, read by Module.__call__ and LM.complete_core with a
+# single ``is None`` check. It is process-wide on purpose (as OpenTelemetry's own tracer
+# provider is): server threads and batch workers must all report. Set it only through
+# set_instrumentation().
+current: Instrumentation | None = _FROM_ENVIRONMENT
+
+
+def set_instrumentation(hook: Instrumentation | None) -> Instrumentation | None:
+    """Install ``hook`` for every later call in the process (``None``: none); returns the
+    previous one. ``lmforge.integrations.otel.instrument()`` calls it."""
+    global current
+    previous, current = current, hook
+    return None if previous is _FROM_ENVIRONMENT else previous
+
+
+def instrumentation() -> Instrumentation | None:
+    """The installed instrumentation; the first use in a process reads ``LMFORGE_OTEL``
+    (``1``/``true``: instrument with OpenTelemetry, which needs the ``otel`` extra)."""
+    if current is _FROM_ENVIRONMENT:
+        with _resolving:
+            if current is _FROM_ENVIRONMENT:
+                wanted = os.environ.get("LMFORGE_OTEL", "").strip().lower()
+                if wanted in ("1", "true", "yes", "on"):
+                    importlib.import_module("lmforge.integrations.otel").instrument()
+                else:
+                    set_instrumentation(None)
+    return current
+
+
+async def spanned(
+    hook: Instrumentation, subject: Any, detail: Any, core: Coroutine[Any, Any, T]
+) -> T:
+    """Await ``core`` (a :mod:`lmforge.steps` core) inside ``hook``'s span."""
+    with hook.span(subject, detail):
+        return await core

@@ -38,6 +38,7 @@ from lmforge.trace import track
 from ._options import check_settings, recorded_settings, setting
 from .progress import CompileProgress
 from .run import Run, RunStore, jsonable, program_fingerprint
+from .shared_store import is_database_url
 from .store import code_fingerprint
 
 __all__ = ["Optimizer", "check_dataset", "lm_calls_per_run", "target_model"]
@@ -171,7 +172,7 @@ class Optimizer(abc.ABC):
             "train": dataset_hash(train),
             "dev": dataset_hash(val) if val is not None else None,
         }
-        store = RunStore(run_dir, identity)
+        store = self._run_store(run_dir, identity)
         meter = BudgetMeter(
             budget or Budget(),
             spent_calls=int(store.state.get("budget_calls") or 0),
@@ -252,6 +253,16 @@ class Optimizer(abc.ABC):
             "run_dir": str(store.directory) if store.directory is not None else None,
         }
         return result
+
+    def _run_store(self, run_dir: str | Path | None, identity: dict[str, Any]) -> RunStore:
+        """Where the run's checkpoints live: the run directory, or the database named by a
+        search optimizer's ``storage`` URL (shared by workers on several machines)."""
+        storage = getattr(self, "storage", None)
+        if isinstance(storage, str) and is_database_url(storage):
+            from .shared_store import DatabaseRunStore
+
+            return DatabaseRunStore(storage, identity, run_dir)
+        return RunStore(run_dir, identity)
 
     def _search(
         self, run: Run, val: list[lf.Example] | None

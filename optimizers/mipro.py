@@ -13,14 +13,15 @@ The study lives in optuna storage (``sqlite:///<run_dir>/study.db`` by default, 
 optuna storage URL), named from the run's identity: a killed run resumes where it stopped
 (completed trials are kept; a trial cut off by the kill is drawn again in the same slot, so
 the result matches an uninterrupted run) and several worker processes can share one study.
+With a database URL the run's checkpoints live there as well (``shared_store``), so the
+workers may run on different machines.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import lmforge as lf
 from lmforge.errors import MissingExtraError, UsageError
@@ -69,7 +70,10 @@ class MIPRO(Optimizer):
         prompt_lm: the model that writes instructions, an ``lf.LM`` or a model name
             (default: the task model).
         storage: an optuna storage URL (default: SQLite in the run directory; in memory
-            without one). Workers sharing a storage and run directory share the study.
+            without one). Workers sharing a storage and run directory share the study. A
+            database URL (``postgresql://user@host/db``) holds the checkpoints too
+            (candidates, demos, evaluations): workers on machines with no shared
+            filesystem share the run, and each returns the same program.
     """
 
     name = "mipro"
@@ -143,7 +147,8 @@ class MIPRO(Optimizer):
         run.set_fallback(baseline)
         plan = self.plan(len(baseline.predictors()))
         prompt_lm = as_lm(self.prompt_lm)  # already an LM (converted when built)
-        with self._exclusive(run):
+        # Workers sharing the run build the candidates once: the others replay its steps.
+        with run.store.exclusive("candidates"):
             run.progress.phase("summarising data")
             summary = data_summary(run, prompt_lm)
             run.progress.phase("building candidates")
@@ -168,19 +173,6 @@ class MIPRO(Optimizer):
             study_name=self._study_name(run, space),
         )
         return search.execute()
-
-    @contextlib.contextmanager
-    def _exclusive(self, run: Run) -> Iterator[None]:
-        """Workers sharing a run directory build the candidates once: the first holds a file
-        lock while it does, the others then replay its checkpoints."""
-        path = run.store.path("candidates.lock")
-        if path is None:
-            yield
-            return
-        from filelock import FileLock
-
-        with FileLock(str(path)):
-            yield
 
     @staticmethod
     def _study_name(run: Run, space: CandidateSpace) -> str:

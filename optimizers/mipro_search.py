@@ -9,6 +9,7 @@ exactly the evaluations an uninterrupted run would have made, and returns the sa
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +22,8 @@ from .run import Run
 __all__ = ["Search"]
 
 Choice = dict[str, tuple[int, int]]
+# How often a worker with no trial left to start looks at the study again.
+_WAIT_S = 0.5
 
 
 class Search:
@@ -49,6 +52,10 @@ class Search:
         self.names = [name for name, _ in baseline.named_predictors()]
         self.storage_url = storage or _default_storage(run)
         self.study_name = study_name
+        # Checkpoints in a database every worker reads: full evaluations wait for the
+        # final trial set and every worker replays every trial, so whichever worker
+        # finishes returns the same program.
+        self.shared = run.store.shared
         self._full: dict[str, float] = {}
         self._ran: set[int] = set()
         self._batches: dict[int, list[lf.Example]] = {}
@@ -65,7 +72,8 @@ class Search:
             study = ms.open_study(self.storage_url, self.study_name, sampler)
             try:
                 self._search(study, sampler)
-                self._catch_up(study, final=True)
+                with run.store.exclusive("full-evaluations"):
+                    self._catch_up(study, final=True)
                 self._replay(ms.completed_trials(study))
             finally:
                 # also when a budget stop cut the search short: the report shows the trials
@@ -77,7 +85,9 @@ class Search:
     # -- trials -------------------------------------------------------------------------------
 
     def _search(self, study: Any, sampler: ms.SlotSampler) -> None:
-        """Run this worker's share of the remaining trials."""
+        """Run trials until the study holds ``num_trials`` complete ones, whichever
+        workers complete them; a worker whose trials are all taken waits for the running
+        ones (and takes over those of a worker that died)."""
         import optuna
 
         run = self.run
@@ -86,24 +96,36 @@ class Search:
         if done or released:
             run.note(f"resuming study {self.study_name}: {done} of {self.num_trials} trial(s) done")
         self._enqueue_baseline(study)
-        self._catch_up(study)
-        remaining = self.num_trials - done
+        if not self.shared:
+            self._catch_up(study)
         run.progress.phase("trials", total=self.num_trials)
         run.progress.advance(min(done, self.num_trials))
-        if remaining <= 0:
-            return
-        complete = (optuna.trial.TrialState.COMPLETE,)
-        study.optimize(
-            lambda trial: self._objective(trial, sampler),
-            n_trials=remaining,
-            catch=(),
-            callbacks=[
-                optuna.study.MaxTrialsCallback(self.num_trials, states=complete),
-                lambda study, trial: self._after_trial(study, trial),
-            ],
-        )
+        running = (optuna.trial.TrialState.RUNNING,)
+        while True:
+            done = len(ms.completed_trials(study))
+            if done >= self.num_trials:
+                return
+            if done + len(study.get_trials(deepcopy=False, states=running)) >= self.num_trials:
+                time.sleep(_WAIT_S)
+                optuna.storages.fail_stale_trials(study)  # workers gone on other hosts
+                ms.release_dead_trials(study)  # and on this one
+                continue
+            study.optimize(
+                lambda trial: self._objective(trial, sampler),
+                n_trials=1,
+                catch=(),
+                callbacks=[lambda study, trial: self._after_trial(study, trial)],
+            )
 
     def _objective(self, trial: Any, sampler: ms.SlotSampler) -> float:
+        import optuna
+
+        # Workers starting trials at once may overshoot num_trials: the trials numbered
+        # after the first num_trials live ones step back (pruned: never complete).
+        live = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
+        ahead = trial.study.get_trials(deepcopy=False, states=live)
+        if sum(1 for t in ahead if t.number < trial.number) >= self.num_trials:
+            raise optuna.TrialPruned()
         slot = sampler.slot(trial.number)
         trial.set_user_attr(ms.WORKER_ATTR, ms.worker_id())
         trial.set_user_attr(ms.SLOT_ATTR, slot)
@@ -125,11 +147,13 @@ class Search:
     def _replay(self, completed: list[Any]) -> None:
         """Restore the evaluations of trials completed by earlier runs from their checkpoints,
         so the run's usage counts them exactly as an uninterrupted run would. Trials of
-        workers on other hosts are skipped (their checkpoints live elsewhere)."""
+        workers on other hosts are skipped unless the checkpoints are in a shared database
+        (elsewhere they live in those hosts' run directories)."""
         here = ms.worker_id()["host"]
         for trial in completed:
             owner = trial.user_attrs.get(ms.WORKER_ATTR) or {}
-            if trial.number in self._ran or owner.get("host", here) != here:
+            elsewhere = owner.get("host", here) != here and not self.shared
+            if trial.number in self._ran or elsewhere:
                 continue
             slot = int(trial.user_attrs.get(ms.SLOT_ATTR, trial.number))
             program = apply_choice(self.baseline, self.space, _choice(trial.params))
@@ -147,8 +171,13 @@ class Search:
         return batch
 
     def _after_trial(self, study: Any, trial: Any) -> None:
+        import optuna
+
+        if trial.state != optuna.trial.TrialState.COMPLETE:
+            return
         self.run.progress.advance(1)
-        self._catch_up(study)
+        if not self.shared:
+            self._catch_up(study)
 
     def _enqueue_baseline(self, study: Any) -> None:
         """The first trial scores the original program (instruction 0, demo set 0)."""

@@ -26,6 +26,8 @@ from typing import Any
 
 from lmforge.errors import MissingExtraError, UsageError
 
+from .shared_store import database_url
+
 try:
     import optuna
     from optuna.samplers import BaseSampler, TPESampler
@@ -126,6 +128,7 @@ def open_study(url: str | None, name: str, sampler: BaseSampler) -> optuna.Study
             direction="maximize",
             sampler=sampler,
         )
+    url = database_url(url)
     kwargs: dict[str, Any] = {}
     lock: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if url.startswith("sqlite:"):

@@ -3,10 +3,11 @@ normalisation, usage of LM calls, and :class:`RunStore` (one atomic JSON file pe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -182,9 +183,25 @@ class RunStore:
             },
         )
 
+    #: Whether workers on other machines see these checkpoints (a database store).
+    shared = False
+
     @property
     def persistent(self) -> bool:
         return self.directory is not None
+
+    @contextlib.contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Hold the run's lock ``name`` for the block, so that of several workers sharing
+        the run only one at a time does the work inside (the others then restore it)."""
+        path = self.path(f"{name}.lock")
+        if path is None:
+            yield
+            return
+        from filelock import FileLock
+
+        with FileLock(str(path)):
+            yield
 
     def path(self, name: str) -> Path | None:
         """A file inside the run directory for the optimizer's own use (e.g. an optuna

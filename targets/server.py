@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge import Module
+from lmforge import trace as _trace
 from lmforge.errors import MissingExtraError, UsageError
 
 from .config import ServerConfig
@@ -76,6 +77,10 @@ def create_app(program: Module | str | os.PathLike[str], config: ServerConfig | 
         on_reject=lambda reason: metrics.rejected.labels(reason).inc(),
         buckets=buckets,
     )
+    # LMFORGE_OTEL is read here at the latest, so `lmforge serve` installs the middleware.
+    instrumentation = _trace.instrumentation()
+    if instrumentation is not None and (middleware := instrumentation.asgi_middleware()):
+        app.add_middleware(middleware)  # added last: outermost, so every route sees it
 
     def rid(request: Any) -> str:
         return getattr(request.state, "request_id", "-")

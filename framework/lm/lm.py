@@ -7,12 +7,13 @@ import os
 import re
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from .. import budget as _budget
 from .. import settings as _settings
+from .. import trace as _trace
 from ..errors import BudgetExceededError, LMError, UsageError
 from ..steps import run_blocking
 from ..trace import LMCall, active_trackers
@@ -212,7 +213,9 @@ class LM:
         """Async :meth:`complete`; backends are called natively, not via threads."""
         return await self.complete_core(request, blocking=False)
 
-    async def complete_core(self, request: LMRequest, *, blocking: bool) -> LMResponse:
+    def complete_core(
+        self, request: LMRequest, *, blocking: bool
+    ) -> Coroutine[Any, Any, LMResponse]:
         """:meth:`complete` and :meth:`acomplete` (a :mod:`lmforge.steps` core): other
         cores await it with their own ``blocking``.
 
@@ -220,6 +223,11 @@ class LM:
         included, is counted against the active budgets before it is sent; one the budget
         refuses is not sent.
         """
+        core = self._complete(request, blocking=blocking)
+        hook = _trace.current
+        return core if hook is None else _trace.spanned(hook, self, request, core)
+
+    async def _complete(self, request: LMRequest, *, blocking: bool) -> LMResponse:
         started = time.perf_counter()
         cache = self._usable_cache()
         response = cache.get(request, self.api_base) if cache is not None else None

@@ -419,3 +419,15 @@ def test_eval_with_a_model_factory_that_fails_is_a_one_line_error(workdir: Path)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: model 'lms.py:"), lines
         assert expected in lines[0]
+
+
+def test_storage_option_reaches_the_search_optimizer(workdir: Path, routers: list[Router]) -> None:
+    result = invoke(
+        *compile_args("--optimizer", "mipro", "--storage", "nosuchdb://x/y", "--model", "m")
+    )
+    assert result.exit_code != 0
+    assert "cannot open optuna storage 'nosuchdb://x/y'" in result.output
+    refused = invoke(
+        *compile_args("--optimizer", "bootstrap", "--storage", "nosuchdb://x/y", "--model", "m")
+    )
+    assert refused.exit_code != 0 and "storage" in refused.output, refused.output

@@ -76,7 +76,15 @@ EXPECTED_EXPORTS = {
 SUBMODULE_ONLY = {
     "lmforge.signature": {"Field", "as_signature"},
     "lmforge.settings": {"current", "no_lm_error"},
-    "lmforge.trace": {"LMCall", "PredictorCall", "Tracker"},
+    "lmforge.trace": {
+        "LMCall",
+        "PredictorCall",
+        "Tracker",
+        # The hook integrations (lmforge.integrations.otel) install; not for programs.
+        "Instrumentation",
+        "instrumentation",
+        "set_instrumentation",
+    },
     "lmforge.artifact": {
         "SCHEMA_VERSION",
         "read_artifact",
