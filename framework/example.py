@@ -132,9 +132,11 @@ class Prediction(_Record):
     """The outputs of a module call, readable as attributes (``pred.team``).
 
     ``completions`` holds every parsed candidate when more than one was sampled.
+    ``confidence`` and ``label_probs`` are set when a closed output was answered by label
+    scoring (see :mod:`lmforge.scoring`).
     """
 
-    __slots__ = ("_completions",)
+    __slots__ = ("_completions", "_confidence", "_label_probs")
 
     def __init__(
         self,
@@ -142,10 +144,34 @@ class Prediction(_Record):
         /,
         *,
         _completions: list[dict[str, Any]] | None = None,
+        _confidence: float | None = None,
+        _label_probs: Mapping[str, float] | None = None,
         **fields: Any,
     ) -> None:
         super().__init__(data, **fields)
         object.__setattr__(self, "_completions", _completions)
+        object.__setattr__(self, "_confidence", _confidence)
+        object.__setattr__(self, "_label_probs", dict(_label_probs) if _label_probs else None)
+
+    @property
+    def confidence(self) -> Any:
+        """The probability of the answer's label, normalised over the label set (after
+        calibration), when the answer was chosen by label scoring; ``None`` otherwise.
+
+        A signature's own output field named ``confidence`` takes precedence: its value is
+        returned.
+        """
+        if "confidence" in self._data:
+            return self._data["confidence"]
+        return self._confidence
+
+    @property
+    def label_probs(self) -> dict[str, float] | None:
+        """Every label's probability (label as shown to the model -> probability) when the
+        answer was chosen by label scoring; ``None`` otherwise."""
+        if "label_probs" in self._data:
+            return self._data["label_probs"]  # type: ignore[no-any-return]
+        return dict(self._label_probs) if self._label_probs is not None else None
 
     @classmethod
     def from_completions(
