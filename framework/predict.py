@@ -103,7 +103,8 @@ class Predict(Module):
             ``bool`` field) by label scoring when the LM can score, else generates;
             ``"score"`` always scores; ``"generate"`` never does (see ``lmforge.scoring``).
         calibration: label-score calibration (``lmforge.calibration.Calibration``), usually
-            set by ``lmforge.calibration.calibrate``.
+            set by ``lmforge.calibration.calibrate``; assigning new demos or a new
+            signature clears it (it was measured for the old prompt).
         **config: request parameters (``temperature``, ``max_tokens``, ``n``, ...).
     """
 
@@ -149,6 +150,7 @@ class Predict(Module):
     def signature(self, value: str | Signature | type[Signature]) -> None:
         self._signature = as_signature(value)
         self._prefix = None
+        self.calibration = None  # measured for the old prompt
 
     @property
     def demos(self) -> tuple[dict[str, Any], ...]:
@@ -158,6 +160,7 @@ class Predict(Module):
     def demos(self, value: Iterable[Mapping[str, Any]]) -> None:
         self._demos = tuple(_demo_dict(d) for d in value)
         self._prefix = None
+        self.calibration = None  # measured for the old prompt
 
     @property
     def adapter(self) -> Adapter | None:

@@ -238,6 +238,17 @@ def test_calibrate_with_a_dev_split_keeps_the_fitted_bias_when_it_does_better() 
     assert [program(ticket=e.ticket).team for e in dev[:3]] == ["sales", "billing", "support"]
 
 
+def test_a_new_prompt_drops_the_calibration_measured_for_the_old_one() -> None:
+    program = lf.Predict(Route, lm=ScoringLM(SCORES))
+    lf.calibration.calibrate(program)
+    assert program.calibration is not None
+    program.demos = [{"ticket": "refund", "team": "billing"}]
+    assert program.calibration is None
+    lf.calibration.calibrate(program)
+    program.signature = program.signature.with_instructions("Route it.")
+    assert program.calibration is None
+
+
 def test_fitted_calibration_without_dev_is_refused() -> None:
     program = lf.Predict(Route, lm=ScoringLM(SCORES))
     with pytest.raises(UsageError, match="needs a dev split"):
