@@ -39,3 +39,19 @@ def test_scoring_is_as_accurate_as_generation_and_confidences_are_probabilities(
                 assert math.isclose(sum(probs.values()), 1.0, rel_tol=1e-9)
                 assert prediction.confidence == max(probs.values()) == probs[prediction.team]
     assert accuracy["score"] >= accuracy["generate"] - MARGIN, accuracy
+
+
+def test_scores_match_a_fresh_evaluation_and_leave_generation_unchanged() -> None:
+    lm = lf.LM("local/gemma-3-270m", cache=False, max_tokens=6)
+    prompt = "Review: The soup was cold and the waiter ignored us.\nSentiment:"
+    other = "Review: Lovely evening, great wine.\nSentiment:"
+    labels = [" positive", " negative", " very negative"]
+    request = lm.request(prompt=prompt)
+    fresh = lm.score(request, labels)
+    generated = lm(prompt)
+    lm.score(lm.request(prompt=other), labels)  # moves the KV cache elsewhere
+    again = lm.score(request, labels)  # reuses the shared "Review:" prefix
+    assert again == pytest.approx(fresh, abs=0.05)
+    assert all(s < 0 for s in fresh) and len(set(fresh)) == 3
+    # Generation after scoring reads the same state as generation after a fresh prompt.
+    assert lm(prompt) == generated
