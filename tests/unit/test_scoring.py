@@ -13,6 +13,7 @@ import pytest
 from lmforge.budget import enforce
 from lmforge.errors import ArtifactError, BudgetExceededError, UsageError
 from lmforge.lm.openai_scoring import parse_scores, scoring_payload
+from lmforge.lm.retry import RetryPolicy
 from lmforge.lm.types import LMRequest, ScoringBackend
 from lmforge.testing import ScoringLM, ScriptedLM
 from test_openai_backend import FakeServer
@@ -158,6 +159,25 @@ def test_lm_score_counts_against_budgets() -> None:
         lm.score(request, [" sales"])
         with pytest.raises(BudgetExceededError):
             lm.score(request, [" billing"])
+
+
+def test_lm_score_retries_transient_errors_and_reports_failures() -> None:
+    failures = [lf.errors.RateLimitError("slow down", model="test/scoring")]
+
+    def scores(request: LMRequest, continuations: tuple[str, ...]) -> list[float]:
+        if failures:
+            raise failures.pop()
+        return [-1.0] * len(continuations)
+
+    lm = ScoringLM(scores, retry=RetryPolicy(max_attempts=2, base_delay=0.0, jitter=0.0))
+    request = lm.request(prompt="Team:")
+    with lf.track() as tracker:
+        assert lm.score(request, [" a", " b"]) == [-1.0, -1.0]
+    assert [call.retries for call in tracker.calls] == [1]
+    failures.append(lf.errors.ProviderError("bad request", model="test/scoring"))
+    with lf.track() as tracker, pytest.raises(lf.errors.ProviderError):
+        lm.score(request, [" a"])
+    assert [call.error for call in tracker.calls] == ["ProviderError"]
 
 
 def test_lm_score_refuses_an_lm_that_cannot_score() -> None:
