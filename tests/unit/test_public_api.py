@@ -92,6 +92,7 @@ SUBMODULE_ONLY = {
         "ConstraintSegment",
         "OutputConstraint",
         "ResponseCache",
+        "ScoringBackend",
         "Usage",
         "profile_for",
     },
