@@ -182,6 +182,9 @@ def calibrate_predictor(
     ]
     if not rows:
         return None
+    probe = predictor.format(rows[0][1], lm=lm)
+    if not lm.can_score(lm.request(messages=probe.messages, prompt=probe.text)):
+        return None  # this predictor generates: there is nothing to calibrate
     distributions = []
     for _, inputs in rows:
         labels, scores = score_labels(predictor, inputs, lm=lm)
@@ -229,8 +232,9 @@ def calibrate(
     ``method="contextual"`` uses content-free inputs only; ``"fitted"`` fits a bias on
     ``dev`` (examples holding the predictor's inputs and its labelled output);
     ``"auto"`` (default) fits on ``dev`` when given and keeps the fitted bias only when it
-    does at least as well there as the contextual one. Predictors that cannot score are
-    left alone. Their LM is the one configured (``lf.use(lm=...)`` or the predictor's).
+    does at least as well there as the contextual one. Predictors that cannot score (no
+    closed output, an LM that cannot score, inputs that are not text) are left alone.
+    Their LM is the one configured (``lf.use(lm=...)`` or the predictor's).
     """
     if method not in ("auto", "contextual", "fitted"):
         raise UsageError(f"method must be 'auto', 'contextual' or 'fitted', not {method!r}")

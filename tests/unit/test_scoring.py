@@ -269,6 +269,13 @@ def test_a_new_prompt_drops_the_calibration_measured_for_the_old_one() -> None:
     assert program.calibration is None
 
 
+def test_calibrate_leaves_predictors_that_generate_alone() -> None:
+    lm = ScriptedLM([])
+    program = lf.Predict(Route, lm=lm)
+    assert lf.calibration.calibrate(program) is program
+    assert program.calibration is None and lm.calls == []
+
+
 def test_fitted_calibration_without_dev_is_refused() -> None:
     program = lf.Predict(Route, lm=ScoringLM(SCORES))
     with pytest.raises(UsageError, match="needs a dev split"):
