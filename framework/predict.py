@@ -202,9 +202,11 @@ class Predict(Module):
             lm, adapter, request, call_inputs = self._prepare(inputs)
         labels = plan(self, lm, adapter, request) if self.decode != "generate" else None
         if labels is not None:
-            return await scored_call(
+            scored = await scored_call(
                 self, labels, lm, request, call_inputs, started, blocking=blocking
             )
+            if scored is not None:
+                return scored
         try:
             token = _calling.set((adapter, self._signature))
             try:

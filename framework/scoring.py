@@ -11,8 +11,9 @@ after the predictor's calibration (:mod:`lmforge.calibration`), and
 
 ``Predict(..., decode=...)`` decides: ``"auto"`` (the default) scores when it can and
 generates otherwise (several outputs, open types, sampling with ``temperature > 0`` or
-``n > 1``, tools, a backend that cannot score); ``"score"`` always scores and refuses a
-call it cannot score; ``"generate"`` never scores. :func:`set_decode` sets it on every
+``n > 1``, tools, a backend that cannot score, or a server that refused a scoring
+request); ``"score"`` always scores and refuses a call it cannot score; ``"generate"``
+never scores. :func:`set_decode` sets it on every
 predictor of a program.
 """
 
@@ -26,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from .constraints import unwrap_annotated
-from .errors import ParseError, UsageError
+from .errors import LMError, ParseError, UsageError
 from .example import Prediction
 from .lm.score_call import score_core, scoring_request
 from .lm.types import LMRequest, LMResponse
@@ -188,13 +189,17 @@ async def scored_call(
     started: float,
     *,
     blocking: bool,
-) -> Prediction:
-    """A ``Predict`` call answered by scoring ``labels`` (recorded like a generated one)."""
+) -> Prediction | None:
+    """A ``Predict`` call answered by scoring ``labels`` (recorded like a generated one);
+    ``None`` (with ``decode="auto"``) when the backend refused to score and now says it
+    cannot: the caller generates instead."""
     keyed = scoring_request(request, labels.continuations)
     try:
         scores = await score_core(lm, request, labels.continuations, blocking=blocking)
         prediction, best = labelled_prediction(labels, scores, predictor.calibration)
     except Exception as exc:
+        if isinstance(exc, LMError) and predictor.decode == "auto" and not lm.can_score(request):
+            return None
         predictor._record(inputs, None, keyed, None, exc, started)
         raise
     response = LMResponse(texts=(labels.continuations[best],), finish_reason="score")

@@ -61,6 +61,8 @@ PROVIDERS: dict[str, tuple[str | None, str | None]] = {
 # above any completion, low enough that a misbehaving server cannot exhaust memory.
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 MAX_RESPONSE_ENV = "LMFORGE_MAX_RESPONSE_BYTES"
+# Statuses that say nothing about whether a server can score (it may next time).
+_TRANSIENT_STATUS = frozenset({401, 403, 408, 409, 429, 502, 503, 504})
 # Request parameters handled by the client, never sent in the body.
 _CLIENT_PARAMS = frozenset({"timeout", "num_retries", "api_base", "base_url", "api_key"})
 
@@ -126,6 +128,9 @@ class OpenAIBackend:
             asyncio.AbstractEventLoop, dict[str, HTTPStreamPool | None]
         ] = weakref.WeakKeyDictionary()
         self._resolved: dict[str, tuple[str, dict[str, str]]] = {}
+        # Models whose server refused a scoring request (no echo or prompt logprobs, as
+        # llama.cpp's servers): their closed outputs are generated from then on.
+        self._unscorable: set[str] = set()
 
     # -- the backend contract -----------------------------------------------------------
 
@@ -145,7 +150,7 @@ class OpenAIBackend:
     def can_score(self, request: LMRequest) -> bool:
         """Text prompts to self-hosted servers (vLLM and compatible ``/completions`` with
         ``echo``); chat requests, and OpenAI's own endpoint, cannot be scored."""
-        if request.prompt is None or request.tools:
+        if request.prompt is None or request.tools or request.model in self._unscorable:
             return False
         base, _ = self._endpoint(request.model)
         return urlsplit(base).hostname != "api.openai.com"
@@ -188,12 +193,15 @@ class OpenAIBackend:
 
         status, content = response.status_code, response.content
         if status >= 400:
+            if status not in _TRANSIENT_STATUS:
+                self._unscorable.add(request.model)
             raise error_from_status(
                 status, response.headers, content, request.model, url, secrets=self._secrets
             )
         try:
             return parse_scores(json.loads(content), request.prompt or "", continuations)
         except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+            self._unscorable.add(request.model)
             shown = redact(repr(content[:ERROR_TEXT_BYTES]), self._secrets)[:200]
             raise ProviderError(
                 f"{request.model}: {host(url)} sent no usable prompt log-probabilities (does it "

@@ -81,7 +81,8 @@ async def score_core(
             break
         except LMError as exc:
             spent += retry.clock() - began
-            wait = retry.next_wait(sent, exc, spent)
+            # A backend that learnt from this error that it cannot score is not retried.
+            wait = retry.next_wait(sent, exc, spent) if backend.can_score(request) else None
             if wait is None:
                 lm._record(keyed, None, started, exc, sent - 1)
                 raise

@@ -182,7 +182,8 @@ class ScoringBackend(Protocol):
     when it follows the request's prompt (chat requests: the rendered chat prompt with the
     assistant's turn opened). ``can_score`` says whether this request can be scored at all
     (a chat request to an endpoint without ``echo``, say); callers generate instead when
-    it cannot.
+    it cannot. A backend may learn it cannot: after a server refuses a scoring request,
+    ``can_score`` says no for that model.
     """
 
     def can_score(self, request: LMRequest) -> bool: ...

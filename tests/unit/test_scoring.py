@@ -380,6 +380,32 @@ def test_text_completion_servers_score_labels_in_one_echoed_request(use_async: b
         server.close()
 
 
+@pytest.mark.parametrize(
+    "refusal",
+    [(400, {"error": "echo is not supported"}), (500, {"error": "no logprobs"}), (200, {"x": 1})],
+)
+def test_a_server_that_refuses_to_score_is_asked_to_generate_from_then_on(
+    refusal: tuple[int, dict[str, Any]],
+) -> None:
+    server = FakeServer()
+    try:
+        server.reply = lambda request: (
+            (refusal[0], {}, refusal[1])
+            if request["body"].get("echo")
+            else (200, {}, {"choices": [{"index": 0, "text": " support"}]})
+        )
+        lm = lf.LM("hosted_vllm/m", api_base=server.base, model_type="text", cache=False)
+        program = lf.Predict(Route, lm=lm)
+        first, second = program(ticket="x"), program(ticket="y")
+        assert first.team == second.team == "support" and first.confidence is None
+        echoed = [r for r in server.requests if r["body"].get("echo")]
+        assert len(echoed) == 1 and len(server.requests) == 3
+        with pytest.raises(UsageError, match="cannot score"):
+            lf.Predict(Route, lm=lm, decode="score")(ticket="z")
+    finally:
+        server.close()
+
+
 def test_chat_models_on_http_servers_generate() -> None:
     lm = lf.LM("hosted_vllm/m", api_base="http://127.0.0.1:9/v1", cache=False)
     assert lm.model_type == "chat" and not lm.can_score(lm.request(prompt="x"))
