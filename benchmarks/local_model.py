@@ -1,9 +1,11 @@
 """Benchmark of the embedded local model (``local/gemma-3-270m``) on this machine.
 
 Prints: model-file preparation and load time; prompt-processing and generation speed on a
-few-shot classification prompt; calls per second of a few-shot, grammar-constrained
-``Predict``; and the parse-failure count of the ``Literal``-typed ticket router over the
-whole test split, zero-shot and few-shot (it must be 0).
+few-shot classification prompt; calls per second and milliseconds per call of a few-shot
+``Predict`` answering by grammar-constrained generation and by label scoring (the same
+prompts); and the accuracy of the ``Literal``-typed ticket router over the whole test
+split, zero-shot and few-shot, both ways, with the parse-failure count of generation (it
+must be 0).
 
     python benchmarks/local_model.py [--threads-batch N] [--json]
 
@@ -83,22 +85,31 @@ def measure(threads_batch: int | None, repeats: int) -> dict[str, Any]:
         gen_rates.append(out["usage"]["completion_tokens"] / elapsed)
     figures["generation_tok_s"] = round(statistics.median(gen_rates), 1)
 
-    # Calls: the few-shot classifier, constrained decoding, over the test split.
-    started = time.perf_counter()
+    # Calls: the few-shot classifier over the test split, by constrained generation and by
+    # label scoring; one call first so that both start with the demos in the KV cache.
     with lf.use(lm=lm):
-        for example in test:
-            program(ticket=example.ticket)
-    figures["few_shot_calls_s"] = round(len(test) / (time.perf_counter() - started), 2)
+        for decode in ("generate", "score"):
+            program.decode = decode
+            program(ticket=test[-1].ticket)
+            started = time.perf_counter()
+            for example in test:
+                program(ticket=example.ticket)
+            elapsed = time.perf_counter() - started
+            figures[f"few_shot_calls_s_{decode}"] = round(len(test) / elapsed, 2)
+            figures[f"few_shot_ms_per_call_{decode}"] = round(1000 * elapsed / len(test), 1)
 
-    # Acceptance: every output of the Literal-typed router parses, over the whole split.
+    # Acceptance: every output of the Literal-typed router parses, over the whole split,
+    # and scoring is about as accurate as generation.
     with lf.use(lm=lm):
         for name, candidate in (("zero_shot", ticket_router.make_program()), ("few_shot", program)):
-            result = lf.evaluate(
-                candidate, test, ticket_router.metric, concurrency=1, progress=False
-            )
-            figures[f"{name}_parse_failures"] = result.num_failures
-            figures[f"{name}_score"] = round(result.score, 3)
-            figures["test_examples"] = result.n
+            for decode in ("generate", "score"):
+                candidate.decode = decode
+                result = lf.evaluate(
+                    candidate, test, ticket_router.metric, concurrency=1, progress=False
+                )
+                figures[f"{name}_{decode}_parse_failures"] = result.num_failures
+                figures[f"{name}_{decode}_score"] = round(result.score, 3)
+                figures["test_examples"] = result.n
     figures["loadavg_after"] = os.getloadavg()[0]
     figures["models_loaded"] = len(loaded_models())
     return figures
@@ -124,15 +135,22 @@ def main() -> None:
         ("prompt processing", f"{f['prompt_tok_s']:.0f} tok/s ({f['prompt_tokens']}-token "
                               f"{DEMOS}-shot prompt, no KV reuse)"),
         ("generation", f"{f['generation_tok_s']:.0f} tok/s (64 tokens, greedy)"),
-        ("few-shot calls", f"{f['few_shot_calls_s']:.2f} calls/s ({DEMOS}-shot ticket router, "
-                           "grammar-constrained, prompt prefix reused)"),
     ]  # fmt: skip
-    for name in ("zero_shot", "few_shot"):
+    for decode, how in (("generate", "grammar-constrained generation"), ("score", "label scoring")):
         lines.append((
-            f"{name.replace('_', '-')} router",
-            f"parse failures {f[name + '_parse_failures']}/{f['test_examples']}, "
-            f"accuracy {100 * f[name + '_score']:.0f}%",
+            f"few-shot {decode}",
+            f"{f[f'few_shot_calls_s_{decode}']:.2f} calls/s, "
+            f"{f[f'few_shot_ms_per_call_{decode}']:.0f} ms/call ({DEMOS}-shot ticket router, "
+            f"{how}, prompt prefix reused)",
         ))  # fmt: skip
+    for name in ("zero_shot", "few_shot"):
+        for decode in ("generate", "score"):
+            key = f"{name}_{decode}"
+            lines.append((
+                f"{name.replace('_', '-')} {decode}",
+                f"accuracy {100 * f[key + '_score']:.0f}%, parse failures "
+                f"{f[key + '_parse_failures']}/{f['test_examples']}",
+            ))  # fmt: skip
     for label, value in lines:
         print(f"{label:<20} {value}")
 

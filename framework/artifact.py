@@ -53,6 +53,9 @@ def _artifact_model() -> Any:
         adapter: dict[str, Any] | None = None
         lm: _LMConfig | None = None
         config: dict[str, Any] = {}
+        # label scoring of closed outputs (lmforge.scoring, lmforge.calibration)
+        decode: Literal["auto", "score", "generate"] = "auto"
+        calibration: dict[str, Any] | None = None
 
     class _ArtifactFile(pydantic.BaseModel):
         model_config = pydantic.ConfigDict(extra="forbid")

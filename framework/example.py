@@ -135,11 +135,13 @@ class Prediction(_Record):
     ``confidence`` (a float in [0, 1], or ``None`` when unknown) and ``light``
     (``"green"``, ``"yellow"``, ``"red"`` or ``None``) describe how far the answer can be
     trusted; they are not output fields, may be set (``pred.confidence = 0.8``) and are
-    kept by :meth:`copy`. A program whose artifact holds calibrated thresholds sets
-    ``light`` from ``confidence`` on each call (see :mod:`lmforge.lights`).
+    kept by :meth:`copy`. Label scoring (see :mod:`lmforge.scoring`) sets ``confidence``
+    and ``label_probs`` when it chose a closed output's answer. A program whose artifact
+    holds calibrated thresholds sets ``light`` from ``confidence`` on each call (see
+    :mod:`lmforge.lights`).
     """
 
-    __slots__ = ("_completions", "_confidence", "_light")
+    __slots__ = ("_completions", "_confidence", "_label_probs", "_light")
 
     def __init__(
         self,
@@ -147,11 +149,16 @@ class Prediction(_Record):
         /,
         *,
         _completions: list[dict[str, Any]] | None = None,
+        _confidence: float | None = None,
+        _label_probs: Mapping[str, float] | None = None,
         **fields: Any,
     ) -> None:
         super().__init__(data, **fields)
         object.__setattr__(self, "_completions", _completions)
-        object.__setattr__(self, "_confidence", None)
+        # Normalised probabilities may stray from [0, 1] by a rounding error: clamp them.
+        scored = None if _confidence is None else min(1.0, max(0.0, float(_confidence)))
+        object.__setattr__(self, "_confidence", scored)
+        object.__setattr__(self, "_label_probs", dict(_label_probs) if _label_probs else None)
         object.__setattr__(self, "_light", None)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -183,6 +190,14 @@ class Prediction(_Record):
     @light.setter
     def light(self, value: str | None) -> None:
         object.__setattr__(self, "_light", _check_light(value))
+
+    @property
+    def label_probs(self) -> dict[str, float] | None:
+        """Every label's probability (label as shown to the model -> probability) when the
+        answer was chosen by label scoring; ``None`` otherwise."""
+        if "label_probs" in self._data:
+            return self._data["label_probs"]  # type: ignore[no-any-return]
+        return dict(self._label_probs) if self._label_probs is not None else None
 
     @classmethod
     def from_completions(
@@ -261,6 +276,7 @@ class Prediction(_Record):
     def copy(self, **changes: Any) -> Prediction:
         new = Prediction({**self._data, **changes}, _completions=self._completions)
         object.__setattr__(new, "_confidence", self._confidence)
+        object.__setattr__(new, "_label_probs", self._label_probs)
         object.__setattr__(new, "_light", self._light)
         return new
 

@@ -26,11 +26,13 @@ from .adapters import (
 )
 from .adapters.base import Prompt, PromptPrefix
 from .adapters.coerce import _is_model
+from .calibration import Calibration
 from .errors import ArtifactError, ParseError, SignatureError, UsageError
 from .example import Example, Prediction
 from .lm.lm import LM
 from .lm.types import LMRequest, LMResponse
 from .module import Module
+from .scoring import Decode, check_decode, plan, scored_call
 from .signature import Signature, as_signature
 from .steps import run_blocking
 from .trace import LMCall, PredictorCall, active_trackers
@@ -97,6 +99,12 @@ class Predict(Module):
         lm: the LM to use; otherwise the one from ``lf.use(lm=...)``.
         adapter: the adapter to use; otherwise ``lf.use(adapter=...)`` or the LM profile's.
         demos: few-shot examples (dicts or ``lf.Example``) with input and output fields.
+        decode: ``"auto"`` (default) answers a closed output (one ``Literal``/``Enum``/
+            ``bool`` field) by label scoring when the LM can score, else generates;
+            ``"score"`` always scores; ``"generate"`` never does (see ``lmforge.scoring``).
+        calibration: label-score calibration (``lmforge.calibration.Calibration``), usually
+            set by ``lmforge.calibration.calibrate``; assigning new demos or a new
+            signature clears it (it was measured for the old prompt).
         **config: request parameters (``temperature``, ``max_tokens``, ``n``, ...).
     """
 
@@ -107,6 +115,8 @@ class Predict(Module):
         lm: LM | None = None,
         adapter: Adapter | None = None,
         demos: Iterable[Mapping[str, Any]] | None = None,
+        decode: Decode = "auto",
+        calibration: Calibration | None = None,
         **config: Any,
     ) -> None:
         unknown = set(config) - _CONFIG_KEYS
@@ -125,6 +135,8 @@ class Predict(Module):
         self._demos: tuple[dict[str, Any], ...] = ()
         self.demos = list(demos or [])
         self.config: dict[str, Any] = dict(config)
+        self.decode: Decode = check_decode(decode, "lf.Predict(decode=...)")
+        self.calibration = calibration
         self._prefix: tuple[Adapter, PromptPrefix] | None = None
         self._history: collections.deque[LMCall] = collections.deque(maxlen=_HISTORY)
 
@@ -138,6 +150,7 @@ class Predict(Module):
     def signature(self, value: str | Signature | type[Signature]) -> None:
         self._signature = as_signature(value)
         self._prefix = None
+        self.calibration = None  # measured for the old prompt
 
     @property
     def demos(self) -> tuple[dict[str, Any], ...]:
@@ -147,6 +160,7 @@ class Predict(Module):
     def demos(self, value: Iterable[Mapping[str, Any]]) -> None:
         self._demos = tuple(_demo_dict(d) for d in value)
         self._prefix = None
+        self.calibration = None  # measured for the old prompt
 
     @property
     def adapter(self) -> Adapter | None:
@@ -186,6 +200,13 @@ class Predict(Module):
             lm, adapter, request, call_inputs = await asyncio.to_thread(self._prepare, inputs)
         else:
             lm, adapter, request, call_inputs = self._prepare(inputs)
+        labels = plan(self, lm, adapter, request) if self.decode != "generate" else None
+        if labels is not None:
+            scored = await scored_call(
+                self, labels, lm, request, call_inputs, started, blocking=blocking
+            )
+            if scored is not None:
+                return scored
         try:
             token = _calling.set((adapter, self._signature))
             try:
@@ -309,13 +330,19 @@ class Predict(Module):
     # -- state --------------------------------------------------------------------------
 
     def dump_state(self) -> dict[str, Any]:
-        return {
+        state = {
             "signature": self._signature.to_json(),
             "demos": [_jsonable(d) for d in self._demos],
             "adapter": self._adapter.config() if self._adapter is not None else None,
             "lm": self.lm.config() if self.lm is not None else None,
             "config": _jsonable(self.config),
         }
+        # Written only when set, so artifacts of programs that never used them are unchanged.
+        if self.decode != "auto":
+            state["decode"] = self.decode
+        if self.calibration is not None:
+            state["calibration"] = self.calibration.to_json()
+        return state
 
     def load_state(self, state: Mapping[str, Any], *, allow_endpoints: bool = False) -> Predict:
         """Load :meth:`dump_state` output (or a program-level :meth:`state`) into this
@@ -340,6 +367,10 @@ class Predict(Module):
                 else None
             )
             config = dict(data.get("config") or {})
+            decode = check_decode(data.get("decode", "auto"))
+            calibration = (
+                Calibration.from_json(data["calibration"]) if data.get("calibration") else None
+            )
         except (KeyError, TypeError, ValueError, SignatureError, UsageError) as exc:
             raise ArtifactError(f"invalid predictor state: {type(exc).__name__}: {exc}") from None
         unknown = set(config) - _CONFIG_KEYS
@@ -351,6 +382,8 @@ class Predict(Module):
             "adapter": adapter,
             "lm": lm,
             "config": config,
+            "decode": decode,
+            "calibration": calibration,
         }
 
     def apply_state(self, parsed: Mapping[str, Any]) -> None:
@@ -360,6 +393,8 @@ class Predict(Module):
         if parsed["lm"] is not None:
             self.lm = parsed["lm"]
         self.config = parsed["config"]
+        self.decode = parsed.get("decode", "auto")
+        self.calibration = parsed.get("calibration")
 
     def spec_config(self) -> dict[str, Any]:
         return {"signature": self._signature.to_json()}

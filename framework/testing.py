@@ -22,7 +22,16 @@ from .lm.lm import LM
 from .lm.profiles import ModelProfile
 from .lm.types import LMRequest, LMResponse, Usage
 
-__all__ = ["DummyLM", "FunctionLM", "ScriptedLM", "block_network", "network_blocked"]
+Scores = Mapping[str, float] | Callable[[LMRequest, tuple[str, ...]], Sequence[float]]
+
+__all__ = [
+    "DummyLM",
+    "FunctionLM",
+    "ScoringLM",
+    "ScriptedLM",
+    "block_network",
+    "network_blocked",
+]
 
 Reply = str | LMResponse | BaseException
 _blocked: ContextVar[bool] = ContextVar("lmforge_network_blocked", default=False)
@@ -305,3 +314,88 @@ class DummyLM(ScriptedLM):
         if isinstance(replies, Mapping):  # keys are plain text, matched literally
             replies = {re.escape(key): answer for key, answer in replies.items()}
         return _ScriptBackend(replies, cycle, owner="DummyLM", render=_dummy_reply)
+
+
+#: The log-probability :class:`ScoringLM` gives a continuation its table does not name.
+UNLISTED_SCORE = -50.0
+
+
+class _ScoreBackend(_ScriptBackend):
+    """A script backend that also scores continuations (``ScoringBackend``)."""
+
+    def __init__(self, replies: Any, cycle: bool, scores: Scores, scorable: bool) -> None:
+        super().__init__(replies, cycle, owner="ScoringLM")
+        self._scores = scores
+        self._scorable = scorable
+        self.scored: list[tuple[LMRequest, tuple[str, ...]]] = []
+
+    def can_score(self, request: LMRequest) -> bool:
+        return self._scorable
+
+    def score(self, request: LMRequest, continuations: Sequence[str]) -> list[float]:
+        options = tuple(continuations)
+        with self._lock:
+            self.scored.append((request, options))
+        if callable(self._scores):
+            values = [float(v) for v in self._scores(request, options)]
+            if len(values) != len(options):
+                raise UsageError(
+                    f"the ScoringLM score function returned {len(values)} score(s) for "
+                    f"{len(options)} continuation(s)"
+                )
+            return values
+        return [_table_score(self._scores, text) for text in options]
+
+    async def ascore(self, request: LMRequest, continuations: Sequence[str]) -> list[float]:
+        return self.score(request, continuations)
+
+
+def _table_score(table: Mapping[str, float], continuation: str) -> float:
+    """The score of the longest key of ``table`` found in ``continuation``."""
+    found = [key for key in table if key in continuation]
+    return float(table[max(found, key=len)]) if found else UNLISTED_SCORE
+
+
+class ScoringLM(LM):
+    """An LM whose backend scores continuations (label scoring) and replies from a script.
+
+    ``ScoringLM({"billing": -0.2, "sales": -1.9})`` gives each continuation the
+    log-probability of the longest key it contains (others get :data:`UNLISTED_SCORE`);
+    ``ScoringLM(lambda request, continuations: [...])`` computes them. ``replies`` answer
+    generated calls as :class:`ScriptedLM`'s do; ``scorable=False`` makes a backend that
+    cannot score (callers fall back to generation). ``scored`` lists each scoring request
+    with its continuations.
+    """
+
+    def __init__(
+        self,
+        scores: Scores,
+        *,
+        replies: Sequence[Reply] | Mapping[str, Reply] = (),
+        cycle: bool = False,
+        scorable: bool = True,
+        model: str = "test/scoring",
+        model_type: Literal["chat", "text"] = "text",
+        profile: ModelProfile | None = None,
+        cache: Any = False,
+        **kwargs: Any,
+    ) -> None:
+        self.script = _ScoreBackend(replies, cycle, scores, scorable)
+        super().__init__(
+            model,
+            model_type=model_type,
+            backend=self.script,
+            cache=cache,
+            profile=_profile(model_type, profile),
+            **kwargs,
+        )
+
+    @property
+    def calls(self) -> list[LMRequest]:
+        """Every generation request the backend received (cache hits excluded)."""
+        return self.script.calls
+
+    @property
+    def scored(self) -> list[tuple[LMRequest, tuple[str, ...]]]:
+        """Every scoring request the backend received, with its continuations."""
+        return self.script.scored

@@ -3,7 +3,8 @@
 - :class:`VLLMBackend`: a lean async HTTP client for a vLLM (OpenAI-compatible) server.
   Text-mode requests go to ``/v1/completions`` with the adapter's output constraint sent
   as vLLM ``structured_outputs`` (``choice`` or ``regex``); chat requests go to
-  ``/v1/chat/completions`` with the JSON-schema ``response_format``.
+  ``/v1/chat/completions`` with the JSON-schema ``response_format``. Text-mode requests
+  can also be scored (label scoring of closed outputs: echoed prompt log-probabilities).
 - :class:`CacheHintBackend`: adds provider prompt-cache hints (Anthropic ``cache_control``
   on the static prefix; OpenAI ``prompt_cache_key`` keyed by the static prefix).
 - :class:`FallbackBackend`: a second model answers when the first one fails.
@@ -16,7 +17,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import httpx
@@ -113,6 +114,18 @@ class VLLMBackend:
     async def acomplete(self, request: LMRequest) -> LMResponse:
         response = await self._client.acomplete(self.wire_request(request))
         return dataclasses.replace(response, model=request.model)
+
+    # -- scoring (lmforge.lm.types.ScoringBackend): echoed prompt log-probabilities --------
+
+    def can_score(self, request: LMRequest) -> bool:
+        """Text-mode requests are scored through ``/v1/completions`` with ``echo``."""
+        return request.prompt is not None and not request.tools
+
+    def score(self, request: LMRequest, continuations: Sequence[str]) -> list[float]:
+        return self._client.score(self.wire_request(request), continuations)
+
+    async def ascore(self, request: LMRequest, continuations: Sequence[str]) -> list[float]:
+        return await self._client.ascore(self.wire_request(request), continuations)
 
 
 class CacheHintBackend:

@@ -6,7 +6,15 @@ from .cache import ResponseCache
 from .lm import DEFAULT_LOCAL_MODEL, LM
 from .profiles import ModelProfile, profile_for
 from .retry import RetryPolicy
-from .types import Backend, ConstraintSegment, LMRequest, LMResponse, OutputConstraint, Usage
+from .types import (
+    Backend,
+    ConstraintSegment,
+    LMRequest,
+    LMResponse,
+    OutputConstraint,
+    ScoringBackend,
+    Usage,
+)
 
 __all__ = [
     "DEFAULT_LOCAL_MODEL",
@@ -19,6 +27,7 @@ __all__ = [
     "OutputConstraint",
     "ResponseCache",
     "RetryPolicy",
+    "ScoringBackend",
     "Usage",
     "profile_for",
 ]

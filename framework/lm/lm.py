@@ -7,7 +7,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -266,6 +266,27 @@ class LM:
         response = self._settle(request, response, cache)
         self._record(request, response, started, None, sent - 1)
         return response
+
+    def can_score(self, request: LMRequest) -> bool:
+        """Whether :meth:`score` works for ``request`` (its backend can score it)."""
+        from .score_call import scoring_backend
+
+        return scoring_backend(self, request) is not None
+
+    def score(self, request: LMRequest, continuations: Sequence[str]) -> list[float]:
+        """The log-probability (sum over its tokens) of each continuation after the
+        request's prompt; through the cache, budgets, retries and tracking like
+        :meth:`complete`. Raises ``UsageError`` when the backend cannot score
+        (:meth:`can_score`)."""
+        from .score_call import score_core
+
+        return run_blocking(score_core(self, request, continuations, blocking=True))
+
+    async def ascore(self, request: LMRequest, continuations: Sequence[str]) -> list[float]:
+        """Async :meth:`score`."""
+        from .score_call import score_core
+
+        return await score_core(self, request, continuations, blocking=False)
 
     def _usable_cache(self) -> ResponseCache | None:
         """The cache, unless this LM or the current ``lf.use(cache=False)`` turned it off."""

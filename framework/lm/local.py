@@ -33,7 +33,7 @@ import random
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -305,6 +305,47 @@ class LocalBackend:
     async def acomplete(self, request: LMRequest) -> LMResponse:
         """Async :meth:`complete`: the locked work runs in a worker thread."""
         return await asyncio.to_thread(self.complete, request)
+
+    # -- scoring (lmforge.lm.types.ScoringBackend) ----------------------------------------
+
+    def can_score(self, request: LMRequest) -> bool:
+        """Every text request can be scored (images and tools cannot)."""
+        return not request.tools and not has_images(request.messages)
+
+    def score(self, request: LMRequest, continuations: Sequence[str]) -> list[float]:
+        """The summed token log-probabilities of each continuation after the prompt: the
+        prompt is evaluated once and the continuations from its state (blocking)."""
+        from .local_scoring import score_tokens
+
+        if not self.can_score(request):
+            raise UsageError(f"{self.model} scores text prompts only (no images or tools)")
+        loaded = self._loaded(self.load_settings(request.params))
+        with loaded.lock:
+            text, special, _ = self._render(loaded, request)
+            tokens = self._tokenize(loaded, text, special)
+            llama = loaded.llama
+            pieces = [
+                list(llama.tokenize(c.encode("utf-8"), add_bos=False, special=False))
+                for c in continuations
+            ]
+            needed = len(tokens) + max((len(p) for p in pieces), default=0)
+            if needed >= llama.n_ctx():
+                raise ContextWindowError(
+                    f"{self.model}: the prompt and its longest continuation have {needed} tokens "
+                    f"but the context window is {llama.n_ctx()}; shorten the prompt (fewer "
+                    "demos) or raise n_ctx (LMFORGE_LOCAL_N_CTX)",
+                    model=self.model,
+                )
+            try:
+                return score_tokens(llama, tokens, pieces)
+            except RuntimeError as exc:
+                raise ProviderError(
+                    f"{self.model}: llama.cpp failed: {exc}", model=self.model
+                ) from None
+
+    async def ascore(self, request: LMRequest, continuations: Sequence[str]) -> list[float]:
+        """Async :meth:`score`: the locked work runs in a worker thread."""
+        return await asyncio.to_thread(self.score, request, continuations)
 
     # -- helpers --------------------------------------------------------------------------
 

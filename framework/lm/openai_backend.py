@@ -24,6 +24,7 @@ import json
 import os
 import threading
 import weakref
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -60,6 +61,8 @@ PROVIDERS: dict[str, tuple[str | None, str | None]] = {
 # above any completion, low enough that a misbehaving server cannot exhaust memory.
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 MAX_RESPONSE_ENV = "LMFORGE_MAX_RESPONSE_BYTES"
+# Statuses that say nothing about whether a server can score (it may next time).
+_TRANSIENT_STATUS = frozenset({401, 403, 408, 409, 429, 502, 503, 504})
 # Request parameters handled by the client, never sent in the body.
 _CLIENT_PARAMS = frozenset({"timeout", "num_retries", "api_base", "base_url", "api_key"})
 
@@ -125,11 +128,93 @@ class OpenAIBackend:
             asyncio.AbstractEventLoop, dict[str, HTTPStreamPool | None]
         ] = weakref.WeakKeyDictionary()
         self._resolved: dict[str, tuple[str, dict[str, str]]] = {}
+        # Models whose server refused a scoring request (no echo or prompt logprobs, as
+        # llama.cpp's servers): their closed outputs are generated from then on.
+        self._unscorable: set[str] = set()
 
     # -- the backend contract -----------------------------------------------------------
 
     def complete(self, request: LMRequest) -> LMResponse:
         url, headers, body, timeout = self._prepare(request)
+        return self._to_response(
+            self._post(request.model, url, headers, body, timeout), request, url
+        )
+
+    async def acomplete(self, request: LMRequest) -> LMResponse:
+        url, headers, body, timeout = self._prepare(request)
+        response = await self._apost(request.model, url, headers, body, timeout)
+        return self._to_response(response, request, url)
+
+    # -- scoring (lmforge.lm.types.ScoringBackend) ----------------------------------------
+
+    def can_score(self, request: LMRequest) -> bool:
+        """Text prompts to self-hosted servers (vLLM and compatible ``/completions`` with
+        ``echo``); chat requests, and OpenAI's own endpoint, cannot be scored."""
+        if request.prompt is None or request.tools or request.model in self._unscorable:
+            return False
+        base, _ = self._endpoint(request.model)
+        return urlsplit(base).hostname != "api.openai.com"
+
+    def score(self, request: LMRequest, continuations: Sequence[str]) -> list[float]:
+        """Each continuation's log-probability after the prompt, from one echoed
+        ``/completions`` request holding every prompt-plus-continuation."""
+        url, headers, body, timeout = self._prepare_scoring(request, continuations)
+        response = self._post(request.model, url, headers, body, timeout)
+        return self._to_scores(response, request, url, continuations)
+
+    async def ascore(self, request: LMRequest, continuations: Sequence[str]) -> list[float]:
+        """Async :meth:`score`."""
+        url, headers, body, timeout = self._prepare_scoring(request, continuations)
+        response = await self._apost(request.model, url, headers, body, timeout)
+        return self._to_scores(response, request, url, continuations)
+
+    def _prepare_scoring(
+        self, request: LMRequest, continuations: Sequence[str]
+    ) -> tuple[str, dict[str, str], bytes, float | None]:
+        from .openai_scoring import scoring_payload
+
+        if not self.can_score(request):
+            raise UsageError(
+                f"{request.model}: only text prompts to self-hosted servers are scored"
+            )
+        base, headers = self._endpoint(request.model)
+        url = base + "/completions"
+        _check_network(url)
+        payload, timeout = wire_payload(request)
+        body = json.dumps(
+            scoring_payload(payload, continuations), ensure_ascii=False, separators=(",", ":")
+        ).encode()
+        return url, headers, body, self._timeout if timeout is None else timeout
+
+    def _to_scores(
+        self, response: HTTPResponse, request: LMRequest, url: str, continuations: Sequence[str]
+    ) -> list[float]:
+        from .openai_scoring import parse_scores
+
+        status, content = response.status_code, response.content
+        if status >= 400:
+            if status not in _TRANSIENT_STATUS:
+                self._unscorable.add(request.model)
+            raise error_from_status(
+                status, response.headers, content, request.model, url, secrets=self._secrets
+            )
+        try:
+            return parse_scores(json.loads(content), request.prompt or "", continuations)
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+            self._unscorable.add(request.model)
+            shown = redact(repr(content[:ERROR_TEXT_BYTES]), self._secrets)[:200]
+            raise ProviderError(
+                f"{request.model}: {host(url)} sent no usable prompt log-probabilities (does it "
+                f"support echo with logprobs?): {shown}",
+                model=request.model,
+                status_code=status,
+            ) from None
+
+    # -- transport ------------------------------------------------------------------------
+
+    def _post(
+        self, model: str, url: str, headers: dict[str, str], body: bytes, timeout: float | None
+    ) -> HTTPResponse:
         pool = self._pool(url, None)
         index, client = pool.acquire()
         try:
@@ -143,15 +228,16 @@ class OpenAIBackend:
                 limit=self._max_response_bytes,
             )
         except Exception as exc:
-            raise self._transport_error(exc, request.model, url) from safe_cause(exc, self._secrets)
+            raise self._transport_error(exc, model, url) from safe_cause(exc, self._secrets)
         finally:
             pool.release(index)
-        return self._to_response(response, request, url)
+        return response
 
-    async def acomplete(self, request: LMRequest) -> LMResponse:
+    async def _apost(
+        self, model: str, url: str, headers: dict[str, str], body: bytes, timeout: float | None
+    ) -> HTTPResponse:
         import asyncio
 
-        url, headers, body, timeout = self._prepare(request)
         loop = asyncio.get_running_loop()
         response: HTTPResponse
         streams = self._streams(url, loop) if url.startswith("http://") else None
@@ -168,8 +254,8 @@ class OpenAIBackend:
                 finally:
                     pool.release(index)
         except Exception as exc:
-            raise self._transport_error(exc, request.model, url) from safe_cause(exc, self._secrets)
-        return self._to_response(response, request, url)
+            raise self._transport_error(exc, model, url) from safe_cause(exc, self._secrets)
+        return response
 
     def close(self) -> None:
         """Close the pooled sync connections (async clients close with their event loop)."""

@@ -1,6 +1,7 @@
 """The one contract between lmforge and a language-model backend.
 
-A backend implements ``complete(LMRequest) -> LMResponse`` and ``acomplete``. Caching,
+A backend implements ``complete(LMRequest) -> LMResponse`` and ``acomplete``; one that can
+also score given continuations implements :class:`ScoringBackend` as well. Caching,
 retries, usage accounting and tracing wrap a backend (see :class:`lmforge.LM`); they never
 live inside one.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from .vision import content_text, digest_images, has_images
@@ -19,6 +21,7 @@ __all__ = [
     "LMRequest",
     "LMResponse",
     "OutputConstraint",
+    "ScoringBackend",
     "Usage",
 ]
 
@@ -169,3 +172,22 @@ class Backend(Protocol):
     def complete(self, request: LMRequest) -> LMResponse: ...
 
     async def acomplete(self, request: LMRequest) -> LMResponse: ...
+
+
+@runtime_checkable
+class ScoringBackend(Protocol):
+    """The optional scoring capability of a backend (label scoring of closed outputs).
+
+    ``score`` returns, for each continuation, the sum of its tokens' log-probabilities
+    when it follows the request's prompt (chat requests: the rendered chat prompt with the
+    assistant's turn opened). ``can_score`` says whether this request can be scored at all
+    (a chat request to an endpoint without ``echo``, say); callers generate instead when
+    it cannot. A backend may learn it cannot: after a server refuses a scoring request,
+    ``can_score`` says no for that model.
+    """
+
+    def can_score(self, request: LMRequest) -> bool: ...
+
+    def score(self, request: LMRequest, continuations: Sequence[str]) -> list[float]: ...
+
+    async def ascore(self, request: LMRequest, continuations: Sequence[str]) -> list[float]: ...

@@ -100,6 +100,7 @@ SUBMODULE_ONLY = {
         "ConstraintSegment",
         "OutputConstraint",
         "ResponseCache",
+        "ScoringBackend",
         "Usage",
         "profile_for",
     },
