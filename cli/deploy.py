@@ -68,6 +68,24 @@ def export(
     ),
     image: str | None = typer.Option(None, help="The program server image name in k8s manifests."),
     trust: list[str] = typer.Option([], "--trust", help=TRUST_HELP),
+    request_log: str | None = typer.Option(
+        None,
+        "--request-log",
+        help="Log answers for feedback to this SQLite file (relative: inside the bundle, e.g. "
+        "data/requests.db, a volume in compose.yaml); off by default.",
+    ),
+    request_log_hash: list[str] = typer.Option(
+        [], "--request-log-hash", help="A field logged as its SHA-256 only; repeatable."
+    ),
+    request_log_drop: list[str] = typer.Option(
+        [], "--request-log-drop", help="A field never logged; repeatable."
+    ),
+    request_log_max_rows: int | None = typer.Option(
+        None, help="Keep at most this many logged answers (those with feedback are kept)."
+    ),
+    feedback_sample: float = typer.Option(
+        0.0, help="Share of green answers also sent with X-Feedback-Requested (0-1)."
+    ),
 ) -> None:
     """Export a compiled artifact as a served bundle for vLLM or a managed API."""
     from lmforge.targets.export import ExportOptions, export_bundle
@@ -76,7 +94,21 @@ def export(
 
     if target not in ("vllm", "managed"):
         raise UsageError(f"unknown target {target!r}; use --target vllm or --target managed")
+    from lmforge.targets.request_log import RequestLogSettings
+
+    log = None
+    if request_log is not None:
+        log = RequestLogSettings(
+            url=request_log,
+            hash_fields=tuple(request_log_hash),
+            drop_fields=tuple(request_log_drop),
+            max_rows=request_log_max_rows,
+            feedback_sample=feedback_sample,
+        )
+    elif request_log_hash or request_log_drop or request_log_max_rows or feedback_sample:
+        raise UsageError("the --request-log-* and --feedback-sample options need --request-log")
     options = ExportOptions(
+        request_log=log,
         target=target,  # type: ignore[arg-type]
         name=name,
         model=model,
@@ -150,6 +182,12 @@ def serve(
     graceful_timeout: float = typer.Option(
         30.0, help="Seconds to finish in-flight requests on shutdown."
     ),
+    request_log: str | None = typer.Option(
+        None,
+        "--request-log",
+        help="Log answers for feedback to this SQLite file or postgresql:// URL (overrides "
+        "the bundle's request log).",
+    ),
     artifact_lm: bool = typer.Option(
         False,
         "--artifact-lm",
@@ -208,6 +246,19 @@ def serve(
         insecure_no_auth=insecure_no_auth,
         **limits,
     )
+    if request_log is not None:
+        import dataclasses
+
+        from lmforge.targets.request_log import RequestLogSettings
+        from lmforge.targets.serving_file import bundle_request_log
+
+        # The bundle's hashing, dropping and retention settings stay; only the store moves.
+        bundled = bundle_request_log(serving, bundle)
+        config = config.replace(
+            request_log=dataclasses.replace(bundled, url=request_log)
+            if bundled is not None
+            else RequestLogSettings(url=request_log)
+        )
     program, config = load_bundle(bundle, config, artifact_lms=artifact_lm)
     app_ = create_app(program, config)
     if insecure_no_auth:

@@ -19,7 +19,7 @@ from lmforge.errors import ArtifactError, UsageError
 from lmforge.lm.profiles import profile_for
 
 from .config import ReadinessCheck, ServerConfig, api_keys_from_env
-from .serving_file import BUNDLE_LIMIT_KEYS, bundle_limits, read_serving
+from .serving_file import BUNDLE_LIMIT_KEYS, bundle_limits, bundle_request_log, read_serving
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -291,7 +291,7 @@ def load_bundle(
     from .backends import env_key_check, http_health_check
 
     directory = Path(directory)
-    verify_bundle(directory)
+    manifest = verify_bundle(directory)
     serving = read_serving(directory)
     source = directory / SOURCE_DIR
     if source.is_dir() and str(source) not in sys.path:
@@ -331,6 +331,8 @@ def load_bundle(
         config = ServerConfig(name=serving["name"], api_keys=api_keys_from_env(), **limits)
     return program, config.replace(
         name=serving["name"],
+        request_log=config.request_log or bundle_request_log(serving, directory),
+        artifact_sha256=config.artifact_sha256 or manifest.get("artifact_sha256"),
         reference_stats=config.reference_stats or serving.get("reference_stats"),
         readiness=config.readiness or tuple(checks),
         structured=config.structured

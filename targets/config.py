@@ -5,9 +5,12 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lmforge.errors import UsageError
+
+if TYPE_CHECKING:
+    from .request_log import RequestLogSettings
 
 __all__ = ["API_KEYS_ENV", "ReadinessCheck", "ServerConfig", "api_keys_from_env"]
 
@@ -53,6 +56,8 @@ class ServerConfig:
             after it opened (or after a later request's first byte) is closed.
         keep_alive_timeout_s: an idle keep-alive connection is closed after this long.
         max_connections: open connections per process; one more is answered 503.
+        request_log: where and how to log answers for feedback (off when None).
+        artifact_sha256: the served artifact's hash, recorded with each logged answer.
 
     The last three are connection settings, applied by ``lmforge serve`` (see
     :func:`lmforge.targets.connections.uvicorn_config`), not by the app itself.
@@ -76,6 +81,8 @@ class ServerConfig:
     header_timeout_s: float = 10.0
     keep_alive_timeout_s: int = 5
     max_connections: int = 512
+    request_log: RequestLogSettings | None = None
+    artifact_sha256: str | None = None
 
     def __post_init__(self) -> None:
         if not self.api_keys and not self.insecure_no_auth:

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from lmforge import Module, Signature, track
@@ -122,8 +122,16 @@ class ProgramRuntime:
         self.in_flight -= count
         self.metrics.in_flight.dec(count)
 
-    async def call(self, inputs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
-        """Run the program once; returns (outputs payload, token usage). Raises ApiError."""
+    async def call(
+        self,
+        inputs: dict[str, Any],
+        on_answer: Callable[[dict[str, Any], Any, float], None] | None = None,
+    ) -> tuple[dict[str, Any], dict[str, int]]:
+        """Run the program once; returns (outputs payload, token usage). Raises ApiError.
+
+        ``on_answer(payload, prediction, seconds)`` sees each successful answer (the
+        request log and the per-light counts).
+        """
         started = time.perf_counter()
         payload: dict[str, Any] | None = None
         with track() as tracker:
@@ -131,6 +139,8 @@ class ProgramRuntime:
                 async with asyncio.timeout(self.config.request_timeout_s):
                     prediction = await self.program.acall(**inputs)
                 payload = response_payload(self.signature, prediction)
+                if on_answer is not None:
+                    on_answer(payload, prediction, time.perf_counter() - started)
             except TimeoutError:
                 raise ApiError(
                     504,

@@ -2,7 +2,8 @@
 
 Routes: ``POST /v1/programs/{name}`` (typed by the program's signature),
 ``POST /v1/programs/{name}:batch``, ``GET /v1/programs/{name}`` (its schema),
-``GET /v1/programs/{name}/drift``, ``POST /v1/chat/completions`` and ``GET /v1/models``
+``GET /v1/programs/{name}/drift``, ``POST /v1/programs/{name}/feedback``,
+``POST /v1/chat/completions`` and ``GET /v1/models``
 (OpenAI-compatible), ``GET /health``, ``GET /ready``, ``GET /metrics``.
 """
 
@@ -20,6 +21,7 @@ from lmforge import Module
 from lmforge.errors import MissingExtraError, UsageError
 
 from .config import ServerConfig
+from .feedback import FeedbackService
 from .guard import Gate, TokenBuckets, error_body
 from .metrics import ServerMetrics
 from .runtime import ApiError, ProgramRuntime, inputs_of, validation_message
@@ -59,6 +61,7 @@ def create_app(program: Module | str | os.PathLike[str], config: ServerConfig | 
     runtime = ProgramRuntime(program, config, metrics)
     name = runtime.name
     models = runtime.models
+    feedback = FeedbackService(name, program, models.response, config, metrics)
 
     app = fastapi.FastAPI(
         title=f"lmforge program: {name}",
@@ -66,6 +69,9 @@ def create_app(program: Module | str | os.PathLike[str], config: ServerConfig | 
         version="1",
     )
     app.state.runtime = runtime
+    app.state.feedback = feedback
+    # Queued request-log rows are written before the process exits.
+    app.router.on_shutdown.append(feedback.close)
     # One set of rate-limit buckets for the gate (one token per request) and the batch
     # route (one more per further item).
     buckets = TokenBuckets(config.rate_limit_per_minute, config.rate_limit_burst)
@@ -129,6 +135,7 @@ def create_app(program: Module | str | os.PathLike[str], config: ServerConfig | 
         for statistic, entry in runtime.drift.report().items():
             if entry["score"] is not None:
                 metrics.drift.labels(name, statistic).set(entry["score"])
+        await feedback.refresh_metrics()
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
@@ -136,13 +143,22 @@ def create_app(program: Module | str | os.PathLike[str], config: ServerConfig | 
         status = 200
         try:
             inputs = runtime.validate_json(await request.body())
+            request_id = rid(request)
+            asked = False
+
+            def on_answer(payload: dict[str, Any], prediction: Any, seconds: float) -> None:
+                nonlocal asked
+                asked = feedback.observe(request_id, inputs, payload, prediction, seconds)
+
             runtime.acquire()
             try:
-                payload, _ = await runtime.call(inputs)
+                payload, _ = await runtime.call(inputs, on_answer)
             finally:
                 runtime.release()
             return Response(
-                json.dumps(payload, ensure_ascii=False).encode(), media_type="application/json"
+                json.dumps(payload, ensure_ascii=False).encode(),
+                media_type="application/json",
+                headers={"X-Feedback-Requested": "true"} if asked else None,
             )
         except ApiError as exc:
             status = exc.status
@@ -214,16 +230,24 @@ def create_app(program: Module | str | os.PathLike[str], config: ServerConfig | 
         slots = runtime.acquire(min(config.batch_concurrency, max(1, len(items))))
         semaphore = asyncio.Semaphore(slots)
 
-        async def one(item: Any) -> dict[str, Any]:
+        batch_id = rid(request)
+
+        async def one(index: int, item: Any) -> dict[str, Any]:
+            inputs = inputs_of(item)
+
+            def on_answer(payload: dict[str, Any], prediction: Any, seconds: float) -> None:
+                # Item i of a batch is logged as REQUEST_ID.i (for its feedback).
+                feedback.observe(f"{batch_id}.{index}", inputs, payload, prediction, seconds)
+
             async with semaphore:
                 try:
-                    payload, _ = await runtime.call(inputs_of(item))
+                    payload, _ = await runtime.call(inputs, on_answer)
                     return {"output": payload}
                 except ApiError as exc:
                     return {"error": {"type": exc.kind, "message": exc.message}}
 
         try:
-            results = await asyncio.gather(*(one(item) for item in items))
+            results = await asyncio.gather(*(one(i, item) for i, item in enumerate(items)))
         finally:
             runtime.release(slots)
         metrics.requests.labels(name, "batch", "200").inc()
@@ -263,6 +287,15 @@ def create_app(program: Module | str | os.PathLike[str], config: ServerConfig | 
             "reference": runtime.drift.enabled,
             "statistics": runtime.drift.report(),
         }
+
+    async def post_feedback(request: Any) -> Any:
+        """Feedback on one logged answer: the correct outputs, or a score from 0 to 1."""
+        answer = await feedback.post(await request.body())
+        return JSONResponse(answer)
+
+    app.router.routes.append(
+        Route(f"/v1/programs/{name}/feedback", post_feedback, methods=["POST"])
+    )
 
     from .openai_shim import add_openai_routes
 
