@@ -34,7 +34,7 @@ app.add_typer(feedback_app)
 def _store(source: str) -> Any:
     """The request-log store of a bundle folder (its serving.json's request_log), or of a
     SQLite file / postgresql:// URL given directly."""
-    from lmforge.targets.request_store import open_store
+    from lmforge.targets.request_store import open_store, store_location
     from lmforge.targets.serving_file import bundle_request_log, read_serving
 
     path = Path(source)
@@ -46,9 +46,13 @@ def _store(source: str) -> Any:
                 "database itself: a SQLite file or a postgresql:// URL"
             )
         source = settings.url
-    elif "://" not in source and not path.is_file():
-        raise UsageError(f"{source}: no such request-log database or bundle folder")
-    return open_store(source)
+    location = store_location(source)
+    if "://" not in location and not Path(location).is_file():
+        raise UsageError(
+            f"{location}: no such request-log database (or bundle folder); a served bundle "
+            "creates it on its first logged answer"
+        )
+    return open_store(location)
 
 
 def export_feedback(source: str, out: Path, *, min_score: float = 1.0) -> dict[str, int]:
@@ -141,10 +145,10 @@ def recompile_command(
     out.mkdir(parents=True, exist_ok=True)
     rows = out / "feedback.jsonl"
     counts = export_feedback(feedback, rows, min_score=min_score)
-    typer.echo(_summary(counts, rows))
     added = counts["corrected"] + counts["confirmed"]
     if not added:
         raise UsageError(f"{feedback} holds no usable feedback yet; nothing to recompile on")
+    typer.echo(_summary(counts, rows))
     data = rows
     if train is not None:
         data = out / "train.jsonl"

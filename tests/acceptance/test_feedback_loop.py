@@ -22,6 +22,7 @@ from lmforge.cli.app import app
 from lmforge.data import dataset_hash, load_jsonl
 from lmforge.targets import create_app, load_bundle
 from lmforge.targets.config import ServerConfig
+from lmforge.targets.request_store import open_store
 from lmforge.testing import FunctionLM
 from typer.testing import CliRunner
 
@@ -197,3 +198,71 @@ def test_the_log_never_stores_authorization_headers(bundle: Path) -> None:
     stored = b"".join(p.read_bytes() for p in database.parent.iterdir())
     assert canary.encode() not in stored and KEY.encode() not in stored
     assert canary not in dump and KEY not in dump
+
+
+def test_serve_request_log_moves_the_store_and_keeps_the_bundle_settings(
+    bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    monkeypatch.setenv("LMFORGE_API_KEYS", KEY)
+    seen: dict[str, uvicorn.Config] = {}
+    monkeypatch.setattr(
+        uvicorn.Server, "run", lambda self, sockets=None: seen.update(c=self.config)
+    )
+    elsewhere = str(tmp_path / "elsewhere.db")
+    result = CliRunner().invoke(app, ["serve", str(bundle), "--request-log", elsewhere])
+    assert result.exit_code == 0, result.output
+    feedback = seen["c"].app.state.feedback  # type: ignore[attr-defined]
+    feedback.close()
+    assert feedback.settings.url == elsewhere and feedback.settings.feedback_sample == 0.25
+    assert Path(elsewhere).is_file()
+
+
+def test_feedback_commands_refuse_bad_sources_in_one_line(
+    bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    plain = tmp_path / "plain"
+    program = lf.Predict(SIG)
+    program.save(tmp_path / "plain.json")
+    open_store(str(tmp_path / "empty.db")).close()
+    made = runner.invoke(
+        app, ["export", "plain.json", "-t", "managed", "--model", "openai/x", "--out", str(plain)]
+    )
+    assert made.exit_code == 0, made.output
+    cases = [
+        (["feedback", "export", str(plain), "--out", "x.jsonl"], "keeps no request log"),
+        (["feedback", "export", "missing.db", "--out", "x.jsonl"], "no such request-log"),
+        (["feedback", "export", str(bundle), "--out", "x.jsonl"], "first logged answer"),
+        (["feedback", "export", "mysql://h/db", "--out", "x.jsonl"], "unknown request-log"),
+        (
+            ["feedback", "export", str(bundle), "--out", "x.jsonl", "--min-score", "2"],
+            "--min-score",
+        ),
+        (
+            ["export", "plain.json", "-t", "managed", "--out", "b2", "--feedback-sample", "0.1"],
+            "need --request-log",
+        ),
+        (
+            [
+                "recompile",
+                str(bundle),
+                "--feedback",
+                "empty.db",
+                "--metric",
+                "exact_match",
+                "--model",
+                "openai/gpt-4o-mini",
+                "--out",
+                "out",
+            ],
+            "no usable feedback",
+        ),
+    ]
+    for args, says in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], lines
