@@ -83,6 +83,9 @@ def export(
     request_log_max_rows: int | None = typer.Option(
         None, help="Keep at most this many logged answers (those with feedback are kept)."
     ),
+    request_log_max_age_days: float | None = typer.Option(
+        None, help="Prune logged answers older than this (those with feedback are kept)."
+    ),
     feedback_sample: float = typer.Option(
         0.0, help="Share of green answers also sent with X-Feedback-Requested (0-1)."
     ),
@@ -103,9 +106,16 @@ def export(
             hash_fields=tuple(request_log_hash),
             drop_fields=tuple(request_log_drop),
             max_rows=request_log_max_rows,
+            max_age_days=request_log_max_age_days,
             feedback_sample=feedback_sample,
         )
-    elif request_log_hash or request_log_drop or request_log_max_rows or feedback_sample:
+    elif (
+        request_log_hash
+        or request_log_drop
+        or request_log_max_rows
+        or request_log_max_age_days
+        or feedback_sample
+    ):
         raise UsageError("the --request-log-* and --feedback-sample options need --request-log")
     options = ExportOptions(
         request_log=log,

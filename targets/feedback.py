@@ -109,6 +109,7 @@ class FeedbackService:
             registry=registry,
         )
         self.settings = config.request_log
+        self.sample = self.settings.feedback_sample if self.settings is not None else 0.0
         self.artifact_sha256 = config.artifact_sha256
         self.model = _model_name(program)
         self.log: RequestLog | None = None
@@ -149,7 +150,7 @@ class FeedbackService:
         self.answers.labels(self.name, light or "none").inc()
         if self.log is None:
             return False
-        asked = wants_feedback(request_id, light, self.settings.feedback_sample)  # type: ignore[union-attr]
+        asked = wants_feedback(request_id, light, self.sample)
         self.log.record(
             {
                 "request_id": request_id,
@@ -212,7 +213,7 @@ class FeedbackService:
         assert self.log is not None
         try:
             row = self.log.store.request(request_id)
-            if row is None and self.log.flush():
+            if row is None and self.log.flush(timeout=2.0):
                 row = self.log.store.request(request_id)  # the answer was still queued
             if row is None:
                 raise ApiError(

@@ -14,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import hmac
 import logging
 import math
+import os
 import queue
 import threading
 import time
@@ -26,9 +28,11 @@ from typing import Any
 from lmforge.adapters.coerce import render_value
 from lmforge.errors import UsageError
 
-from .request_store import RequestStore, StoreError, open_store
+from .request_store import RequestStore, open_store
 
-__all__ = ["RequestLog", "RequestLogSettings", "wants_feedback"]
+__all__ = ["SALT_ENV", "RequestLog", "RequestLogSettings", "wants_feedback"]
+
+SALT_ENV = "LMFORGE_REQUEST_LOG_SALT"
 
 _log = logging.getLogger("lmforge.server")
 _BATCH = 256
@@ -41,7 +45,9 @@ class RequestLogSettings:
     Attributes:
         url: the store: a SQLite file path (relative to the bundle when served from one),
             ``sqlite:///path`` or ``postgresql://user@host/db``.
-        hash_fields: input/output fields stored as a SHA-256 digest, not their value.
+        hash_fields: input/output fields stored as a SHA-256 digest, not their value (an
+            HMAC keyed by ``$LMFORGE_REQUEST_LOG_SALT`` when set, so short values such as
+            emails cannot be found by hashing guesses).
         drop_fields: input/output fields not stored at all.
         max_rows: keep at most this many requests (oldest without feedback pruned).
         max_age_days: prune requests without feedback older than this.
@@ -130,6 +136,7 @@ class RequestLog:
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(settings.queue_size)
         self._on_drop = on_drop or (lambda reason, count: None)
         self._hash = frozenset(settings.hash_fields)
+        self._salt = os.environ.get(SALT_ENV, "").encode()
         self._drop = frozenset(settings.drop_fields)
         self._thread = threading.Thread(target=self._run, name="lmforge-request-log", daemon=True)
         self._thread.start()
@@ -141,7 +148,12 @@ class RequestLog:
             if name in self._drop:
                 continue
             if name in self._hash:
-                digest = hashlib.sha256(render_value(value).encode()).hexdigest()
+                text = render_value(value).encode()
+                digest = (
+                    hmac.new(self._salt, text, hashlib.sha256).hexdigest()
+                    if self._salt
+                    else hashlib.sha256(text).hexdigest()
+                )
                 out[name] = f"sha256:{digest}"
             else:
                 out[name] = value
@@ -194,13 +206,15 @@ class RequestLog:
     def _write(self, rows: list[dict[str, Any]]) -> None:
         try:
             self.store.write(rows)
-            if self.settings.max_rows is not None or self.settings.max_age_days is not None:
-                age = self.settings.max_age_days
-                self.store.prune(self.settings.max_rows, age * 86400 if age else None)
-        except StoreError as exc:
+        except Exception as exc:  # StoreError, or anything else: a dead writer stops the log
             # Rows already committed stay; this batch is lost and counted, requests go on.
             _log.error("%s; %d answer(s) not logged", exc, len(rows))
             self._on_drop("store_error", len(rows))
-        except Exception as exc:  # a writer that dies would silently stop the log
-            _log.error("request log writer failed (%s); %d answer(s) not logged", exc, len(rows))
-            self._on_drop("store_error", len(rows))
+            return
+        if self.settings.max_rows is None and self.settings.max_age_days is None:
+            return
+        age = self.settings.max_age_days
+        try:
+            self.store.prune(self.settings.max_rows, age * 86400 if age else None)
+        except Exception as exc:
+            _log.error("%s (pruning old answers); retention is not applied", exc)

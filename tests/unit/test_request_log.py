@@ -3,6 +3,8 @@ read-only stores, a full writer queue, privacy options, retention and the settin
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import sqlite3
@@ -251,7 +253,10 @@ def test_a_full_queue_drops_and_counts_without_blocking(tmp_path: Path) -> None:
     assert 1 <= len([r for r in range(20) if written.request(f"r{r}")]) <= 3
 
 
-async def test_hashed_and_dropped_fields_never_reach_the_store(tmp_path: Path) -> None:
+async def test_hashed_and_dropped_fields_never_reach_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LMFORGE_REQUEST_LOG_SALT", "pepper")
     db = tmp_path / "log.db"
     app = _app(db, hash_fields=("ticket",), drop_fields=("priority",))
     async with _client(app) as client:
@@ -265,7 +270,10 @@ async def test_hashed_and_dropped_fields_never_reach_the_store(tmp_path: Path) -
     app.state.feedback.close()
     (request,), (feedback,) = _rows(db)
     inputs = json.loads(request[1])
-    assert set(inputs) == {"ticket"} and inputs["ticket"].startswith("sha256:")
+    ticket = b"refund jane.doe@example.com"
+    keyed = hmac.new(b"pepper", ticket, hashlib.sha256).hexdigest()
+    assert inputs == {"ticket": f"sha256:{keyed}"}
+    assert hashlib.sha256(ticket).hexdigest() not in request[1]
     assert feedback[3] == 1.0  # same as the served answer
     assert b"jane.doe" not in b"".join(p.read_bytes() for p in tmp_path.iterdir())
 
