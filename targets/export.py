@@ -411,6 +411,12 @@ def export_bundle(
     }
     if options.request_log is not None:
         serving["request_log"] = options.request_log.to_json()
+        if not options.request_log.url.startswith(("postgresql://", "postgres://")):
+            notes.append(
+                f"the SQLite request log is per replica (k8s/program.yaml runs "
+                f"{PROGRAM_REPLICAS}): feedback must reach the replica that answered, so "
+                "with several replicas serve with --request-log postgresql://... instead"
+            )
     context["request_log"] = serving.get("request_log")
     files["serving.json"] = dumps(serving).encode()
     env = environment()

@@ -67,6 +67,7 @@ def bundle(tmp_path: Path) -> Path:
         ],
     )
     assert result.exit_code == 0, result.output
+    assert "the SQLite request log is per replica" in result.output
     return out
 
 
