@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge import Module
+from pydantic_core import to_jsonable_python
 
 from .config import ServerConfig
 from .metrics import ServerMetrics
@@ -31,8 +32,6 @@ _REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,160}$"
 
 
 def _jsonable(values: Mapping[str, Any]) -> str:
-    from pydantic_core import to_jsonable_python
-
     return json.dumps(to_jsonable_python(dict(values)), ensure_ascii=False, sort_keys=True)
 
 
@@ -254,6 +253,9 @@ class FeedbackService:
             weeks = await asyncio.to_thread(self.log.store.weekly_scores)
         except StoreError:
             return  # the writer already logs and counts store failures
+        # Weeks that left the window (or the store) leave the gauges too.
+        self.weekly.clear()
+        self.weekly_count.clear()
         for start, score, count in weeks:
             label = datetime.datetime.fromtimestamp(start, datetime.UTC).date().isoformat()
             self.weekly.labels(self.name, label).set(round(score, 4))
