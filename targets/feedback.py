@@ -32,7 +32,9 @@ _REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,160}$"
 
 
 def _jsonable(values: Mapping[str, Any]) -> str:
-    return json.dumps(to_jsonable_python(dict(values)), ensure_ascii=False, sort_keys=True)
+    # fallback=str: an input type JSON cannot hold is logged as its text, never a failure.
+    jsonable = to_jsonable_python(dict(values), fallback=str)
+    return json.dumps(jsonable, ensure_ascii=False, sort_keys=True)
 
 
 def _model_name(program: Module) -> str | None:
