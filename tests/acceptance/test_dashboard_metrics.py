@@ -103,3 +103,46 @@ def test_prometheus_and_grafana_provisioning_fit_together(bundle: Path) -> None:
     assert compose["services"]["prometheus"]["profiles"] == ["monitoring"]
     assert "request-log" not in compose["volumes"]  # the log is off unless asked for
     assert grafana["ports"] == ["127.0.0.1:3000:3000"]
+
+
+def test_promtool_accepts_the_config_and_every_panel_query(bundle: Path, tmp_path: Path) -> None:
+    """Prometheus' own checker: the scrape config, and each panel's PromQL as a rule."""
+    import shutil
+    import subprocess
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian package prometheus)")
+    key = tmp_path / "metrics_key"
+    key.write_text("k" * 32)
+    config = (bundle / "monitoring/prometheus.yml").read_text()
+    (tmp_path / "prometheus.yml").write_text(config.replace("/tmp/metrics_key", str(key)))
+    checked = subprocess.run(
+        [promtool, "check", "config", str(tmp_path / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    dashboard = json.loads((bundle / "monitoring/grafana/dashboards/lmforge.json").read_text())
+    panel_queries = [q for q in _queries(dashboard) if not q.startswith("label_values")]
+    rules = {
+        "groups": [
+            {
+                "name": "panels",
+                "rules": [
+                    {"record": f"panel:query_{i}", "expr": q.replace("$program", ".*")}
+                    for i, q in enumerate(panel_queries)
+                ],
+            }
+        ]
+    }
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules))
+    checked = subprocess.run(
+        [promtool, "check", "rules", str(tmp_path / "rules.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"{len(panel_queries)} rules found" in checked.stdout
