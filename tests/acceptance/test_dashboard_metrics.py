@@ -146,3 +146,85 @@ def test_promtool_accepts_the_config_and_every_panel_query(bundle: Path, tmp_pat
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert f"{len(panel_queries)} rules found" in checked.stdout
+
+
+def test_a_real_prometheus_scrapes_the_server_and_every_panel_has_data(
+    bundle: Path, tmp_path: Path
+) -> None:
+    """The bundle's scrape config (bearer key from a file) against a live server, then
+    each panel's query through Prometheus' API: every one returns series."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("prometheus not installed (Debian package prometheus)")
+    rows = [{"ticket": "refund " + "x" * (i % 7), "team": "billing"} for i in range(40)]
+    program = lf.Predict(
+        SIG, lm=FunctionLM(lambda r: "[[ ## team ## ]]\nbilling\n\n[[ ## completed ## ]]")
+    )
+    config = ServerConfig(
+        name="triage",
+        api_keys=(KEY,),
+        rate_limit_burst=500,
+        reference_stats=reference_stats(SIG, rows),
+        request_log=RequestLogSettings(url=str(tmp_path / "log.db"), feedback_sample=0.5),
+    )
+    app = create_app(program, config)
+    key = tmp_path / "metrics_key"
+    key.write_text(KEY)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        prom_port = sock.getsockname()[1]
+    with serve(app) as url, httpx.Client(base_url=url, headers=AUTH, timeout=30) as client:
+        ids = [
+            client.post("/v1/programs/triage", json={"ticket": r["ticket"]}).headers["x-request-id"]
+            for r in rows
+        ]
+        client.post("/v1/programs/triage/feedback", json={"request_id": ids[0], "score": 1})
+        client.post("/v1/programs/triage", json={"ticket": "x"}, headers={"Authorization": ""})
+        scrape_config = (
+            (bundle / "monitoring/prometheus.yml")
+            .read_text()
+            .replace("/tmp/metrics_key", str(key))
+            .replace("program:8080", url.removeprefix("http://"))
+            .replace("scrape_interval: 15s", "scrape_interval: 1s")
+        )
+        (tmp_path / "prometheus.yml").write_text(scrape_config)
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            dashboard = json.loads(
+                (bundle / "monitoring/grafana/dashboards/lmforge.json").read_text()
+            )
+            queries = [q.replace("$program", ".*") for q in _queries(dashboard)[:-1]]
+            api = f"http://127.0.0.1:{prom_port}/api/v1/query"
+            empty: list[str] = queries
+            deadline = time.monotonic() + 60
+            while empty and time.monotonic() < deadline:
+                time.sleep(1)
+                try:
+                    empty = [
+                        q
+                        for q in queries
+                        if not httpx.get(api, params={"query": q}, timeout=5).json()["data"][
+                            "result"
+                        ]
+                    ]
+                except (httpx.HTTPError, KeyError, ValueError):
+                    continue  # Prometheus still starting
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    app.state.feedback.close()
+    assert not empty, f"panels without data from a live scrape: {empty}"
