@@ -152,7 +152,7 @@ class FeedbackService:
         if self.log is None:
             return False
         asked = wants_feedback(request_id, light, self.sample)
-        self.log.record(
+        queued = self.log.record(
             {
                 "request_id": request_id,
                 "program": self.name,
@@ -167,7 +167,8 @@ class FeedbackService:
                 "feedback_requested": int(asked),
             }
         )
-        self.log_outcomes.labels("queued").inc()
+        if queued:
+            self.log_outcomes.labels("queued").inc()
         if asked:
             self.feedback_requested.labels(self.name, light or "none").inc()
         return asked

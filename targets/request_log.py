@@ -159,12 +159,14 @@ class RequestLog:
                 out[name] = value
         return out
 
-    def record(self, row: dict[str, Any]) -> None:
-        """Queue one answer (never blocks): inputs/outputs are scrubbed and JSON-encoded."""
+    def record(self, row: dict[str, Any]) -> bool:
+        """Queue one row (never blocks); False when the queue was full and it was dropped."""
         try:
             self._queue.put_nowait(row)
         except queue.Full:
             self._on_drop("queue_full", 1)
+            return False
+        return True
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued row is written (or failed); False on timeout."""

@@ -241,10 +241,10 @@ def test_a_full_queue_drops_and_counts_without_blocking(tmp_path: Path) -> None:
         "feedback_requested": 0,
     }
     started = time.perf_counter()
-    for index in range(20):
-        log.record({**row, "request_id": f"r{index}"})
+    queued = [log.record({**row, "request_id": f"r{index}"}) for index in range(20)]
     assert time.perf_counter() - started < 0.5
     assert sum(count for reason, count in dropped if reason == "queue_full") >= 17
+    assert queued.count(False) == sum(count for _, count in dropped)
     store.gate.set()
     assert log.flush()
     log.close()
