@@ -123,13 +123,14 @@ class FeedbackService:
         fields: dict[str, Any] = {
             field: (info.annotation, info) for field, info in response_model.model_fields.items()
         }
+        base = response_model.__name__.removesuffix("Response")
         outputs = pydantic.create_model(
-            f"{response_model.__name__}Outputs",
+            f"{base}FeedbackOutputs",
             __config__=pydantic.ConfigDict(extra="forbid"),
             **fields,
         )
         self.body_model: Any = pydantic.create_model(
-            f"{response_model.__name__}Feedback",
+            f"{base}Feedback",
             __config__=pydantic.ConfigDict(extra="forbid"),
             request_id=(str, pydantic.Field(..., pattern=_REQUEST_ID_PATTERN)),
             outputs=(outputs | None, None),
@@ -263,6 +264,27 @@ class FeedbackService:
             label = datetime.datetime.fromtimestamp(start, datetime.UTC).date().isoformat()
             self.weekly.labels(self.name, label).set(round(score, 4))
             self.weekly_count.labels(self.name, label).set(count)
+
+    def documented_route(self, path: str) -> Any:
+        """The feedback route as FastAPI documents it (served by a plain route)."""
+        import fastapi
+
+        async def feedback(body: Any) -> dict[str, Any]:
+            return await self.post(body.model_dump_json(exclude_none=True).encode())
+
+        feedback.__annotations__ = {"body": self.body_model, "return": dict[str, str]}
+        # Served by the plain route in the server (cheaper); this one feeds /openapi.json.
+        return fastapi.routing.APIRoute(
+            path,
+            feedback,
+            methods=["POST"],
+            tags=["programs"],
+            summary=f"Feedback on an answer of {self.name}",
+            description="The correct `outputs` of a logged answer, or a `score` from 0 to 1, "
+            "for the answer whose `X-Request-ID` is `request_id`. Recorded once per request "
+            "id: the same feedback again answers `duplicate`, different feedback 409. Needs "
+            "the server's request log.",
+        )
 
     def close(self) -> None:
         if self.log is not None:

@@ -191,7 +191,8 @@ def create_app(program: Module | str | os.PathLike[str], config: ServerConfig | 
             }
         },
     )
-    _document_routes(app, [documented])
+    documented_routes = [documented]  # the feedback route joins below
+    _document_routes(app, documented_routes)
 
     async def call_batch(body: Any, request: Any) -> Any:
         """Run the program on every item; each item counts as one call against the limits.
@@ -293,9 +294,9 @@ def create_app(program: Module | str | os.PathLike[str], config: ServerConfig | 
         answer = await feedback.post(await request.body())
         return JSONResponse(answer)
 
-    app.router.routes.append(
-        Route(f"/v1/programs/{name}/feedback", post_feedback, methods=["POST"])
-    )
+    feedback_path = f"/v1/programs/{name}/feedback"
+    app.router.routes.append(Route(feedback_path, post_feedback, methods=["POST"]))
+    documented_routes.append(feedback.documented_route(feedback_path))
 
     from .openai_shim import add_openai_routes
 

@@ -146,6 +146,13 @@ async def test_feedback_on_a_batch_item_and_on_a_server_without_a_log(tmp_path: 
             "/v1/programs/triage/feedback", json={"request_id": "x", "score": 1}, headers=AUTH
         )
     assert off.status_code == 404 and "--request-log" in off.json()["error"]["message"]
+    async with _client(plain) as client:
+        schema = (await client.get("/openapi.json", headers=AUTH)).json()
+    post = schema["paths"]["/v1/programs/triage/feedback"]["post"]
+    body = post["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/TriageFeedback"}
+    fields = schema["components"]["schemas"]["TriageFeedback"]["properties"]
+    assert set(fields) == {"request_id", "outputs", "score"}
 
 
 class _LimitedStore(RequestStore):
