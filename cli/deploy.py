@@ -79,6 +79,27 @@ def export(
     trust: list[str] = typer.Option([], "--trust", help=TRUST_HELP),
     answer_metadata: bool = typer.Option(False, "--answer-metadata", help=METADATA_HELP),
     withhold: str | None = typer.Option(None, "--withhold", help=WITHHOLD_HELP),
+    request_log: str | None = typer.Option(
+        None,
+        "--request-log",
+        help="Log answers for feedback to this SQLite file (relative: inside the bundle, e.g. "
+        "data/requests.db, a volume in compose.yaml); off by default.",
+    ),
+    request_log_hash: list[str] = typer.Option(
+        [], "--request-log-hash", help="A field logged as its SHA-256 only; repeatable."
+    ),
+    request_log_drop: list[str] = typer.Option(
+        [], "--request-log-drop", help="A field never logged; repeatable."
+    ),
+    request_log_max_rows: int | None = typer.Option(
+        None, help="Keep at most this many logged answers (those with feedback are kept)."
+    ),
+    request_log_max_age_days: float | None = typer.Option(
+        None, help="Prune logged answers older than this (those with feedback are kept)."
+    ),
+    feedback_sample: float = typer.Option(
+        0.0, help="Share of green answers also sent with X-Feedback-Requested (0-1)."
+    ),
 ) -> None:
     """Export a compiled artifact as a served bundle for vLLM or a managed API."""
     from lmforge.targets.export import ExportOptions, export_bundle
@@ -87,7 +108,28 @@ def export(
 
     if target not in ("vllm", "managed"):
         raise UsageError(f"unknown target {target!r}; use --target vllm or --target managed")
+    from lmforge.targets.request_log import RequestLogSettings
+
+    log = None
+    if request_log is not None:
+        log = RequestLogSettings(
+            url=request_log,
+            hash_fields=tuple(request_log_hash),
+            drop_fields=tuple(request_log_drop),
+            max_rows=request_log_max_rows,
+            max_age_days=request_log_max_age_days,
+            feedback_sample=feedback_sample,
+        )
+    elif (
+        request_log_hash
+        or request_log_drop
+        or request_log_max_rows
+        or request_log_max_age_days
+        or feedback_sample
+    ):
+        raise UsageError("the --request-log-* and --feedback-sample options need --request-log")
     options = ExportOptions(
+        request_log=log,
         target=target,  # type: ignore[arg-type]
         name=name,
         model=model,
@@ -163,6 +205,12 @@ def serve(
     graceful_timeout: float = typer.Option(
         30.0, help="Seconds to finish in-flight requests on shutdown."
     ),
+    request_log: str | None = typer.Option(
+        None,
+        "--request-log",
+        help="Log answers for feedback to this SQLite file or postgresql:// URL (overrides "
+        "the bundle's request log).",
+    ),
     artifact_lm: bool = typer.Option(
         False,
         "--artifact-lm",
@@ -225,6 +273,19 @@ def serve(
         withhold=withhold,
         **limits,
     )
+    if request_log is not None:
+        import dataclasses
+
+        from lmforge.targets.request_log import RequestLogSettings
+        from lmforge.targets.serving_file import bundle_request_log
+
+        # The bundle's hashing, dropping and retention settings stay; only the store moves.
+        bundled = bundle_request_log(serving, bundle)
+        config = config.replace(
+            request_log=dataclasses.replace(bundled, url=request_log)
+            if bundled is not None
+            else RequestLogSettings(url=request_log)
+        )
     program, config = load_bundle(bundle, config, artifact_lms=artifact_lm)
     app_ = create_app(program, config)
     if insecure_no_auth:

@@ -19,7 +19,13 @@ from lmforge.errors import ArtifactError, UsageError
 from lmforge.lm.profiles import profile_for
 
 from .config import ReadinessCheck, ServerConfig, api_keys_from_env
-from .serving_file import BUNDLE_LIMIT_KEYS, answer_options, bundle_limits, read_serving
+from .serving_file import (
+    BUNDLE_LIMIT_KEYS,
+    answer_options,
+    bundle_limits,
+    bundle_request_log,
+    read_serving,
+)
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -291,7 +297,7 @@ def load_bundle(
     from .backends import env_key_check, http_health_check
 
     directory = Path(directory)
-    verify_bundle(directory)
+    manifest = verify_bundle(directory)
     serving = read_serving(directory)
     source = directory / SOURCE_DIR
     if source.is_dir() and str(source) not in sys.path:
@@ -337,6 +343,8 @@ def load_bundle(
         # the operator's flags may turn these on for a bundle that leaves them off
         answer_metadata=config.answer_metadata or answers["answer_metadata"],
         withhold=config.withhold or answers["withhold"],
+        request_log=config.request_log or bundle_request_log(serving, directory),
+        artifact_sha256=config.artifact_sha256 or manifest.get("artifact_sha256"),
         reference_stats=config.reference_stats or serving.get("reference_stats"),
         readiness=config.readiness or tuple(checks),
         structured=config.structured

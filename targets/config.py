@@ -5,9 +5,12 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lmforge.errors import UsageError
+
+if TYPE_CHECKING:
+    from .request_log import RequestLogSettings
 
 __all__ = ["API_KEYS_ENV", "ReadinessCheck", "ServerConfig", "api_keys_from_env"]
 
@@ -59,6 +62,8 @@ class ServerConfig:
             ``X-LMForge-Light`` headers when known.
         withhold: ``"red"`` (or ``"yellow"``: yellow and red) answers are held back: HTTP 200
             with ``{"answer": null, "light": ..., "confidence": ..., "withheld": true}``.
+        request_log: where and how to log answers for feedback (off when None).
+        artifact_sha256: the served artifact's hash, recorded with each logged answer.
 
     The last three are connection settings, applied by ``lmforge serve`` (see
     :func:`lmforge.targets.connections.uvicorn_config`), not by the app itself.
@@ -84,6 +89,8 @@ class ServerConfig:
     max_connections: int = 512
     answer_metadata: bool = False
     withhold: str | None = None
+    request_log: RequestLogSettings | None = None
+    artifact_sha256: str | None = None
 
     def __post_init__(self) -> None:
         if not self.api_keys and not self.insecure_no_auth:

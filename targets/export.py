@@ -29,7 +29,8 @@ from .drift import reference_stats
 from .managed_target import managed_backend
 from .memory import DTYPE_BYTES, MemoryPlan
 from .program import build_models, program_signature
-from .templating import environment, k8s_name
+from .request_log import RequestLogSettings
+from .templating import environment, k8s_name, monitoring_files
 from .vllm_target import VLLM_VERSION, vllm_files
 
 __all__ = ["VLLM_VERSION", "ExportOptions", "ExportResult", "export_bundle"]
@@ -65,6 +66,7 @@ class ExportOptions:
     trusted_modules: tuple[str, ...] = ()  # what the artifact may import (lf.load's)
     answer_metadata: bool = False  # answer {answer, confidence, light} (serving.json answers)
     withhold: str | None = None  # "red" / "yellow": hold back answers of that light and worse
+    request_log: RequestLogSettings | None = None  # off unless asked for
 
     def __post_init__(self) -> None:
         """Refuse values vLLM, the memory plan or the generated files cannot use (UsageError).
@@ -415,6 +417,15 @@ def export_bundle(
         "answers": context["answers"],
         "reference_stats": reference,
     }
+    if options.request_log is not None:
+        serving["request_log"] = options.request_log.to_json()
+        if not options.request_log.url.startswith(("postgresql://", "postgres://")):
+            notes.append(
+                f"the SQLite request log is per replica (k8s/program.yaml runs "
+                f"{PROGRAM_REPLICAS}): feedback must reach the replica that answered, so "
+                "with several replicas serve with --request-log postgresql://... instead"
+            )
+    context["request_log"] = serving.get("request_log")
     files["serving.json"] = dumps(serving).encode()
     env = environment()
     files["Dockerfile"] = env.get_template("Dockerfile.j2").render(context).encode()
@@ -427,6 +438,7 @@ def export_bundle(
             .render({**kcontext, "vllm_yaml": files["vllm.yaml"].decode()})
             .encode()
         )
+    files.update(monitoring_files(env, context))
     files["README.md"] = env.get_template("README.md.j2").render(context).encode()
     files["smoke_test.py"] = env.get_template("smoke_test.py.j2").render(context).encode()
     info = {

@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from lmforge import Module, Signature, track
@@ -177,9 +177,17 @@ class ProgramRuntime:
         answer = await self.answer(inputs)
         return answer.payload, answer.usage
 
-    async def answer(self, inputs: dict[str, Any]) -> Answer:
+    async def answer(
+        self,
+        inputs: dict[str, Any],
+        on_answer: Callable[[dict[str, Any], Any, float], None] | None = None,
+    ) -> Answer:
         """Run the program once: its outputs, usage, confidence and light, and whether the
-        server's ``withhold`` setting holds the answer back. Raises ApiError."""
+        server's ``withhold`` setting holds the answer back. Raises ApiError.
+
+        ``on_answer(payload, prediction, seconds)`` sees each successful answer (the
+        request log).
+        """
         started = time.perf_counter()
         payload: dict[str, Any] | None = None
         with track() as tracker:
@@ -188,6 +196,8 @@ class ProgramRuntime:
                     prediction = await self.program.acall(**inputs)
                 outputs = payload = response_payload(self.signature, prediction)
                 confidence, light = trust_of(prediction)
+                if on_answer is not None:
+                    on_answer(payload, prediction, time.perf_counter() - started)
             except TimeoutError:
                 raise ApiError(
                     504,

@@ -2,7 +2,8 @@
 
 Routes: ``POST /v1/programs/{name}`` (typed by the program's signature),
 ``POST /v1/programs/{name}:batch``, ``GET /v1/programs/{name}`` (its schema),
-``GET /v1/programs/{name}/drift``, ``POST /v1/chat/completions`` and ``GET /v1/models``
+``GET /v1/programs/{name}/drift``, ``POST /v1/programs/{name}/feedback``,
+``POST /v1/chat/completions`` and ``GET /v1/models``
 (OpenAI-compatible), ``GET /health``, ``GET /ready``, ``GET /metrics``.
 """
 
@@ -22,6 +23,7 @@ from lmforge import trace as _trace
 from lmforge.errors import MissingExtraError, UsageError
 
 from .config import ServerConfig
+from .feedback import FeedbackService
 from .guard import Gate, TokenBuckets, error_body
 from .metrics import ServerMetrics
 from .runtime import ApiError, ProgramRuntime, inputs_of, validation_message
@@ -61,6 +63,7 @@ def create_app(program: Module | str | os.PathLike[str], config: ServerConfig | 
     runtime = ProgramRuntime(program, config, metrics)
     name = runtime.name
     models = runtime.models
+    feedback = FeedbackService(name, program, models.response, config, metrics)
 
     app = fastapi.FastAPI(
         title=f"lmforge program: {name}",
@@ -68,6 +71,9 @@ def create_app(program: Module | str | os.PathLike[str], config: ServerConfig | 
         version="1",
     )
     app.state.runtime = runtime
+    app.state.feedback = feedback
+    # Queued request-log rows are written before the process exits.
+    app.router.on_shutdown.append(feedback.close)
     # One set of rate-limit buckets for the gate (one token per request) and the batch
     # route (one more per further item).
     buckets = TokenBuckets(config.rate_limit_per_minute, config.rate_limit_burst)
@@ -135,6 +141,7 @@ def create_app(program: Module | str | os.PathLike[str], config: ServerConfig | 
         for statistic, entry in runtime.drift.report().items():
             if entry["score"] is not None:
                 metrics.drift.labels(name, statistic).set(entry["score"])
+        await feedback.refresh_metrics()
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
@@ -142,16 +149,23 @@ def create_app(program: Module | str | os.PathLike[str], config: ServerConfig | 
         status = 200
         try:
             inputs = runtime.validate_json(await request.body())
+            request_id = rid(request)
+            asked = False
+
+            def on_answer(payload: dict[str, Any], prediction: Any, seconds: float) -> None:
+                nonlocal asked
+                asked = feedback.observe(request_id, inputs, payload, prediction, seconds)
+
             runtime.acquire()
             try:
-                answer = await runtime.answer(inputs)
+                answer = await runtime.answer(inputs, on_answer)
             finally:
                 runtime.release()
             body = answer.body(config.answer_metadata or _asks_metadata(request))
             return Response(
                 json.dumps(body, ensure_ascii=False).encode(),
                 media_type="application/json",
-                headers=answer.headers(),
+                headers={**answer.headers(), **({"X-Feedback-Requested": "true"} if asked else {})},
             )
         except ApiError as exc:
             status = exc.status
@@ -193,7 +207,8 @@ def create_app(program: Module | str | os.PathLike[str], config: ServerConfig | 
             },
         },
     )
-    _document_routes(app, [documented], extra_schemas=[models.envelope])
+    documented_routes = [documented]  # the feedback route joins below
+    _document_routes(app, documented_routes, extra_schemas=[models.envelope])
 
     async def call_batch(body: Any, request: Any) -> Any:
         """Run the program on every item; each item counts as one call against the limits.
@@ -233,10 +248,18 @@ def create_app(program: Module | str | os.PathLike[str], config: ServerConfig | 
         slots = runtime.acquire(min(config.batch_concurrency, max(1, len(items))))
         semaphore = asyncio.Semaphore(slots)
 
-        async def one(item: Any) -> dict[str, Any]:
+        batch_id = rid(request)
+
+        async def one(index: int, item: Any) -> dict[str, Any]:
+            inputs = inputs_of(item)
+
+            def on_answer(payload: dict[str, Any], prediction: Any, seconds: float) -> None:
+                # Item i of a batch is logged as REQUEST_ID.i (for its feedback).
+                feedback.observe(f"{batch_id}.{index}", inputs, payload, prediction, seconds)
+
             async with semaphore:
                 try:
-                    answer = await runtime.answer(inputs_of(item))
+                    answer = await runtime.answer(inputs, on_answer)
                 except ApiError as exc:
                     return {"error": {"type": exc.kind, "message": exc.message}}
             if answer.withheld or metadata:
@@ -244,7 +267,7 @@ def create_app(program: Module | str | os.PathLike[str], config: ServerConfig | 
             return {"output": answer.payload}
 
         try:
-            results = await asyncio.gather(*(one(item) for item in items))
+            results = await asyncio.gather(*(one(i, item) for i, item in enumerate(items)))
         finally:
             runtime.release(slots)
         metrics.requests.labels(name, "batch", "200").inc()
@@ -286,6 +309,15 @@ def create_app(program: Module | str | os.PathLike[str], config: ServerConfig | 
             "reference": runtime.drift.enabled,
             "statistics": runtime.drift.report(),
         }
+
+    async def post_feedback(request: Any) -> Any:
+        """Feedback on one logged answer: the correct outputs, or a score from 0 to 1."""
+        answer = await feedback.post(await request.body())
+        return JSONResponse(answer)
+
+    feedback_path = f"/v1/programs/{name}/feedback"
+    app.router.routes.append(Route(feedback_path, post_feedback, methods=["POST"]))
+    documented_routes.append(feedback.documented_route(feedback_path))
 
     from .openai_shim import add_openai_routes
 

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lmforge.errors import ArtifactError
+from lmforge.errors import ArtifactError, UsageError
 
-__all__ = ["BUNDLE_LIMIT_KEYS", "answer_options", "bundle_limits", "read_serving"]
+if TYPE_CHECKING:
+    from .request_log import RequestLogSettings
+
+__all__ = [
+    "BUNDLE_LIMIT_KEYS",
+    "answer_options",
+    "bundle_limits",
+    "bundle_request_log",
+    "read_serving",
+]
 
 # The ServerConfig fields a bundle may set, with their types: request limits only. Auth
 # switches (api_keys, insecure_no_auth) come from the operator, never from the bundle.
@@ -111,3 +121,19 @@ def answer_options(serving: Mapping[str, Any]) -> dict[str, Any]:
             f'"red", "yellow" or null, got {dict(answers)!r}; fix it and re-export'
         )
     return {"answer_metadata": metadata, "withhold": withhold}
+
+
+def bundle_request_log(serving: Mapping[str, Any], directory: Path) -> RequestLogSettings | None:
+    """The bundle's request-log settings (``serving.json``'s ``request_log``), or None when
+    it keeps none; a relative SQLite path is resolved against the bundle folder."""
+    from .request_log import RequestLogSettings
+    from .request_store import store_location
+
+    data = serving.get("request_log")
+    if data is None:
+        return None
+    try:
+        settings = RequestLogSettings.from_json(data)
+        return dataclasses.replace(settings, url=store_location(settings.url, Path(directory)))
+    except (UsageError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"serving.json: request_log: {exc}; fix it and re-export") from None

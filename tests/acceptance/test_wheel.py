@@ -139,6 +139,8 @@ def test_wheel_contents(wheel: Path) -> None:
         "lmforge/targets/__init__.py",
         "lmforge/cli/__init__.py",
         "lmforge/cli/main.py",
+        "lmforge/targets/templates/monitoring/dashboard.json",
+        "lmforge/targets/templates/monitoring/prometheus.yml.j2",
     ):
         assert required in names, required
     assert not any("/tests/" in n or n.startswith("tests/") for n in names)
