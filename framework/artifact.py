@@ -53,6 +53,7 @@ def _artifact_model() -> Any:
         adapter: dict[str, Any] | None = None
         lm: _LMConfig | None = None
         config: dict[str, Any] = {}
+        demo_selector: _ProgramSpec | None = None
 
     class _ArtifactFile(pydantic.BaseModel):
         model_config = pydantic.ConfigDict(extra="forbid")
@@ -195,7 +196,7 @@ def load(
     instance you built instead (nothing is imported then). ``api_base``
     values stored in the file are ignored unless ``allow_endpoints=True``.
     """
-    from .trust import trusted_names
+    from .trust import trusted_names, trusting
 
     trusted = trusted_names(trusted_modules)
     data = read_artifact(path)
@@ -212,7 +213,8 @@ def load(
             )
         predictors = resolve_files(data["predictors"], Path(path).parent)
         meta = resolve_meta(dict(data.get("meta") or {}), Path(path).parent)
-        program.load_state(predictors, allow_endpoints=allow_endpoints)
+        with trusting(trusted):  # a predictor's demo selector is imported by class path
+            program.load_state(predictors, allow_endpoints=allow_endpoints)
     except ArtifactError as exc:
         raise ArtifactError(f"{path}: {exc}") from None
     except LMForgeError as exc:

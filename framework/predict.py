@@ -26,6 +26,7 @@ from .adapters import (
 )
 from .adapters.base import Prompt, PromptPrefix
 from .adapters.coerce import _is_model
+from .demo_selection import DemoSelector, selector_from_state, selector_state
 from .errors import ArtifactError, ParseError, SignatureError, UsageError
 from .example import Example, Prediction
 from .lm.lm import LM
@@ -97,6 +98,8 @@ class Predict(Module):
         lm: the LM to use; otherwise the one from ``lf.use(lm=...)``.
         adapter: the adapter to use; otherwise ``lf.use(adapter=...)`` or the LM profile's.
         demos: few-shot examples (dicts or ``lf.Example``) with input and output fields.
+        demo_selector: picks more demos per call from the call's inputs, shown after
+            ``demos`` (see :mod:`lmforge.demo_selection`; ``lf.KNNFewShot`` sets one).
         **config: request parameters (``temperature``, ``max_tokens``, ``n``, ...).
     """
 
@@ -107,6 +110,7 @@ class Predict(Module):
         lm: LM | None = None,
         adapter: Adapter | None = None,
         demos: Iterable[Mapping[str, Any]] | None = None,
+        demo_selector: DemoSelector | None = None,
         **config: Any,
     ) -> None:
         unknown = set(config) - _CONFIG_KEYS
@@ -124,6 +128,7 @@ class Predict(Module):
         self._adapter = adapter
         self._demos: tuple[dict[str, Any], ...] = ()
         self.demos = list(demos or [])
+        self.demo_selector = demo_selector
         self.config: dict[str, Any] = dict(config)
         self._prefix: tuple[Adapter, PromptPrefix] | None = None
         self._history: collections.deque[LMCall] = collections.deque(maxlen=_HISTORY)
@@ -217,9 +222,13 @@ class Predict(Module):
     def format(self, inputs: Mapping[str, Any], *, lm: LM | None = None) -> Prompt:
         """The prompt this predictor would send for ``inputs`` (no LM call)."""
         adapter = self.resolve_adapter(lm or self.resolve_lm())
-        return adapter.format_inputs(self._signature, self._prefix_for(adapter), inputs)
+        return adapter.format_inputs(self._signature, self._prefix_for(adapter, inputs), inputs)
 
-    def _prefix_for(self, adapter: Adapter) -> PromptPrefix:
+    def _prefix_for(self, adapter: Adapter, inputs: Mapping[str, Any]) -> PromptPrefix:
+        selector = self.demo_selector
+        if selector is not None:  # per-input demos: a prefix per call, never cached
+            demos = (*self._demos, *map(_demo_dict, selector.select(inputs)))
+            return adapter.format_prefix(self._signature, demos)
         cached = self._prefix
         if cached is not None and cached[0] is adapter:
             return cached[1]
@@ -255,7 +264,7 @@ class Predict(Module):
             )
         lm = self.resolve_lm()
         adapter = self.resolve_adapter(lm)
-        prompt = adapter.format_inputs(signature, self._prefix_for(adapter), inputs)
+        prompt = adapter.format_inputs(signature, self._prefix_for(adapter, inputs), inputs)
         params = dict(config)
         if prompt.stop and "stop" not in params:
             params["stop"] = list(prompt.stop)
@@ -309,13 +318,16 @@ class Predict(Module):
     # -- state --------------------------------------------------------------------------
 
     def dump_state(self) -> dict[str, Any]:
-        return {
+        state = {
             "signature": self._signature.to_json(),
             "demos": [_jsonable(d) for d in self._demos],
             "adapter": self._adapter.config() if self._adapter is not None else None,
             "lm": self.lm.config() if self.lm is not None else None,
             "config": _jsonable(self.config),
         }
+        if self.demo_selector is not None:  # absent otherwise: older artifacts hash the same
+            state["demo_selector"] = selector_state(self.demo_selector)
+        return state
 
     def load_state(self, state: Mapping[str, Any], *, allow_endpoints: bool = False) -> Predict:
         """Load :meth:`dump_state` output (or a program-level :meth:`state`) into this
@@ -340,6 +352,8 @@ class Predict(Module):
                 else None
             )
             config = dict(data.get("config") or {})
+            selected = data.get("demo_selector")
+            selector = selector_from_state(selected) if selected is not None else None
         except (KeyError, TypeError, ValueError, SignatureError, UsageError) as exc:
             raise ArtifactError(f"invalid predictor state: {type(exc).__name__}: {exc}") from None
         unknown = set(config) - _CONFIG_KEYS
@@ -351,6 +365,7 @@ class Predict(Module):
             "adapter": adapter,
             "lm": lm,
             "config": config,
+            "demo_selector": selector,
         }
 
     def apply_state(self, parsed: Mapping[str, Any]) -> None:
@@ -360,6 +375,7 @@ class Predict(Module):
         if parsed["lm"] is not None:
             self.lm = parsed["lm"]
         self.config = parsed["config"]
+        self.demo_selector = parsed.get("demo_selector")
 
     def spec_config(self) -> dict[str, Any]:
         return {"signature": self._signature.to_json()}
@@ -374,7 +390,7 @@ class Predict(Module):
         for key, value in self.__dict__.items():
             if key == "_history":
                 new.__dict__[key] = collections.deque(maxlen=_HISTORY)
-            elif key in ("lm", "_signature", "_prefix"):
+            elif key in ("lm", "_signature", "_prefix", "demo_selector"):
                 new.__dict__[key] = value  # shared or immutable
             else:
                 from copy import deepcopy

@@ -159,6 +159,9 @@ class BM25Retriever:
     artifacts, so a saved RAG program is self-contained.
     """
 
+    #: the lmforge extras a program server needs to rebuild this retriever
+    extras: tuple[str, ...] = ("retrieval",)
+
     def __init__(
         self,
         passages: Iterable[str | Passage | Mapping[str, Any]],

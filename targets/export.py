@@ -28,7 +28,7 @@ from .config import ServerConfig
 from .drift import reference_stats
 from .managed_target import managed_backend
 from .memory import DTYPE_BYTES, MemoryPlan
-from .program import build_models, program_signature
+from .program import build_models, program_signature, required_extras
 from .templating import environment, k8s_name
 from .vllm_target import VLLM_VERSION, vllm_files
 
@@ -353,6 +353,7 @@ def export_bundle(
         "kname": k8s_name(name),
         "target": options.target,
         "lmforge_version": __version__,
+        "lmforge_extras": ",".join(required_extras(program)),
         "vllm_version": VLLM_VERSION,
         "artifact_name": artifact.name,
         "signature": repr(signature),
