@@ -261,7 +261,9 @@ def _predictor_specs(
         probe = lf.LM(config["model"], model_type=model_type, cache=False)
         stored: dict[str, Any] = dict(config.get("defaults") or {})
         defaults = {k: v for k, v in stored.items() if not is_secret_key(k)}
-        inputs_list = [dict(d) for d in predictor.demos]
+        # A per-input selector's pool rows are inputs too: their prompts show other demos.
+        pool = getattr(predictor.demo_selector, "pool", ())
+        inputs_list = [dict(d) for d in (*predictor.demos, *pool[:200])]
         if index == 0:
             inputs_list = sample_inputs + inputs_list
         names = [f.name for f in predictor.signature.input_fields]
