@@ -1,19 +1,22 @@
-"""``KNNDemos``: per-input demos, the pool rows nearest to each call's inputs (BM25).
+"""``KNNDemos``: per-input demos, the pool rows nearest to each call's inputs.
 
 Set as a predictor's ``demo_selector`` (``lf.KNNFewShot`` does it): for each call, the
 inputs are matched against the pool with BM25 (:class:`~lmforge.modules.BM25Retriever`,
-``pip install 'lmforge[retrieval]'``) and the ``k`` best rows become the call's demos. The
-index is built once, when the selector is built or loaded, never per call. The pool and the
-settings are saved in the artifact, so a loaded or served program selects the same way.
+``pip install 'lmforge[retrieval]'``), or by cosine similarity under an embedding function
+you name, and the ``k`` best rows become the call's demos. The index (or the pool's
+vectors) is built once, when the selector is built or loaded, never per call. The pool and
+the settings are saved in the artifact, so a loaded or served program selects the same way.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, get_args
 
 import lmforge as lf
 
+from ._spec import resolve_callable
 from .demo_sets import balanced as balanced_demos
 from .demo_sets import interleave
 from .retrieve import BM25Retriever
@@ -41,10 +44,12 @@ class KNNDemos:
             :mod:`lmforge.modules.demo_sets`) or ``"nearest_last"`` (farthest first, the
             nearest row right before the input).
         stemmer / stopwords: as for :class:`~lmforge.modules.BM25Retriever`.
+        embedder: instead of BM25, the import path (``"package.module:function"``) of a
+            function mapping a list of texts to a list of vectors (an embedding model you
+            have installed); rows are ranked by cosine similarity. It is re-imported when
+            the artifact is loaded (from a trusted module: ``lf.load(...,
+            trusted_modules=[...])``) and the pool is embedded then, once.
     """
-
-    #: the lmforge extras a program server needs to rebuild this selector
-    extras: tuple[str, ...] = ("retrieval",)
 
     def __init__(
         self,
@@ -57,6 +62,7 @@ class KNNDemos:
         order: Order = "interleave",
         stemmer: str | None = "english",
         stopwords: str | None = "en",
+        embedder: str | None = None,
     ) -> None:
         rows = list(pool)
         if not rows or not all(isinstance(row, Mapping) for row in rows):
@@ -78,11 +84,39 @@ class KNNDemos:
         self.order: Order = order
         self.stemmer = stemmer
         self.stopwords = stopwords
-        self._index = BM25Retriever(
-            [{"text": self._text(row), "id": str(i)} for i, row in enumerate(self.pool)],
-            stemmer=stemmer,
-            stopwords=stopwords,
-        )
+        self.embedder = embedder
+        texts = [self._text(row) for row in self.pool]
+        self._index: BM25Retriever | None = None
+        self._vectors: list[list[float]] = []
+        if embedder is None:
+            #: the lmforge extras a program server needs to rebuild this selector
+            self.extras: tuple[str, ...] = ("retrieval",)
+            self._index = BM25Retriever(
+                [{"text": text, "id": str(i)} for i, text in enumerate(texts)],
+                stemmer=stemmer,
+                stopwords=stopwords,
+            )
+        else:
+            self.extras = ()
+            self._embed = resolve_callable(
+                embedder, what="embedder", hint="pass a module-level function's import path"
+            )
+            self._vectors = self._embedded(texts)
+
+    def _embedded(self, texts: list[str]) -> list[list[float]]:
+        """Unit vectors of ``texts`` from the embedder, checked."""
+        vectors = list(self._embed(texts))
+        if len(vectors) != len(texts):
+            raise lf.UsageError(
+                f"the embedder {self.embedder} returned {len(vectors)} vectors for "
+                f"{len(texts)} texts; it must return one vector per text"
+            )
+        units = []
+        for vector in vectors:
+            values = [float(x) for x in vector]
+            norm = math.sqrt(sum(x * x for x in values)) or 1.0
+            units.append([x / norm for x in values])
+        return units
 
     def _text(self, values: Mapping[str, Any]) -> str:
         return "\n".join(str(values.get(name, "")) for name in self.fields)
@@ -90,7 +124,12 @@ class KNNDemos:
     def ranked(self, inputs: Mapping[str, Any], depth: int) -> list[dict[str, Any]]:
         """Up to ``depth`` pool rows, nearest first, topped up in pool order."""
         depth = min(depth, len(self.pool))
-        order = [int(hit.id) for hit in self._index.search(self._text(inputs), depth)]
+        if self._index is not None:
+            order = [int(hit.id) for hit in self._index.search(self._text(inputs), depth)]
+        else:
+            query = self._embedded([self._text(inputs)])[0]
+            scores = [sum(a * b for a, b in zip(query, row, strict=False)) for row in self._vectors]
+            order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:depth]
         if len(order) < depth:
             found = set(order)
             order += [i for i in range(len(self.pool)) if i not in found][: depth - len(order)]
@@ -117,6 +156,7 @@ class KNNDemos:
             "order": self.order,
             "stemmer": self.stemmer,
             "stopwords": self.stopwords,
+            "embedder": self.embedder,
         }
 
     @classmethod
@@ -124,7 +164,13 @@ class KNNDemos:
         label = config.get("label")
         stemmer = config.get("stemmer", "english")
         stopwords = config.get("stopwords", "en")
-        for name, value in (("label", label), ("stemmer", stemmer), ("stopwords", stopwords)):
+        embedder = config.get("embedder")
+        for name, value in (
+            ("label", label),
+            ("stemmer", stemmer),
+            ("stopwords", stopwords),
+            ("embedder", embedder),
+        ):
             if value is not None and not isinstance(value, str):
                 raise lf.UsageError(f"KNNDemos {name} must be a string or null, got {value!r}")
         return cls(
@@ -136,6 +182,7 @@ class KNNDemos:
             order=config.get("order", "interleave"),
             stemmer=stemmer,
             stopwords=stopwords,
+            embedder=embedder,
         )
 
     def __deepcopy__(self, memo: dict[int, Any]) -> KNNDemos:

@@ -1,4 +1,5 @@
-"""``KNNFewShot``: per-input demos, the training rows nearest to each input (BM25)."""
+"""``KNNFewShot``: per-input demos, the training rows nearest to each input (BM25, or an
+embedding function you name)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import lmforge as lf
+from lmforge.modules._spec import callable_ref
 from lmforge.modules.demo_sets import balanced as balanced_demos
 from lmforge.modules.knn_demos import KNNDemos, Order
 
@@ -16,6 +18,11 @@ from .labeled import balance_label
 from .run import Run, jsonable
 
 __all__ = ["KNNFewShot"]
+
+
+def _embedder_ref(value: Any) -> Any:
+    # A function is recorded by its import path: the artifact re-imports it at load.
+    return callable_ref(value) if callable(value) else value
 
 
 @dataclasses.dataclass(eq=False, repr=False)
@@ -39,6 +46,9 @@ class KNNFewShot(Optimizer):
         max_pool: at most this many training rows in the pool (a class-balanced, seeded
             choice when the training set is larger): the artifact holds them all.
         stemmer: the BM25 stemmer language (``None``: match words exactly).
+        embedder: rank by cosine similarity under this embedding function (texts ->
+            vectors; a module-level function or its ``"package.module:function"`` path)
+            instead of BM25; see :class:`lmforge.modules.knn_demos.KNNDemos`.
     """
 
     name = "knn"
@@ -49,6 +59,7 @@ class KNNFewShot(Optimizer):
     order: str = setting("interleave", kind=str)
     max_pool: int = setting(1000, least=1)
     stemmer: str | None = setting("english", kind=str)
+    embedder: Any = setting(None, kind=str, convert=_embedder_ref)  # noqa: RUF009 (a field)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -107,4 +118,5 @@ class KNNFewShot(Optimizer):
             balanced=self.balanced and label is not None,
             order=order,
             stemmer=self.stemmer,
+            embedder=self.embedder,
         )

@@ -237,3 +237,40 @@ def test_plain_predictors_save_no_selector_and_reset_copy_clears_it() -> None:
 def test_a_knn_program_needs_the_retrieval_extra_to_serve() -> None:
     assert required_extras(lf.Predict(Topic)) == ["serve"]
     assert required_extras(knn([], k=2)) == ["serve", "retrieval"]
+
+
+VOCAB = ("rain", "storm", "forecast", "football", "match", "final", "bank", "market", "rates")
+
+
+def bag_of_words(texts: list[str]) -> list[list[float]]:
+    """A tiny deterministic embedding: counts of a fixed vocabulary (plus a bias)."""
+    return [[*(float(text.count(word)) for word in VOCAB), 0.01] for text in texts]
+
+
+def test_knn_with_an_embedder_ranks_by_cosine_and_round_trips(tmp_path: Path) -> None:
+    prompts: list[str] = []
+    program = knn(prompts, k=1, embedder=bag_of_words)
+    assert required_extras(program) == ["serve"]  # BM25 is not used: no retrieval extra
+    program(text="will the bank cut rates?")
+    assert demo_texts(prompts[0]) == ["bank raises interest rates"]
+    path = tmp_path / "knn.json"
+    program.save(path)
+    saved = json.loads(path.read_text())["predictors"]["self"]["demo_selector"]["config"]
+    assert saved["embedder"] == f"{__name__}:bag_of_words"
+    with pytest.raises(lf.ArtifactError, match="not trusted"):
+        lf.load(path)  # the embedder's module must be trusted to be imported
+    loaded = lf.load(path, trusted_modules=[__name__])
+    loaded.set_lm(recording_lm(prompts))
+    loaded(text="football match tonight")
+    assert demo_texts(prompts[1]) == ["football team wins the match"]
+
+
+def test_an_embedder_returning_the_wrong_count_is_a_usage_error() -> None:
+    with pytest.raises(lf.UsageError, match="one vector per text"):
+        knn_demos.KNNDemos(
+            [{"text": "a", "topic": "sports"}], 1, fields=["text"], embedder=f"{__name__}:short"
+        )
+
+
+def short(texts: list[str]) -> list[list[float]]:
+    return []
