@@ -180,10 +180,11 @@ class Predict(Module):
         call the LM, parse, record."""
         started = time.perf_counter()
         # An async caller's event loop must not wait on a render or parse that may be slow
-        # (template overrides, custom adapters): those run in a thread. Built-in templates
-        # render in microseconds and stay on the loop.
-        offload = not blocking and not _renders_quickly(
-            self._adapter or _settings.current().adapter
+        # (template overrides, custom adapters, a per-input demo search): those run in a
+        # thread. Built-in templates render in microseconds and stay on the loop.
+        offload = not blocking and (
+            self.demo_selector is not None
+            or not _renders_quickly(self._adapter or _settings.current().adapter)
         )
         if offload:
             import asyncio  # only async calls with a custom adapter or templates get here

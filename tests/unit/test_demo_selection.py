@@ -274,3 +274,29 @@ def test_an_embedder_returning_the_wrong_count_is_a_usage_error() -> None:
 
 def short(texts: list[str]) -> list[list[float]]:
     return []
+
+
+def test_async_calls_search_demos_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    import threading
+
+    prompts: list[str] = []
+    program = knn(prompts, k=1)
+    selector = program.predictors()[0].demo_selector
+    assert selector is not None
+    threads: list[str] = []
+    select = selector.select
+
+    def recording_select(inputs: dict[str, object]) -> list[dict[str, object]]:
+        threads.append(threading.current_thread().name)
+        return select(inputs)
+
+    monkeypatch.setattr(selector, "select", recording_select)
+
+    async def main() -> str:
+        await program.acall(text="football match")
+        return threading.current_thread().name
+
+    loop_thread = asyncio.run(main())
+    assert threads and threads[0] != loop_thread
+    assert demo_texts(prompts[0]) == ["football team wins the match"]
