@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import lmforge as lf
 from lmforge.fieldtypes import is_enum_like
 
-__all__ = ["balanced", "closed_output", "interleave"]
+__all__ = ["balanced", "closed_output", "interleave", "label_key", "take_turns"]
 
 Demo = TypeVar("Demo", bound=Mapping[str, Any])
 
@@ -40,7 +40,8 @@ def closed_output(signature: lf.Signature) -> str | None:
     return None
 
 
-def _key(demo: Mapping[str, Any], label: str) -> str:
+def label_key(demo: Mapping[str, Any], label: str) -> str:
+    """The value of ``demo[label]`` as a grouping key."""
     # JSON text, so that 1, True and "1" stay distinct labels and enums compare by value.
     value = demo.get(label)
     return json.dumps(getattr(value, "value", value), sort_keys=True, default=str)
@@ -50,11 +51,13 @@ def _groups(demos: Sequence[Demo], label: str) -> list[list[Demo]]:
     """Demos grouped by label, groups in order of first appearance, order kept within."""
     groups: dict[str, list[Demo]] = {}
     for demo in demos:
-        groups.setdefault(_key(demo, label), []).append(demo)
+        groups.setdefault(label_key(demo, label), []).append(demo)
     return list(groups.values())
 
 
-def _take_turns(groups: list[list[Demo]], k: int) -> list[Demo]:
+def take_turns(groups: Sequence[Sequence[Demo]], k: int) -> list[Demo]:
+    """Up to ``k`` items, one from each group in turn (first items of every group, then
+    second items, ...)."""
     chosen: list[Demo] = []
     depth = 0
     while len(chosen) < k:
@@ -81,10 +84,10 @@ def balanced(
     if rng is not None:
         groups = [rng.sample(group, len(group)) for group in groups]
         rng.shuffle(groups)
-    return _take_turns(groups, k)
+    return take_turns(groups, k)
 
 
 def interleave(demos: Sequence[Demo], label: str) -> list[Demo]:
     """``demos`` reordered so labels take turns, each label's demos in their given order,
     the labels in the order they first appear."""
-    return _take_turns(_groups(demos, label), len(demos))
+    return take_turns(_groups(demos, label), len(demos))

@@ -17,8 +17,7 @@ from typing import Any, Literal, get_args
 import lmforge as lf
 
 from ._spec import resolve_callable
-from .demo_sets import balanced as balanced_demos
-from .demo_sets import interleave
+from .demo_sets import interleave, label_key, take_turns
 from .retrieve import BM25Retriever
 
 __all__ = ["KNNDemos", "Order"]
@@ -85,6 +84,8 @@ class KNNDemos:
         self.stemmer = stemmer
         self.stopwords = stopwords
         self.embedder = embedder
+        # Label keys computed once: a balanced pick groups the whole ranked pool per call.
+        self._keys = [label_key(row, label) for row in self.pool] if label is not None else []
         texts = [self._text(row) for row in self.pool]
         self._index: BM25Retriever | None = None
         self._vectors: list[list[float]] = []
@@ -121,11 +122,11 @@ class KNNDemos:
     def _text(self, values: Mapping[str, Any]) -> str:
         return "\n".join(str(values.get(name, "")) for name in self.fields)
 
-    def ranked(self, inputs: Mapping[str, Any], depth: int) -> list[dict[str, Any]]:
-        """Up to ``depth`` pool rows, nearest first, topped up in pool order."""
+    def ranked(self, inputs: Mapping[str, Any], depth: int) -> list[int]:
+        """Positions of up to ``depth`` pool rows, nearest first, topped up in pool order."""
         depth = min(depth, len(self.pool))
         if self._index is not None:
-            order = [int(hit.id) for hit in self._index.search(self._text(inputs), depth)]
+            order = [index for index, _ in self._index.rank(self._text(inputs), depth)]
         else:
             query = self._embedded([self._text(inputs)])[0]
             scores = [sum(a * b for a, b in zip(query, row, strict=False)) for row in self._vectors]
@@ -133,15 +134,19 @@ class KNNDemos:
         if len(order) < depth:
             found = set(order)
             order += [i for i in range(len(self.pool)) if i not in found][: depth - len(order)]
-        return [self.pool[i] for i in order]
+        return order
 
     def select(self, inputs: Mapping[str, Any]) -> list[dict[str, Any]]:
         """This call's demos for ``inputs``, in prompt order."""
         if self.balanced and self.label is not None:
-            # The whole pool ranked (a few hundred rows is cheap), so every label can be found.
-            chosen = balanced_demos(self.ranked(inputs, len(self.pool)), self.k, self.label)
+            # The whole pool ranked (a few hundred rows is cheap), so every label can be
+            # found: the nearest row of each label in turn, labels in order of their nearest.
+            groups: dict[str, list[dict[str, Any]]] = {}
+            for index in self.ranked(inputs, len(self.pool)):
+                groups.setdefault(self._keys[index], []).append(self.pool[index])
+            chosen = take_turns(list(groups.values()), self.k)
         else:
-            chosen = self.ranked(inputs, self.k)
+            chosen = [self.pool[index] for index in self.ranked(inputs, self.k)]
         if self.order == "nearest_last":
             return chosen[::-1]
         return interleave(chosen, self.label) if self.label is not None else chosen
