@@ -99,7 +99,7 @@ class Predict(Module):
         adapter: the adapter to use; otherwise ``lf.use(adapter=...)`` or the LM profile's.
         demos: few-shot examples (dicts or ``lf.Example``) with input and output fields.
         demo_selector: picks more demos per call from the call's inputs, shown after
-            ``demos`` (see :mod:`lmforge.demo_selection`; ``lf.KNNFewShot`` sets one).
+            ``demos`` (see :mod:`lmforge.demo_selection`; ``KNNFewShot`` sets one).
         **config: request parameters (``temperature``, ``max_tokens``, ``n``, ...).
     """
 

@@ -2,7 +2,8 @@
 
 Each adds one idea: ``ChainOfThought`` (a reasoning field), ``Chain`` (prompt chaining),
 ``ReAct`` (a tool loop), ``BestOfN`` / ``Refine`` (resampling against a reward),
-``Majority`` / ``Ensemble`` (voting), ``Retrieve`` with ``BM25Retriever`` (retrieval).
+``Majority`` / ``Ensemble`` (voting), ``Retrieve`` with ``BM25Retriever`` (retrieval);
+``KNNDemos`` picks a predictor's demos per input (set by ``KNNFewShot``).
 Every module runs sync and async, batches, exposes its inner predictors to optimizers,
 and saves to / loads from an artifact without pickling.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 from .chain import Chain
 from .chain_of_thought import ChainOfThought
 from .ensemble import Ensemble, Majority, majority, normalize_answer
+from .knn_demos import KNNDemos
 from .react import ReAct
 from .retrieve import BM25Retriever, Passage, Retrieve, Retriever
 from .sampling import BestOfN, Refine, Reward
@@ -23,6 +25,7 @@ __all__ = [
     "Chain",
     "ChainOfThought",
     "Ensemble",
+    "KNNDemos",
     "Majority",
     "Passage",
     "ReAct",
