@@ -35,7 +35,7 @@ FINETUNE = {
     [
         ("labeled", {"k": 3, "sample": False}, {"k": 3, "sample": False, "balanced": True}),
         ("knn", {"k": 2}, {"k": 2, "balanced": False, "order": "interleave", "max_pool": 1000,
-                           "stemmer": "english"}),
+                           "stemmer": "english", "embedder": None}),
         (
             "bootstrap",
             {},
