@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/quality.py --only majority,zero-shot,hand --json base.json
     .venv/bin/python benchmarks/quality.py --quick --json quick.json
     .venv/bin/python benchmarks/quality.py --datasets reviews --only bootstrap,mipro
+    .venv/bin/python benchmarks/quality.py --only knn -o k=8 -o balanced=true
 
 For each dataset of ``quality_tasks.TASKS`` (written for this benchmark, see
 ``benchmarks/data/quality/README.md``), on its test split, with the embedded model
@@ -11,9 +12,10 @@ For each dataset of ``quality_tasks.TASKS`` (written for this benchmark, see
 * ``majority``: the most frequent train label, predicted for every test row (no LM);
 * ``zero-shot``: ``lf.Predict`` of the task's signature, no demos;
 * ``hand``: the hand-written 4-shot prompt (an instruction and four train demos);
-* each optimizer (``labeled``, ``bootstrap``, ``random``, ``mipro``, ``instructions``;
-  ``finetune`` only with ``--with-finetune``) with its default settings (``--quick``:
-  smaller budgets), compiled on train with dev as valset, seed 0, concurrency 1.
+* each optimizer (``labeled``, ``knn``, ``bootstrap``, ``random``, ``mipro``,
+  ``instructions``; ``finetune`` only with ``--with-finetune``) with its default settings
+  (``--quick``: smaller budgets; ``-o NAME=VALUE``: one setting, for every optimizer run),
+  compiled on train with dev as valset, seed 0, concurrency 1.
 
 Each row: test accuracy with its 95% Wilson interval, the LM calls the compile made and the
 calls the test run made (backend calls counted by ``lf.track``, each method with a fresh
@@ -41,11 +43,12 @@ from quality_tasks import TASKS, Task
 
 MODEL = "local/gemma-3-270m"
 BASELINES = ("majority", "zero-shot", "hand")
-OPTIMIZER_NAMES = ("labeled", "bootstrap", "random", "mipro", "instructions")
+OPTIMIZER_NAMES = ("labeled", "knn", "bootstrap", "random", "mipro", "instructions")
 #: ``--quick`` budgets (the ``--quick`` settings of ``benchmarks/optimizers.py``); without
 #: ``--quick`` every optimizer runs with its defaults.
 QUICK: dict[str, dict[str, Any]] = {
     "labeled": {"k": 8},
+    "knn": {"k": 4},
     "bootstrap": {"max_bootstrapped_demos": 4, "max_labeled_demos": 8},
     "random": {"num_candidates": 3, "max_bootstrapped_demos": 4, "max_labeled_demos": 8},
     "mipro": {
@@ -90,7 +93,11 @@ def methods(with_finetune: bool) -> tuple[str, ...]:
 
 
 def run_method(
-    task: Task, method: str, lm_for: Callable[[str], lf.LM], quick: bool
+    task: Task,
+    method: str,
+    lm_for: Callable[[str], lf.LM],
+    quick: bool,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One method on one task: compile (optimizers only), then score on test."""
     train, dev, test = task.load("train"), task.load("dev"), task.load("test")
@@ -109,7 +116,7 @@ def run_method(
         elif method == "hand":
             program = task.hand_written()
         else:
-            options = QUICK[method] if quick else {}
+            options = {**(QUICK[method] if quick else {}), **(settings or {})}
             program = create(method, **options).compile(
                 task.zero_shot(),
                 train,
@@ -121,7 +128,10 @@ def run_method(
                 concurrency=1,
             )
             extra["dev"] = program.artifact_meta["scores"].get("dev")  # type: ignore[attr-defined]
-            extra["demos"] = sum(len(p.demos) for p in program.predictors())
+            # per call: the fixed demos plus those a selector (KNNFewShot) picks per input
+            extra["demos"] = sum(
+                len(p.demos) + getattr(p.demo_selector, "k", 0) for p in program.predictors()
+            )
     compile_seconds = time.perf_counter() - started
     with lf.use(lm=lm, max_concurrency=1), lf.track() as testing:
         result = lf.evaluate(program, test, task.metric, concurrency=1, progress=False)
@@ -166,7 +176,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smaller optimizer budgets")
     parser.add_argument("--with-finetune", action="store_true", help="also run finetune")
     parser.add_argument("--json", help="also write every figure here (after each method)")
+    parser.add_argument(
+        "-o",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an optimizer setting (JSON value, else text) for every optimizer run",
+    )
     args = parser.parse_args(argv)
+    args.settings = dict(_setting(parser, item) for item in args.settings)
     args.datasets = [d for d in args.datasets.split(",") if d]
     for name in args.datasets:
         if name not in TASKS:
@@ -180,11 +199,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _setting(parser: argparse.ArgumentParser, item: str) -> tuple[str, Any]:
+    name, sep, text = item.partition("=")
+    if not sep or not name:
+        parser.error(f"-o takes NAME=VALUE, got {item!r}")
+    try:
+        return name, json.loads(text)
+    except ValueError:
+        return name, text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     results: dict[str, Any] = {
         "model": MODEL,
         "quick": args.quick,
+        "settings": args.settings,
         "command": " ".join(["benchmarks/quality.py", *(sys.argv[1:] if argv is None else argv)]),
         "cpus": os.cpu_count(),
         "load_before": round(os.getloadavg()[0], 2),
@@ -212,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             for method in args.only:
                 try:
-                    rows[method] = run_method(task, method, lm_for, args.quick)
+                    rows[method] = run_method(task, method, lm_for, args.quick, args.settings)
                 except Exception as exc:  # reported in the table; the other rows still run
                     rows[method] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
                 row = rows[method]

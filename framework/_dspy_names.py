@@ -17,7 +17,10 @@ _HINTS: dict[str, str] = {
         name: _MODULES.format(name)
         for name in ("ChainOfThought", "ReAct", "BestOfN", "Refine", "Ensemble", "Retrieve", "Tool")
     },
-    **{name: _OPTIMIZERS.format(name) for name in ("BootstrapFewShot", "LabeledFewShot", "MIPRO")},
+    **{
+        name: _OPTIMIZERS.format(name)
+        for name in ("BootstrapFewShot", "LabeledFewShot", "KNNFewShot", "MIPRO")
+    },
     "majority": _MODULES.format("majority") + " (or the Majority module)",
     "MIPROv2": _OPTIMIZERS.format("MIPRO"),
     "BootstrapFewShotWithRandomSearch": _OPTIMIZERS.format("RandomSearch"),

@@ -56,6 +56,7 @@ def _artifact_model() -> Any:
         # label scoring of closed outputs (lmforge.scoring, lmforge.calibration)
         decode: Literal["auto", "score", "generate"] = "auto"
         calibration: dict[str, Any] | None = None
+        demo_selector: _ProgramSpec | None = None
 
     class _ArtifactFile(pydantic.BaseModel):
         model_config = pydantic.ConfigDict(extra="forbid")
@@ -198,7 +199,7 @@ def load(
     instance you built instead (nothing is imported then). ``api_base``
     values stored in the file are ignored unless ``allow_endpoints=True``.
     """
-    from .trust import trusted_names
+    from .trust import trusted_names, trusting
 
     trusted = trusted_names(trusted_modules)
     data = read_artifact(path)
@@ -215,7 +216,8 @@ def load(
             )
         predictors = resolve_files(data["predictors"], Path(path).parent)
         meta = resolve_meta(dict(data.get("meta") or {}), Path(path).parent)
-        program.load_state(predictors, allow_endpoints=allow_endpoints)
+        with trusting(trusted):  # a predictor's demo selector is imported by class path
+            program.load_state(predictors, allow_endpoints=allow_endpoints)
     except ArtifactError as exc:
         raise ArtifactError(f"{path}: {exc}") from None
     except LMForgeError as exc:

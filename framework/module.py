@@ -216,10 +216,11 @@ class Module:
         return new
 
     def reset_copy(self) -> Module:
-        """A deep copy with every predictor's demos cleared."""
+        """A deep copy with every predictor's demos (and per-input demo selector) cleared."""
         new = self.deepcopy()
         for predictor in new.predictors():
             predictor.demos = []
+            predictor.demo_selector = None
         return new
 
     def state(self) -> dict[str, Any]:

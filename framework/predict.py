@@ -27,6 +27,7 @@ from .adapters import (
 from .adapters.base import Prompt, PromptPrefix
 from .adapters.coerce import _is_model
 from .calibration import Calibration
+from .demo_selection import DemoSelector, selector_from_state, selector_state
 from .errors import ArtifactError, ParseError, SignatureError, UsageError
 from .example import Example, Prediction
 from .lm.lm import LM
@@ -105,6 +106,8 @@ class Predict(Module):
         calibration: label-score calibration (``lmforge.calibration.Calibration``), usually
             set by ``lmforge.calibration.calibrate``; assigning new demos or a new
             signature clears it (it was measured for the old prompt).
+        demo_selector: picks more demos per call from the call's inputs, shown after
+            ``demos`` (see :mod:`lmforge.demo_selection`; ``KNNFewShot`` sets one).
         **config: request parameters (``temperature``, ``max_tokens``, ``n``, ...).
     """
 
@@ -117,6 +120,7 @@ class Predict(Module):
         demos: Iterable[Mapping[str, Any]] | None = None,
         decode: Decode = "auto",
         calibration: Calibration | None = None,
+        demo_selector: DemoSelector | None = None,
         **config: Any,
     ) -> None:
         unknown = set(config) - _CONFIG_KEYS
@@ -134,6 +138,7 @@ class Predict(Module):
         self._adapter = adapter
         self._demos: tuple[dict[str, Any], ...] = ()
         self.demos = list(demos or [])
+        self.demo_selector = demo_selector
         self.config: dict[str, Any] = dict(config)
         self.decode: Decode = check_decode(decode, "lf.Predict(decode=...)")
         self.calibration = calibration
@@ -189,10 +194,11 @@ class Predict(Module):
         call the LM, parse, record."""
         started = time.perf_counter()
         # An async caller's event loop must not wait on a render or parse that may be slow
-        # (template overrides, custom adapters): those run in a thread. Built-in templates
-        # render in microseconds and stay on the loop.
-        offload = not blocking and not _renders_quickly(
-            self._adapter or _settings.current().adapter
+        # (template overrides, custom adapters, a per-input demo search): those run in a
+        # thread. Built-in templates render in microseconds and stay on the loop.
+        offload = not blocking and (
+            self.demo_selector is not None
+            or not _renders_quickly(self._adapter or _settings.current().adapter)
         )
         if offload:
             import asyncio  # only async calls with a custom adapter or templates get here
@@ -238,9 +244,13 @@ class Predict(Module):
     def format(self, inputs: Mapping[str, Any], *, lm: LM | None = None) -> Prompt:
         """The prompt this predictor would send for ``inputs`` (no LM call)."""
         adapter = self.resolve_adapter(lm or self.resolve_lm())
-        return adapter.format_inputs(self._signature, self._prefix_for(adapter), inputs)
+        return adapter.format_inputs(self._signature, self._prefix_for(adapter, inputs), inputs)
 
-    def _prefix_for(self, adapter: Adapter) -> PromptPrefix:
+    def _prefix_for(self, adapter: Adapter, inputs: Mapping[str, Any]) -> PromptPrefix:
+        selector = self.demo_selector
+        if selector is not None:  # per-input demos: a prefix per call, never cached
+            demos = (*self._demos, *map(_demo_dict, selector.select(inputs)))
+            return adapter.format_prefix(self._signature, demos)
         cached = self._prefix
         if cached is not None and cached[0] is adapter:
             return cached[1]
@@ -276,7 +286,7 @@ class Predict(Module):
             )
         lm = self.resolve_lm()
         adapter = self.resolve_adapter(lm)
-        prompt = adapter.format_inputs(signature, self._prefix_for(adapter), inputs)
+        prompt = adapter.format_inputs(signature, self._prefix_for(adapter, inputs), inputs)
         params = dict(config)
         if prompt.stop and "stop" not in params:
             params["stop"] = list(prompt.stop)
@@ -342,6 +352,8 @@ class Predict(Module):
             state["decode"] = self.decode
         if self.calibration is not None:
             state["calibration"] = self.calibration.to_json()
+        if self.demo_selector is not None:  # absent otherwise: older artifacts hash the same
+            state["demo_selector"] = selector_state(self.demo_selector)
         return state
 
     def load_state(self, state: Mapping[str, Any], *, allow_endpoints: bool = False) -> Predict:
@@ -371,6 +383,8 @@ class Predict(Module):
             calibration = (
                 Calibration.from_json(data["calibration"]) if data.get("calibration") else None
             )
+            selected = data.get("demo_selector")
+            selector = selector_from_state(selected) if selected is not None else None
         except (KeyError, TypeError, ValueError, SignatureError, UsageError) as exc:
             raise ArtifactError(f"invalid predictor state: {type(exc).__name__}: {exc}") from None
         unknown = set(config) - _CONFIG_KEYS
@@ -384,6 +398,7 @@ class Predict(Module):
             "config": config,
             "decode": decode,
             "calibration": calibration,
+            "demo_selector": selector,
         }
 
     def apply_state(self, parsed: Mapping[str, Any]) -> None:
@@ -395,6 +410,7 @@ class Predict(Module):
         self.config = parsed["config"]
         self.decode = parsed.get("decode", "auto")
         self.calibration = parsed.get("calibration")
+        self.demo_selector = parsed.get("demo_selector")
 
     def spec_config(self) -> dict[str, Any]:
         return {"signature": self._signature.to_json()}
@@ -409,7 +425,7 @@ class Predict(Module):
         for key, value in self.__dict__.items():
             if key == "_history":
                 new.__dict__[key] = collections.deque(maxlen=_HISTORY)
-            elif key in ("lm", "_signature", "_prefix"):
+            elif key in ("lm", "_signature", "_prefix", "demo_selector"):
                 new.__dict__[key] = value  # shared or immutable
             else:
                 from copy import deepcopy

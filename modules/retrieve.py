@@ -159,6 +159,9 @@ class BM25Retriever:
     artifacts, so a saved RAG program is self-contained.
     """
 
+    #: the lmforge extras a program server needs to rebuild this retriever
+    extras: tuple[str, ...] = ("retrieval",)
+
     def __init__(
         self,
         passages: Iterable[str | Passage | Mapping[str, Any]],
@@ -211,19 +214,25 @@ class BM25Retriever:
 
     def search(self, query: str, k: int) -> list[Passage]:
         """The ``k`` passages scoring best for ``query``; passages sharing no term are left out."""
+        return [
+            dataclasses.replace(self.passages[index], score=score)
+            for index, score in self.rank(query, k)
+        ]
+
+    def rank(self, query: str, k: int) -> list[tuple[int, float]]:
+        """(position, score) of the ``k`` passages scoring best for ``query``, best first;
+        passages sharing no term are left out (:meth:`search` without building passages)."""
         k = min(k, len(self.passages))
         with self._lock:
             tokens = self._tokenizer.tokenize(
                 [query], update_vocab=False, show_progress=False, return_as="ids"
             )
             indices, scores = self._index.retrieve(tokens, k=k, show_progress=False, n_threads=1)
-        hits = []
-        for index, score in zip(indices[0], scores[0], strict=True):
-            if float(score) <= 0.0:
-                continue
-            passage = self.passages[int(index)]
-            hits.append(dataclasses.replace(passage, score=float(score)))
-        return hits
+        return [
+            (int(index), float(score))
+            for index, score in zip(indices[0], scores[0], strict=True)
+            if float(score) > 0.0
+        ]
 
     def spec_config(self) -> dict[str, Any]:
         return {

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .bootstrap import BootstrapFewShot
     from .failures import TooManyErrorsError
     from .instruction_search import InstructionSearch
+    from .knn import KNNFewShot
     from .labeled import LabeledFewShot
     from .mipro import MIPRO
     from .random_search import RandomSearch
@@ -33,6 +34,7 @@ __all__ = [
     "OPTIMIZERS",
     "BootstrapFewShot",
     "InstructionSearch",
+    "KNNFewShot",
     "LabeledFewShot",
     "Optimizer",
     "RandomSearch",
@@ -44,6 +46,7 @@ __all__ = [
 #: Optimizer name -> ``"module:Class"`` (imported on first use).
 OPTIMIZERS: dict[str, str] = {
     "labeled": "lmforge.optimizers.labeled:LabeledFewShot",
+    "knn": "lmforge.optimizers.knn:KNNFewShot",
     "bootstrap": "lmforge.optimizers.bootstrap:BootstrapFewShot",
     "random": "lmforge.optimizers.random_search:RandomSearch",
     "mipro": "lmforge.optimizers.mipro:MIPRO",

@@ -18,13 +18,14 @@ from typing import Any
 import lmforge as lf
 from lmforge.errors import BudgetExceededError, UsageError
 from lmforge.evaluation import ascore, run_sync
+from lmforge.modules.demo_sets import interleave
 from lmforge.modules.sampling import rejected_attempts
 from lmforge.trace import track
 
 from ._options import setting
 from .base import Optimizer, lm_calls_per_run
 from .failures import check_max_errors, error_type, lm_failures
-from .labeled import labeled_demos
+from .labeled import balance_label, labeled_demos
 from .run import Run, fingerprint, jsonable, program_fingerprint
 
 __all__ = [
@@ -49,12 +50,17 @@ def example_key(example: lf.Example) -> str:
 
 
 def default_teacher(run: Run, student: lf.Module, max_labeled_demos: int) -> lf.Module:
-    """The student with ``max_labeled_demos`` labeled demos (seeded), as DSPy does."""
+    """The student with ``max_labeled_demos`` labeled demos (seeded), as DSPy does;
+    class-balanced for closed outputs (see :func:`labeled_demos`)."""
     teacher = student.reset_copy()
     if max_labeled_demos:
-        demos = labeled_demos(run.trainset, max_labeled_demos, run.rng("teacher"))
         for predictor in teacher.predictors():
-            predictor.demos = demos
+            predictor.demos = labeled_demos(
+                run.trainset,
+                max_labeled_demos,
+                run.rng("teacher"),
+                label=balance_label(predictor, run.trainset),
+            )
     return teacher
 
 
@@ -276,16 +282,22 @@ def assemble(
 ) -> lf.Module:
     """A copy of ``student`` whose predictors get the bootstrapped demos of their name
     (up to ``max_bootstrapped_demos``), topped up to ``max_labeled_demos`` demos with
-    labeled examples that produced no trace (sampled with ``rng``)."""
+    labeled examples that produced no trace (sampled with ``rng``). For a closed output the
+    top-up is class-balanced and the whole set interleaved by label (see
+    :mod:`lmforge.modules.demo_sets`)."""
     program = student.reset_copy()
     used = {t["index"] for t in traces}
     unused = [ex for i, ex in enumerate(examples) if i not in used]
-    raw = labeled_demos(unused, max_labeled_demos, rng) if max_labeled_demos else []
+    state = rng.getstate()
     for name, predictor in program.named_predictors():
+        label = balance_label(predictor, unused or examples)
+        rng.setstate(state)  # every predictor draws the same sample
+        raw = labeled_demos(unused, max_labeled_demos, rng, label=label)
         boot = [demo for trace in traces for demo in trace["demos"].get(name, [])][
             :max_bootstrapped_demos
         ]
-        predictor.demos = boot + raw[: max(0, max_labeled_demos - len(boot))]
+        demos = boot + raw[: max(0, max_labeled_demos - len(boot))]
+        predictor.demos = interleave(demos, label) if label is not None else demos
     return program
 
 

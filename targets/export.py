@@ -28,7 +28,7 @@ from .config import ServerConfig
 from .drift import reference_stats
 from .managed_target import managed_backend
 from .memory import DTYPE_BYTES, MemoryPlan
-from .program import build_models, program_signature
+from .program import build_models, program_signature, required_extras
 from .request_log import RequestLogSettings
 from .templating import environment, k8s_name, monitoring_files
 from .vllm_target import VLLM_VERSION, vllm_files
@@ -269,7 +269,9 @@ def _predictor_specs(
         probe = lf.LM(config["model"], model_type=model_type, cache=False)
         stored: dict[str, Any] = dict(config.get("defaults") or {})
         defaults = {k: v for k, v in stored.items() if not is_secret_key(k)}
-        inputs_list = [dict(d) for d in predictor.demos]
+        # A per-input selector's pool rows are inputs too: their prompts show other demos.
+        pool = getattr(predictor.demo_selector, "pool", ())
+        inputs_list = [dict(d) for d in (*predictor.demos, *pool[:200])]
         if index == 0:
             inputs_list = sample_inputs + inputs_list
         names = [f.name for f in predictor.signature.input_fields]
@@ -361,6 +363,7 @@ def export_bundle(
         "kname": k8s_name(name),
         "target": options.target,
         "lmforge_version": __version__,
+        "lmforge_extras": ",".join(required_extras(program)),
         "vllm_version": VLLM_VERSION,
         "artifact_name": artifact.name,
         "signature": repr(signature),

@@ -29,6 +29,7 @@ __all__ = [
     "output_text",
     "program_name",
     "program_signature",
+    "required_extras",
     "response_payload",
 ]
 
@@ -54,6 +55,19 @@ def program_signature(module: Module) -> Signature:
         instructions=first.instructions,
         name=type(module).__name__,
     )
+
+
+def required_extras(program: Module) -> list[str]:
+    """The lmforge extras the program server needs: ``serve``, plus those named by the
+    program's parts (a per-input demo selector such as ``KNNDemos``, a BM25 retriever:
+    ``retrieval``) in an ``extras`` tuple."""
+    found: set[str] = set()
+    for _, module in program.named_modules():
+        for value in vars(module).values():
+            extras = getattr(value, "extras", None)
+            if isinstance(extras, tuple):
+                found.update(e for e in extras if isinstance(e, str) and e.isidentifier())
+    return ["serve", *sorted(found - {"serve"})]
 
 
 def program_name(name: str) -> str:

@@ -33,7 +33,9 @@ FINETUNE = {
 @pytest.mark.parametrize(
     ("name", "options", "expected"),
     [
-        ("labeled", {"k": 3, "sample": False}, {"k": 3, "sample": False}),
+        ("labeled", {"k": 3, "sample": False}, {"k": 3, "sample": False, "balanced": True}),
+        ("knn", {"k": 2}, {"k": 2, "balanced": False, "order": "interleave", "max_pool": 1000,
+                           "stemmer": "english", "embedder": None}),
         (
             "bootstrap",
             {},

@@ -63,7 +63,10 @@ def test_labeled_few_shot_samples_k_examples_with_the_seed() -> None:
     assert program.demos == ()  # the input program is never modified
     assert not lm.calls  # no valset: no LM calls at all
     meta = first.artifact_meta
-    assert meta["optimizer"] == {"name": "labeled", "config": {"k": 3, "sample": True}}
+    assert meta["optimizer"] == {
+        "name": "labeled",
+        "config": {"k": 3, "sample": True, "balanced": True},
+    }
     assert meta["target_model"] == "test/router" and meta["seed"] == 1
     assert first.lm is lm  # pinned: the artifact records the target model
 

@@ -152,6 +152,22 @@ def test_optimizer_compiles_on_train_and_dev(bench: Any) -> None:
     assert (row["correct"], row["test_calls"]) == (57, 60)
 
 
+def test_settings_reach_the_optimizer_and_knn_counts_its_per_call_demos(bench: Any) -> None:
+    pytest.importorskip("bm25s")
+    quality, tasks = bench
+    task = tasks.TASKS["scheduling"]
+    assert quality.parse_args(["-o", "k=8", "-o", "balanced=false", "-o", "order=x"]).settings == {
+        "k": 8,
+        "balanced": False,
+        "order": "x",
+    }
+    row = quality.run_method(
+        task, "knn", lambda _: oracle(task, set()), quick=True, settings={"k": 3}
+    )
+    assert row["demos"] == 3 and row["dev"] == 1.0
+    assert (row["correct"], row["test_calls"]) == (60, 60)
+
+
 def test_majority_calls_no_lm(bench: Any) -> None:
     quality, tasks = bench
     task = tasks.TASKS["headlines"]
