@@ -163,10 +163,9 @@ def test_tampered_bundle_is_refused(artifact: Path, tmp_path: Path) -> None:
         load_bundle(bundle, ServerConfig(api_keys=(KEY,)))
 
 
-def test_served_bundle_sends_choice_constraints_to_vllm(
-    artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    seen: list[dict[str, Any]] = []
+def _fake_vllm(seen: list[dict[str, Any]]) -> Any:
+    """A vLLM stand-in: echoed scoring requests get log-probabilities favouring " tech";
+    generation requests get the second allowed choice."""
     fake = FastAPI()
 
     @fake.get("/health")
@@ -177,13 +176,37 @@ def test_served_bundle_sends_choice_constraints_to_vllm(
     async def completions(request: Request) -> dict[str, Any]:
         body = await request.json()
         seen.append({**body, "auth": request.headers.get("authorization")})
+        if body.get("echo"):
+            choices = []
+            for index, text in enumerate(body["prompt"]):
+                label = " tech" if text.endswith(" tech") else " billing"
+                start = len(text) - len(label)
+                choices.append(
+                    {
+                        "index": index,
+                        "text": "",
+                        "logprobs": {
+                            "tokens": [text[:start], label],
+                            "token_logprobs": [None, -0.1 if label == " tech" else -2.5],
+                            "text_offset": [0, start],
+                        },
+                    }
+                )
+            return {"choices": choices, "usage": {"prompt_tokens": 80, "completion_tokens": 2}}
         return {
             "choices": [{"text": body["structured_outputs"]["choice"][1], "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 40, "completion_tokens": 2},
         }
 
+    return fake
+
+
+def test_served_bundle_scores_labels_on_vllm(
+    artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[dict[str, Any]] = []
     bundle = _export(artifact, tmp_path / "bundle").path
-    with serve(fake) as vllm_url:
+    with serve(_fake_vllm(seen)) as vllm_url:
         monkeypatch.setenv("LMFORGE_VLLM_URL", vllm_url)
         monkeypatch.setenv("VLLM_API_KEY", "vllm-secret-value")
         monkeypatch.setenv("LMFORGE_API_KEYS", KEY)
@@ -201,12 +224,40 @@ def test_served_bundle_sends_choice_constraints_to_vllm(
         "vLLM at http://127.0.0.1:9/health is not reachable" in not_ready.json()["error"]["message"]
     )
     assert answer.status_code == 200 and answer.json() == {"team": "tech"}
-    request = seen[0]
+    # the label probabilities: e^-0.1 / (e^-0.1 + e^-2.5)
+    assert float(answer.headers["X-LMForge-Confidence"]) == pytest.approx(0.917, abs=0.001)
+    (request,) = seen
+    assert request["model"] == "triage" and request["echo"] is True
+    billing, tech = request["prompt"]  # the prompt with each label appended
+    assert billing.endswith("Team: billing") and tech.endswith("Team: tech")
+    prompt = billing
+    assert prompt.index("charged twice") < prompt.index("it crashes")  # static prefix first
+    assert request["auth"] == "Bearer vllm-secret-value"
+
+
+def test_served_bundle_sends_choice_constraints_to_vllm_when_generating(
+    artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lmforge.scoring import set_decode
+
+    set_decode(lf.load(artifact), "generate").save(artifact)
+    seen: list[dict[str, Any]] = []
+    bundle = _export(artifact, tmp_path / "bundle").path
+    with serve(_fake_vllm(seen)) as vllm_url:
+        monkeypatch.setenv("LMFORGE_VLLM_URL", vllm_url)
+        monkeypatch.setenv("VLLM_API_KEY", "vllm-secret-value")
+        monkeypatch.setenv("LMFORGE_API_KEYS", KEY)
+        with serve(create_app(bundle)) as url:
+            answer = httpx.post(
+                f"{url}/v1/programs/triage",
+                json={"ticket": "it crashes"},
+                headers={"Authorization": f"Bearer {KEY}"},
+            )
+    assert answer.status_code == 200 and answer.json() == {"team": "tech"}
+    (request,) = seen
     assert request["model"] == "triage" and request["max_tokens"] == 256
     assert request["structured_outputs"] == {"choice": [" billing", " tech"]}
-    assert request["prompt"].index("charged twice") < request["prompt"].index(
-        "it crashes"
-    )  # static prefix first
+    assert request["prompt"].index("charged twice") < request["prompt"].index("it crashes")
     assert request["auth"] == "Bearer vllm-secret-value"
 
 
