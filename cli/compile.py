@@ -25,6 +25,7 @@ from lmforge.optimizers import OPTIMIZERS
 
 from . import options as check
 from .app import app, fail, friendly
+from .compile_mlflow import CompileCommand, CompileTracking
 from .held_out import HeldOut
 from .loading import (
     TRUST_HELP,
@@ -63,7 +64,7 @@ def _split_names(text: str | None) -> list[str] | None:
     return names or None
 
 
-@app.command("compile")
+@app.command("compile", cls=CompileCommand)
 @friendly
 def compile_command(
     program_spec: str = typer.Argument(
@@ -112,6 +113,18 @@ def compile_command(
         help="Fail (exit 1, no artifact) when more than this share of examples fail on LM calls.",
     ),
     trust: list[str] = typer.Option([], "--trust", help=TRUST_HELP),
+    mlflow: str | None = typer.Option(
+        None,
+        "--mlflow",
+        metavar="[URI]",
+        help="Log each model's run to MLflow (default store: sqlite:///OUT/mlflow.db).",
+    ),
+    mlflow_register: str | None = typer.Option(
+        None,
+        "--mlflow-register",
+        metavar="NAME",
+        help="Register each artifact as a new version of this MLflow model (implies --mlflow).",
+    ),
 ) -> None:
     """Compile PROGRAM for each --model and write one artifact per model plus a report.
 
@@ -134,6 +147,7 @@ def compile_command(
     devset = load_data(dev, input_names, program, builtin_metric=builtin) if dev else None
     testset = load_data(test, input_names, program, builtin_metric=builtin) if test else None
     check.output_dir(out)
+    tracking = CompileTracking.from_options(mlflow, mlflow_register, out, name)
 
     from lmforge.data import dataset_hash
     from lmforge.optimizers.run import fingerprint, program_fingerprint
@@ -173,6 +187,7 @@ def compile_command(
             progress=progress,
             concurrency=concurrency,
             max_failure_rate=max_failure_rate,
+            tracking=tracking,
         )
         runs.append(entry)
         artifacts.append(path)
@@ -185,7 +200,11 @@ def compile_command(
     }
     write_json_atomic(out / "report.json", report)
     html = _write_html(report, out / "report.html")
+    if tracking is not None:
+        tracking.report(out / "report.json", html)
     _print_summary(runs, artifacts, out / "report.json", html)
+    if tracking is not None:
+        make_console().print(f"mlflow: {tracking.tracking_uri}", markup=False, highlight=False)
     failed = [f"{run['model']}: {run['failed']}" for run in runs if run.get("failed")]
     if failed:
         fail("; ".join(failed))
@@ -214,6 +233,7 @@ def _compile_one(
     progress: bool,
     concurrency: int | None,
     max_failure_rate: float,
+    tracking: CompileTracking | None = None,
 ) -> tuple[dict[str, Any], Path | None]:
     from lmforge.optimizers.failures import FailureTally
 
@@ -231,6 +251,7 @@ def _compile_one(
         run_dir=run_dir,
         progress=progress,
         concurrency=concurrency,
+        mlflow_run=tracking.settings(f"{name}@{model}") if tracking is not None else None,
     )
     meta: dict[str, Any] = compiled.artifact_meta
     info = getattr(compiled, "compile_info", {})
@@ -277,6 +298,8 @@ def _compile_one(
     else:
         path = out / f"{name}@{model_slug(model)}.json"
         compiled.save(path)
+    if tracking is not None:
+        tracking.finish(info.get("mlflow_run_id"), scores, path, failed)
     candidates = [dict(c) for c in meta.get("candidates") or []]
     for candidate in candidates:
         candidate["best"] = candidate.get("candidate") == meta.get("chosen_candidate")
