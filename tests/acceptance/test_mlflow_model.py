@@ -204,3 +204,17 @@ def test_exported_model_is_served_by_mlflow_models_serve(store: Path) -> None:
     }
     assert [r["auth"] for r in seen] == [f"Bearer {CANARY}"] * 2
     assert_no_canary(store)
+
+
+def test_predict_takes_arrays_and_numpy_scalars_as_spark_hands_them(store: Path) -> None:
+    import numpy as np
+    from lmforge.integrations.mlflow_pyfunc import ProgramModel
+    from lmforge.testing import FunctionLM
+
+    lm = FunctionLM(lambda request: "[[ ## total ## ]]\n3\n\n[[ ## completed ## ]]")
+    model = ProgramModel(lf.Predict("tags: list[str], n: int -> total: int", lm=lm))
+    frame = pd.DataFrame({"tags": [np.array(["a", "b"])], "n": np.array([1], dtype="int64")})
+    out = model.predict(frame)
+    assert out.to_dict(orient="records") == [{"total": 3}]
+    prompt = lm.calls[0].as_text()
+    assert '["a", "b"]' in prompt and "array(" not in prompt
