@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from lmforge.errors import MissingExtraError
@@ -28,3 +29,21 @@ def test_missing_mlflow_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setitem(sys.modules, "mlflow", None)  # as if it were not installed
     with pytest.raises(MissingExtraError, match=r"pip install 'lmforge\[mlflow\]'"):
         log_model("triage.json", "triage")
+
+
+def test_compile_mlflow_without_mlflow_fails_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lmforge.cli.compile  # noqa: F401 (registers the command)
+    from lmforge.cli.app import app
+    from typer.testing import CliRunner
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    (tmp_path / "prog.py").write_text('import lmforge as lf\nprogram = lf.Predict("q -> a")\n')
+    (tmp_path / "train.jsonl").write_text('{"q": "x", "a": "y"}\n')
+    args = ["compile", "prog.py:program", "--train", "train.jsonl", "--metric", "exact_match"]
+    result = CliRunner().invoke(app, [*args, "--model", "test/m", "--out", "out", "--mlflow"])
+    assert result.exit_code == 1
+    assert "pip install 'lmforge[mlflow]'" in result.stderr
+    assert not (tmp_path / "out" / ".runs").exists()
