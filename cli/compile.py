@@ -26,6 +26,7 @@ from lmforge.optimizers import OPTIMIZERS
 from . import calibration
 from . import options as check
 from .app import app, fail, friendly
+from .compile_mlflow import CompileCommand, CompileTracking
 from .held_out import HeldOut
 from .loading import (
     TRUST_HELP,
@@ -64,7 +65,7 @@ def _split_names(text: str | None) -> list[str] | None:
     return names or None
 
 
-@app.command("compile")
+@app.command("compile", cls=CompileCommand)
 @friendly
 def compile_command(
     program_spec: str = typer.Argument(
@@ -125,6 +126,18 @@ def compile_command(
         help="Dev precision green answers must reach (0 to 1); thresholds are fitted when "
         "the compiled program's answers carry a confidence.",
     ),
+    mlflow: str | None = typer.Option(
+        None,
+        "--mlflow",
+        metavar="[URI]",
+        help="Log each model's run to MLflow (default store: sqlite:///OUT/mlflow.db).",
+    ),
+    mlflow_register: str | None = typer.Option(
+        None,
+        "--mlflow-register",
+        metavar="NAME",
+        help="Register each artifact as a new version of this MLflow model (implies --mlflow).",
+    ),
 ) -> None:
     """Compile PROGRAM for each --model and write one artifact per model plus a report.
 
@@ -151,6 +164,7 @@ def compile_command(
     devset = load_data(dev, input_names, program, builtin_metric=builtin) if dev else None
     testset = load_data(test, input_names, program, builtin_metric=builtin) if test else None
     check.output_dir(out)
+    tracking = CompileTracking.from_options(mlflow, mlflow_register, out, name)
 
     from lmforge.data import dataset_hash
     from lmforge.optimizers.run import fingerprint, program_fingerprint
@@ -191,6 +205,7 @@ def compile_command(
             concurrency=concurrency,
             max_failure_rate=max_failure_rate,
             lights_target=lights_target,
+            tracking=tracking,
         )
         runs.append(entry)
         artifacts.append(path)
@@ -203,7 +218,11 @@ def compile_command(
     }
     write_json_atomic(out / "report.json", report)
     html = write_html_report(report, out / "report.html")
+    if tracking is not None:
+        tracking.report(out / "report.json", html)
     _print_summary(runs, artifacts, out / "report.json", html)
+    if tracking is not None:
+        make_console().print(f"mlflow: {tracking.tracking_uri}", markup=False, highlight=False)
     failed = [f"{run['model']}: {run['failed']}" for run in runs if run.get("failed")]
     if failed:
         fail("; ".join(failed))
@@ -233,6 +252,7 @@ def _compile_one(
     concurrency: int | None,
     max_failure_rate: float,
     lights_target: float = 0.9,
+    tracking: CompileTracking | None = None,
 ) -> tuple[dict[str, Any], Path | None]:
     from lmforge.optimizers.failures import FailureTally
 
@@ -250,6 +270,7 @@ def _compile_one(
         run_dir=run_dir,
         progress=progress,
         concurrency=concurrency,
+        mlflow_run=tracking.settings(f"{name}@{model}") if tracking is not None else None,
     )
     meta: dict[str, Any] = compiled.artifact_meta
     info = getattr(compiled, "compile_info", {})
@@ -311,6 +332,8 @@ def _compile_one(
     else:
         path = out / f"{name}@{model_slug(model)}.json"
         compiled.save(path)
+    if tracking is not None:
+        tracking.finish(info.get("mlflow_run_id"), scores, path, failed)
     candidates = [dict(c) for c in meta.get("candidates") or []]
     for candidate in candidates:
         candidate["best"] = candidate.get("candidate") == meta.get("chosen_candidate")

@@ -33,7 +33,10 @@ WITHHOLD_HELP = (
 def export(
     artifact: Path = typer.Argument(..., help="A compiled program (artifact JSON)."),
     target: str = typer.Option(
-        ..., "--target", "-t", help="vllm (self-hosted vLLM) or managed (provider API)."
+        ...,
+        "--target",
+        "-t",
+        help="vllm (self-hosted vLLM), managed (provider API) or mlflow (an MLflow model).",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="The bundle directory to write."),
     force: bool = typer.Option(False, help="Replace a non-empty --out."),
@@ -101,13 +104,14 @@ def export(
         0.0, help="Share of green answers also sent with X-Feedback-Requested (0-1)."
     ),
 ) -> None:
-    """Export a compiled artifact as a served bundle for vLLM or a managed API."""
+    """Export a compiled artifact as a served bundle for vLLM or a managed API, or as an
+    MLflow model folder (``mlflow models serve -m OUT``)."""
     from lmforge.targets.export import ExportOptions, export_bundle
 
     from .loading import trusted_modules
 
-    if target not in ("vllm", "managed"):
-        raise UsageError(f"unknown target {target!r}; use --target vllm or --target managed")
+    if target not in ("vllm", "managed", "mlflow"):
+        raise UsageError(f"unknown target {target!r}; use --target vllm, managed or mlflow")
     from lmforge.targets.request_log import RequestLogSettings
 
     log = None
@@ -161,6 +165,8 @@ def export(
     if result.memory_plan is not None:
         typer.echo(result.memory_plan.summary())
     typer.echo(f"wrote {target} bundle {result.path} ({len(result.manifest['files']) + 1} files)")
+    if target == "mlflow":
+        typer.echo(f"serve it: mlflow models serve -m {result.path} --env-manager local")
 
 
 @app.command("serve")

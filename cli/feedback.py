@@ -187,6 +187,8 @@ def recompile_command(
         max_failure_rate=0.5,
         trust=trusted,
         lights_target=0.9,
+        mlflow=None,
+        mlflow_register=None,
     )
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     parent = {"artifact_sha256": manifest.get("artifact_sha256"), "bundle": str(bundle)}

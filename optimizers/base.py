@@ -26,7 +26,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import lmforge as lf
 from lmforge import settings as _settings
@@ -40,6 +40,9 @@ from .progress import CompileProgress
 from .run import Run, RunStore, jsonable, program_fingerprint
 from .shared_store import is_database_url
 from .store import code_fingerprint
+
+if TYPE_CHECKING:
+    from lmforge.integrations.mlflow_tracking import CompileLogger, MlflowRun
 
 __all__ = ["Optimizer", "check_dataset", "lm_calls_per_run", "target_model"]
 
@@ -102,6 +105,7 @@ class Optimizer(abc.ABC):
         run_dir: str | Path | None = None,
         progress: bool = True,
         concurrency: int | None = None,
+        mlflow_run: MlflowRun | bool | None = None,
     ) -> lf.Module:
         """Compile ``program`` against ``trainset`` and return an optimized copy.
 
@@ -123,6 +127,12 @@ class Optimizer(abc.ABC):
             progress: show progress bars (drawn only on a terminal). The call estimate
                 and early-stop notices always go to stderr as one-line messages.
             concurrency: parallel LM calls (default ``lf.use(max_concurrency=...)``).
+            mlflow_run: log this run to MLflow (needs the ``mlflow`` extra): ``True`` (MLflow's
+                own tracking settings, or the active run) or a
+                :class:`lmforge.integrations.mlflow.MlflowRun` (store, experiment, model
+                registration). Parameters, the call estimate, each trial's score, the dev
+                score and the compiled program are logged; ``compile_info["mlflow_run_id"]``
+                names the run.
 
         The result carries ``artifact_meta`` (saved by ``program.save(path)``): target
         model, optimizer name and config, seed, dataset hashes, dev score, usage, the
@@ -179,10 +189,17 @@ class Optimizer(abc.ABC):
             spent_cost=float(store.state.get("budget_cost") or 0.0),
         )
         estimate = self.estimate_calls(student, train, val)
+        logger: CompileLogger | None = None
+        if mlflow_run:  # MLflow is imported only when asked for
+            from lmforge.integrations.mlflow_tracking import start_compile_run
+
+            logger = start_compile_run(mlflow_run, identity, len(train), val, estimate)
         started = time.perf_counter()
         scope = lf.use(lm=task_lm) if task_lm is not None else contextlib.nullcontext()
+        on_trial = logger.trial if logger is not None else None
         with (
-            CompileProgress(f"{self.name}", enabled=progress) as bar,
+            logger.failing() if logger is not None else contextlib.nullcontext(),
+            CompileProgress(f"{self.name}", enabled=progress, on_trial=on_trial) as bar,
             scope,
             enforce(meter),
             track() as tracker,
@@ -252,6 +269,9 @@ class Optimizer(abc.ABC):
             "wall_s": round(time.perf_counter() - started, 3),
             "run_dir": str(store.directory) if store.directory is not None else None,
         }
+        if logger is not None:
+            logger.finish(result, meta)
+            result.compile_info["mlflow_run_id"] = logger.run_id  # type: ignore[attr-defined]
         return result
 
     def _run_store(self, run_dir: str | Path | None, identity: dict[str, Any]) -> RunStore:

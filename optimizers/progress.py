@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from lmforge import progress as _progress
@@ -20,9 +20,16 @@ __all__ = ["CompileProgress"]
 class CompileProgress:
     """The progress display of one compile run (a no-op when not shown)."""
 
-    def __init__(self, name: str, *, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        enabled: bool = True,
+        on_trial: Callable[[Mapping[str, Any]], None] | None = None,
+    ) -> None:
         self.name = name
         self._enabled = enabled
+        self._on_trial = on_trial
         self._stack: contextlib.ExitStack | None = None
         self._row: _progress.ProgressTask = _progress.ProgressTask()
         self._best: float | None = None
@@ -72,6 +79,12 @@ class CompileProgress:
     def best(self, score: float | None) -> None:
         self._best = score
         self._refresh()
+
+    def trial(self, record: Mapping[str, Any]) -> None:
+        """A search trial finished (``record``: its number, kind and score); passed on to the
+        run's listener (MLflow logging), if any."""
+        if self._on_trial is not None:
+            self._on_trial(record)
 
     def calls(self, live: dict[str, Any]) -> None:
         self._calls = live.get("backend_calls")

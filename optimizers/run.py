@@ -321,9 +321,9 @@ class Run:
     def add_trial(self, score: float | None, *, kind: str = "trial", **info: Any) -> None:
         """Record one search trial for the report's score-per-trial plot."""
         with self._lock:
-            self.trials.append(
-                jsonable({"number": len(self.trials), "kind": kind, "score": score, **info})
-            )
+            record = jsonable({"number": len(self.trials), "kind": kind, "score": score, **info})
+            self.trials.append(record)
+        self.progress.trial(record)
 
     @property
     def best(self) -> Candidate | None:

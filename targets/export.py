@@ -44,7 +44,7 @@ PROGRAM_REPLICAS = 2
 class ExportOptions:
     """Export settings (CLI flags of ``lmforge export``)."""
 
-    target: Literal["vllm", "managed"] = "vllm"
+    target: Literal["vllm", "managed", "mlflow"] = "vllm"
     name: str | None = None
     model: str | None = None
     max_tokens: int = 256
@@ -307,6 +307,10 @@ def export_bundle(
 ) -> ExportResult:
     """Write a bundle for ``artifact`` at ``out`` (see DESIGN.md §6 for its contents)."""
     artifact = Path(artifact)
+    if options.target == "mlflow":  # an MLflow model folder, not a program-server bundle
+        from .mlflow_target import export_mlflow
+
+        return export_mlflow(artifact, Path(out), options, force=force)
     document = read_artifact(artifact)
     program = lf.load(artifact, trusted_modules=options.trusted_modules)
     meta: dict[str, Any] = dict(document.get("meta") or {})
@@ -405,9 +409,7 @@ def export_bundle(
     elif options.target == "managed":
         backend = managed_backend(options, context, source_model)
     else:
-        raise UsageError(
-            f"unknown target {options.target!r}; use --target vllm or --target managed"
-        )
+        raise UsageError(f"unknown target {options.target!r}; use --target vllm, managed or mlflow")
     serving = {
         "format": "lmforge.serving",
         "version": 1,
