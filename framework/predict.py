@@ -13,7 +13,7 @@ import enum
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, NoReturn
 
 from . import settings as _settings
 from .adapters import (
@@ -406,7 +406,7 @@ def _profile_adapter(name: str) -> Adapter:
     return adapter
 
 
-def _refuse_inputs(signature: Signature, inputs: Mapping[str, Any]) -> None:
+def _refuse_inputs(signature: Signature, inputs: Mapping[str, Any]) -> NoReturn:
     """Raise the ``UsageError`` for ``inputs`` (defaults filled in) that miss some of
     ``signature``'s inputs or hold others."""
     names = {f.name for f in signature.input_fields}
