@@ -147,9 +147,12 @@ def reserve(*, retry: bool = False) -> None:
     """Called by ``LM`` right before each backend request (``retry``: it retries a failed
     one): counts it against every active budget (all or none: when one budget is spent,
     the others are not charged for the request)."""
+    meters = _active.get()
+    if not meters:  # the common case: no budget applies
+        return
     reserved: list[BudgetMeter] = []
     try:
-        for meter in _active.get():
+        for meter in meters:
             meter.reserve(retry=retry)
             reserved.append(meter)
     except BudgetExceededError:

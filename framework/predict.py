@@ -13,7 +13,7 @@ import enum
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, NoReturn
 
 from . import settings as _settings
 from .adapters import (
@@ -216,7 +216,11 @@ class Predict(Module):
         try:
             token = _calling.set((adapter, self._signature))
             try:
-                response = await adapter.complete_core(lm, request, blocking=blocking)
+                if type(adapter).complete_core is Adapter.complete_core:
+                    # The default only forwards to the LM: skip its extra coroutine.
+                    response = await lm.complete_core(request, blocking=blocking)
+                else:
+                    response = await adapter.complete_core(lm, request, blocking=blocking)
             finally:
                 _calling.reset(token)
             if offload:
@@ -244,7 +248,8 @@ class Predict(Module):
     def format(self, inputs: Mapping[str, Any], *, lm: LM | None = None) -> Prompt:
         """The prompt this predictor would send for ``inputs`` (no LM call)."""
         adapter = self.resolve_adapter(lm or self.resolve_lm())
-        return adapter.format_inputs(self._signature, self._prefix_for(adapter, inputs), inputs)
+        checked = self._signature.check_inputs(inputs)
+        return adapter.format_inputs(self._signature, self._prefix_for(adapter, checked), checked)
 
     def _prefix_for(self, adapter: Adapter, inputs: Mapping[str, Any]) -> PromptPrefix:
         selector = self.demo_selector
@@ -271,19 +276,12 @@ class Predict(Module):
                 )
             config = {**config, **call_config}
         inputs = signature.check_inputs(inputs)
-        names = {f.name for f in signature.input_fields}
-        missing = [n for n in names if n not in inputs]
-        if missing:
-            raise UsageError(
-                f"missing input(s) {sorted(missing)} for {signature!r}; "
-                f"call it with {', '.join(f'{n}=...' for n in sorted(names))}"
-            )
-        extra = [k for k in inputs if k not in names]
-        if extra:
-            raise UsageError(
-                f"unexpected input(s) {sorted(extra)} for {signature!r}; "
-                f"its inputs are {sorted(names)}"
-            )
+        fields = signature.input_fields
+        if len(inputs) != len(fields):
+            _refuse_inputs(signature, inputs)
+        for field in fields:  # a loop, not a comprehension: this runs on every call
+            if field.name not in inputs:
+                _refuse_inputs(signature, inputs)
         lm = self.resolve_lm()
         adapter = self.resolve_adapter(lm)
         prompt = adapter.format_inputs(signature, self._prefix_for(adapter, inputs), inputs)
@@ -457,6 +455,22 @@ def _profile_adapter(name: str) -> Adapter:
     if adapter is None:
         adapter = _PROFILE_ADAPTERS.setdefault(name, adapter_named(name))
     return adapter
+
+
+def _refuse_inputs(signature: Signature, inputs: Mapping[str, Any]) -> NoReturn:
+    """Raise the ``UsageError`` for ``inputs`` (defaults filled in) that miss some of
+    ``signature``'s inputs or hold others."""
+    names = {f.name for f in signature.input_fields}
+    missing = [n for n in names if n not in inputs]
+    if missing:
+        raise UsageError(
+            f"missing input(s) {sorted(missing)} for {signature!r}; "
+            f"call it with {', '.join(f'{n}=...' for n in sorted(names))}"
+        )
+    extra = [k for k in inputs if k not in names]
+    raise UsageError(
+        f"unexpected input(s) {sorted(extra)} for {signature!r}; its inputs are {sorted(names)}"
+    )
 
 
 def _demo_dict(demo: Mapping[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import inspect
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import MethodType
 from typing import Any, TypeVar, get_type_hints
 
 from .constraints import is_constrained
@@ -51,12 +52,11 @@ class _hybrid:  # noqa: N801
         self.__doc__ = func.__doc__
 
     def __get__(self, obj: Any, owner: type) -> Any:
-        target = obj if obj is not None else getattr(owner, "__lf_signature__", None)
-        if target is None:  # the base class itself: behave like a plain attribute
-            return self
-        if self.is_property:
-            return self.func(target)
-        return self.func.__get__(target, type(target))
+        if obj is None:  # read on a class
+            obj = getattr(owner, "__lf_signature__", None)
+            if obj is None:  # the base class itself: behave like a plain attribute
+                return self
+        return self.func(obj) if self.is_property else MethodType(self.func, obj)
 
 
 def _hybrid_property(func: Callable[..., T]) -> T:
@@ -340,7 +340,10 @@ class Signature(metaclass=_SignatureClass):
         return self._key_value  # type: ignore[return-value]
 
     def __eq__(self, other: object) -> bool:
-        other_sig = _maybe_signature(other)
+        # Adapters' caches compare equal signatures on every lookup: the common cases first.
+        if other is self:
+            return True
+        other_sig = other if isinstance(other, Signature) else _maybe_signature(other)
         return other_sig is not None and self._key() == other_sig._key()
 
     def __hash__(self) -> int:

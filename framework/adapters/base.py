@@ -310,7 +310,8 @@ class Adapter(abc.ABC):
         self, signature: Signature, demos: Sequence[Mapping[str, Any]], inputs: Mapping[str, Any]
     ) -> Prompt:
         """Build the prompt for ``inputs``, with ``demos`` rendered in order before them."""
-        return self.format_inputs(signature, self.format_prefix(signature, demos), inputs)
+        prefix = self.format_prefix(signature, demos)
+        return self.format_inputs(signature, prefix, signature.check_inputs(inputs))
 
     @abc.abstractmethod
     def format_prefix(
@@ -322,7 +323,8 @@ class Adapter(abc.ABC):
     def format_inputs(
         self, signature: Signature, prefix: PromptPrefix, inputs: Mapping[str, Any]
     ) -> Prompt:
-        """Complete ``prefix`` with this call's inputs."""
+        """Complete ``prefix`` with this call's inputs, already checked by
+        ``signature.check_inputs`` (defaults of omitted inputs filled in)."""
 
     @abc.abstractmethod
     def parse(self, signature: Signature, text: str) -> dict[str, Any]:

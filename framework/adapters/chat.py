@@ -48,7 +48,6 @@ class ChatAdapter(Adapter):
     def format_inputs(
         self, signature: Signature, prefix: PromptPrefix, inputs: Mapping[str, Any]
     ) -> Prompt:
-        inputs = signature.check_inputs(inputs)  # defaults of omitted inputs
         layout = self.cached(("layout", signature), lambda: layout_of(signature))
         if not layout.plain:
             return self._format_turns(signature, layout, prefix, inputs)

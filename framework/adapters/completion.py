@@ -54,7 +54,6 @@ class CompletionAdapter(Adapter):
     def format_inputs(
         self, signature: Signature, prefix: PromptPrefix, inputs: Mapping[str, Any]
     ) -> Prompt:
-        inputs = signature.check_inputs(inputs)  # defaults of omitted inputs
         layout = self.cached(("layout", signature), lambda: layout_of(signature))
         pairs = [(f.label, one_line_value(render_value(inputs[f.name]))) for f in layout.fields]
         block = self.render_fields("example", signature, pairs, dict)

@@ -101,7 +101,6 @@ class JSONAdapter(Adapter):
     def format_inputs(
         self, signature: Signature, prefix: PromptPrefix, inputs: Mapping[str, Any]
     ) -> Prompt:
-        inputs = signature.check_inputs(inputs)  # defaults of omitted inputs
         layout = self.cached(("layout", signature), lambda: layout_of(signature))
         images = Images() if layout.images else None
         if layout.plain:

@@ -32,11 +32,12 @@ class Layout:
     fields: tuple[Field, ...]  # input fields rendered as fields: all but the history field
     history: str | None  # the name of the lf.History input field, if any
     images: frozenset[str]  # names of the lf.Image and list[lf.Image] input fields
+    # No history and no images: the adapters' plain fast path applies. A field, not a
+    # property: it is read on every call.
+    plain: bool = dataclasses.field(init=False)
 
-    @property
-    def plain(self) -> bool:
-        """No history and no images: the adapters' plain fast path applies."""
-        return self.history is None and not self.images
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "plain", self.history is None and not self.images)
 
 
 def layout_of(signature: Signature) -> Layout:

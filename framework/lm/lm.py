@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import re
@@ -18,10 +19,11 @@ from ..errors import BudgetExceededError, LMError, UsageError
 from ..steps import run_blocking
 from ..trace import LMCall, active_trackers
 from .cache import ResponseCache
+from .pricing import cost_of
 from .profiles import ModelProfile, profile_for
 from .retry import RetryPolicy
 from .types import Backend, LMRequest, LMResponse, Message
-from .vision import refuse_images
+from .vision import has_images, refuse_images
 
 __all__ = ["DEFAULT_LOCAL_MODEL", "LM"]
 
@@ -177,7 +179,8 @@ class LM:
         **params: Any,
     ) -> LMRequest:
         """Build a request for this model in its mode (chat or text), merging defaults."""
-        refuse_images(self.model, self.model_type, self.profile, messages)
+        if messages is not None and has_images(messages):
+            refuse_images(self.model, self.model_type, self.profile, messages)
         if self.model_type == "text" and messages is not None:
             prompt = "\n\n".join(str(m.get("content", "")) for m in messages)
             messages = None
@@ -316,14 +319,10 @@ class LM:
     def _priced(self, response: LMResponse) -> LMResponse:
         if response.cost is not None:
             return response
-        from .pricing import cost_of
-
         cost = cost_of(self.model, response.usage)
         if cost is None:
             return response
-        from dataclasses import replace
-
-        return replace(response, cost=cost)
+        return dataclasses.replace(response, cost=cost)
 
     def _record(
         self,

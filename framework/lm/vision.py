@@ -49,6 +49,8 @@ def digest_images(messages: Iterable[Mapping[str, Any]]) -> list[Mapping[str, An
 def content_text(content: Any) -> str:
     """Message content as readable text (inspection, traces): image parts become
     ``[image: URL]``, a ``data:`` URL shortened to its type and size."""
+    if type(content) is str:  # the common case, first
+        return content
     if not isinstance(content, list):
         return "" if content is None else str(content)
     pieces = []
