@@ -7,7 +7,7 @@ import importlib
 from .app import app
 
 # Each module registers its commands on ``app`` when imported.
-_COMMAND_MODULES = ("run", "deploy", "compile", "eval", "quickstart", "migrate")
+_COMMAND_MODULES = ("run", "deploy", "compile", "eval", "quickstart", "migrate", "batch")
 
 
 def main() -> None:
