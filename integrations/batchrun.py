@@ -137,7 +137,8 @@ def _claim(folder: Path, identity: dict[str, Any]) -> None:
                 "delete that folder to start over, or rerun with its inputs to resume it"
             )
         return
-    if folder.exists() and any(folder.iterdir()):
+    # Hidden entries are the temporary files of a writer killed before run.json was in place.
+    if folder.exists() and any(not p.name.startswith(".") for p in folder.iterdir()):
         raise UsageError(f"{folder} exists and is not a batch run folder; move it away")
     write_json_atomic(manifest, identity)
 
