@@ -245,3 +245,21 @@ def test_a_spec_rebuilds_the_program_where_the_artifact_file_is_not(tmp_path: Pa
     assert spec.artifact_path() != artifact and spec.artifact_path().read_bytes() == spec.data
     lm = program.predictors()[0].lm
     assert (lm.model, lm.api_base) == ("openai/fake-model", "http://127.0.0.1:9/v1")
+
+
+def test_a_run_folder_with_only_a_killed_writers_temporary_file_is_reused(
+    tmp_path: Path,
+) -> None:
+    artifact = write_artifact(tmp_path / "program.json")
+    data = write_rows(tmp_path / "in.jsonl", 3)
+    chunks = tmp_path / "out.jsonl.chunks"
+    chunks.mkdir()
+    # Killed while writing run.json: only its temporary file is there.
+    (chunks / ".run.json.0badc0de-999999-deadbeef.tmp").write_text("{")
+    out = tmp_path / "out.jsonl"
+    with model_server() as server:
+        result = invoke(
+            str(artifact), "-i", str(data), "-o", str(out), "--api-base", server.base_url
+        )
+    assert result.exit_code == 0, result.output
+    check_rows(read_jsonl(out), 3)
