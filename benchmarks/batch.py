@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="per process")
     parser.add_argument("--master", default="local[2]", help="the Spark master")
     parser.add_argument("--skip-spark", action="store_true")
+    parser.add_argument("--no-cache", action="store_true", help="as `lmforge batch --no-cache`")
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="lmforge-batch-bench-"))
@@ -95,11 +96,13 @@ def main() -> None:
 
         artifact = folder / "program.json"
         lf.Predict("question -> answer", lm=lf.LM("openai/bench-model")).save(artifact)
-        spec = ProgramSpec.from_file(artifact, api_base=base)
+        spec = ProgramSpec.from_file(artifact, api_base=base, cache=not args.no_cache)
         program = spec.load()
         table = OutputTable(program)
         program(question="warm-up")  # first-call imports, outside the timed run
-        local = local_chunk_runner(program, table, concurrency=args.concurrency, on_row=_no_op)
+        local = local_chunk_runner(
+            program, table, spec, concurrency=args.concurrency, on_row=_no_op
+        )
         results.append(
             _measure(
                 "local",

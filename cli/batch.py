@@ -57,6 +57,9 @@ def batch(
         False, help="Trust api_base values stored in the artifact."
     ),
     trust: list[str] = typer.Option([], "--trust", help=TRUST_HELP),
+    cache: bool = typer.Option(
+        True, help="Use the on-disk response cache ($LMFORGE_CACHE_DIR) for the calls."
+    ),
 ) -> None:
     """Run a compiled program on every row of a file; failed rows keep their error, none is
     lost, and an interrupted run resumes from its finished chunks."""
@@ -76,7 +79,12 @@ def batch(
     if spark is not None and model is not None and is_lm_spec(model):
         raise UsageError("--spark needs --model as a model name (executors rebuild the LM from it)")
     spec = ProgramSpec.from_file(
-        artifact, model=model, api_base=api_base, allow_endpoints=allow_endpoints, trust=trust
+        artifact,
+        model=model,
+        api_base=api_base,
+        allow_endpoints=allow_endpoints,
+        trust=trust,
+        cache=cache,
     )
     with contextlib.ExitStack() as stack:
         progress = stack.enter_context(task("batch", None))
@@ -90,7 +98,7 @@ def batch(
                 configure_lms(program, model=None, api_base=api_base)
             table = OutputTable(program)
             runner = local_chunk_runner(
-                program, table, concurrency=concurrency, on_row=progress.advance
+                program, table, spec, concurrency=concurrency, on_row=progress.advance
             )
         else:
             from lmforge.integrations.spark import spark_chunk_runner

@@ -46,16 +46,23 @@ class BatchSummary:
 
 
 def local_chunk_runner(
-    program: lf.Module, table: OutputTable, *, concurrency: int, on_row: Callable[[], None]
+    program: lf.Module,
+    table: OutputTable,
+    spec: ProgramSpec,
+    *,
+    concurrency: int,
+    on_row: Callable[[], None],
 ) -> ChunkRunner:
-    """Run each chunk in this process with ``Module.abatch`` (``concurrency`` in flight)."""
+    """Run each chunk in this process with ``Module.abatch`` (``concurrency`` in flight),
+    under the spec's call settings."""
     import asyncio
 
     def run(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         items = [{k: row[k] for k in table.inputs if k in row} for row in rows]
-        outcomes = asyncio.run(
-            program.abatch(items, concurrency=concurrency, on_result=lambda *_: on_row())
-        )
+        with spec.calls():
+            outcomes = asyncio.run(
+                program.abatch(items, concurrency=concurrency, on_result=lambda *_: on_row())
+            )
         return [table.row(outcome) for outcome in outcomes]
 
     return run

@@ -8,6 +8,7 @@ its own environment (``OPENAI_API_KEY``, ...).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Sequence
@@ -57,6 +58,7 @@ class ProgramSpec:
     allow_endpoints: bool = False
     trust: tuple[str, ...] = ()
     source: str | None = None
+    cache: bool = True
 
     @classmethod
     def from_file(
@@ -67,6 +69,7 @@ class ProgramSpec:
         api_base: str | None = None,
         allow_endpoints: bool = False,
         trust: Sequence[str] = (),
+        cache: bool = True,
     ) -> ProgramSpec:
         """The spec of the artifact at ``path`` (read now, on the driver)."""
         source = Path(path)
@@ -85,6 +88,7 @@ class ProgramSpec:
             allow_endpoints=allow_endpoints,
             trust=tuple(trust),
             source=str(source.resolve()),
+            cache=cache,
         )
 
     def artifact_path(self) -> Path:
@@ -101,6 +105,12 @@ class ProgramSpec:
         if _digest_of(copy) != self.digest:
             write_bytes_atomic(copy, self.data)
         return copy
+
+    def calls(self) -> contextlib.AbstractContextManager[object]:
+        """The settings the program's calls run under: without the response cache when
+        ``cache`` is off (rows of a batch are rarely asked twice; skipping the cache saves
+        a disk write per row)."""
+        return contextlib.nullcontext() if self.cache else lf.use(cache=False)
 
     def load(self) -> lf.Module:
         """Rebuild the program and point its LMs (see :func:`configure_lms`)."""

@@ -41,6 +41,7 @@ def program_udf(
     allow_endpoints: bool = False,
     trust: Sequence[str] = (),
     json_input: bool = False,
+    cache: bool = True,
 ) -> Any:
     """A pandas UDF that runs the compiled program in ``artifact`` on each row.
 
@@ -64,12 +65,18 @@ def program_udf(
         allow_endpoints: trust ``api_base`` values recorded in the artifact.
         trust: modules the artifact may import (its custom program classes).
         json_input: the UDF takes one column of JSON objects instead of input columns.
+        cache: use each executor's on-disk response cache (``$LMFORGE_CACHE_DIR``).
     """
     if concurrency < 1:
         raise lf.UsageError(f"concurrency must be 1 or more, got {concurrency}")
     pandas_udf, types = _pyspark()
     spec = ProgramSpec.from_file(
-        artifact, model=model, api_base=api_base, allow_endpoints=allow_endpoints, trust=trust
+        artifact,
+        model=model,
+        api_base=api_base,
+        allow_endpoints=allow_endpoints,
+        trust=trust,
+        cache=cache,
     )
     table = OutputTable(spec.load())  # fails here, on the driver, for a bad artifact
     body = _udf_body(spec, table.inputs, concurrency=concurrency, json_input=json_input)
@@ -103,7 +110,8 @@ def _udf_body(
         valid = [i for i, row in enumerate(rows) if isinstance(row, dict)]
         # Other fields of a row (ids, labels) are the caller's, not the program's inputs.
         items = [{k: v for k, v in rows[i].items() if k in table.inputs} for i in valid]
-        ran = asyncio.run(program.abatch(items, concurrency=concurrency))
+        with spec.calls():
+            ran = asyncio.run(program.abatch(items, concurrency=concurrency))
         outcomes: list[Any] = [BatchError(i, {}, row) for i, row in enumerate(rows)]
         for index, outcome in zip(valid, ran, strict=True):
             outcomes[index] = outcome
@@ -195,6 +203,7 @@ def spark_chunk_runner(
             allow_endpoints=spec.allow_endpoints,
             trust=spec.trust,
             json_input=True,
+            cache=spec.cache,
         )
         parallelism = max(1, session.sparkContext.defaultParallelism)
 

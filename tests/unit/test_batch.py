@@ -263,3 +263,16 @@ def test_a_run_folder_with_only_a_killed_writers_temporary_file_is_reused(
         )
     assert result.exit_code == 0, result.output
     check_rows(read_jsonl(out), 3)
+
+
+def test_no_cache_calls_the_model_again_for_rows_already_asked(tmp_path: Path) -> None:
+    artifact = write_artifact(tmp_path / "program.json")
+    data = write_rows(tmp_path / "in.jsonl", 8)
+    args = [str(artifact), "-i", str(data), "-o", str(tmp_path / "out.jsonl")]
+    with model_server() as server:
+        for extra in ([], [], ["--no-cache"]):
+            result = invoke(*args, "--api-base", server.base_url, *extra)
+            assert result.exit_code == 0, result.output
+        # The second run is answered from the cache; the third, without it, asks again.
+        assert server.stats.requests == 16
+    check_rows(read_jsonl(tmp_path / "out.jsonl"), 8)
