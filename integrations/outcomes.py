@@ -12,12 +12,14 @@ engine (Arrow, Spark, pandas) can hold it.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from lmforge import Module, Prediction, Signature
+from lmforge.errors import UsageError
 from lmforge.module import BatchError
 
 __all__ = ["ERROR_COLUMN", "Column", "OutputTable", "plain_value"]
@@ -53,8 +55,6 @@ class OutputTable:
             Column(f.name, _kind(f.annotation)) for f in self.signature.output_fields
         ] + [Column(ERROR_COLUMN, "string")]
         if ERROR_COLUMN in {f.name for f in self.signature.output_fields}:
-            from lmforge.errors import UsageError
-
             raise UsageError(
                 f"the program has an output field named {ERROR_COLUMN!r}, the column that "
                 "holds each row's error in a batch run; rename the output field"
@@ -97,8 +97,6 @@ def _kind(annotation: Any) -> Kind:
 
 
 def _cell(kind: Kind, value: Any) -> Any:
-    import json
-
     if value is None:
         return None
     if kind == "json":
