@@ -7,7 +7,16 @@ import importlib
 from .app import app
 
 # Each module registers its commands on ``app`` when imported.
-_COMMAND_MODULES = ("run", "deploy", "compile", "eval", "quickstart", "migrate", "feedback")
+_COMMAND_MODULES = (
+    "run",
+    "deploy",
+    "compile",
+    "eval",
+    "quickstart",
+    "migrate",
+    "feedback",
+    "batch",
+)
 
 
 def main() -> None:
