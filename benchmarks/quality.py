@@ -12,8 +12,9 @@ For each dataset of ``quality_tasks.TASKS`` (written for this benchmark, see
 * ``majority``: the most frequent train label, predicted for every test row (no LM);
 * ``zero-shot``: ``lf.Predict`` of the task's signature, no demos;
 * ``hand``: the hand-written 4-shot prompt (an instruction and four train demos);
-* each optimizer (``labeled``, ``knn``, ``bootstrap``, ``random``, ``mipro``,
-  ``instructions``; ``finetune`` only with ``--with-finetune``) with its default settings
+* each optimizer (``auto``, the ``lmforge compile`` default, then ``labeled``, ``knn``,
+  ``bootstrap``, ``random``, ``mipro``, ``instructions``; ``finetune`` only with
+  ``--with-finetune``) with its default settings
   (``--quick``: smaller budgets; ``-o NAME=VALUE``: one setting, for every optimizer run),
   compiled on train with dev as valset, seed 0, concurrency 1.
 
@@ -43,10 +44,11 @@ from quality_tasks import TASKS, Task
 
 MODEL = "local/gemma-3-270m"
 BASELINES = ("majority", "zero-shot", "hand")
-OPTIMIZER_NAMES = ("labeled", "knn", "bootstrap", "random", "mipro", "instructions")
+OPTIMIZER_NAMES = ("auto", "labeled", "knn", "bootstrap", "random", "mipro", "instructions")
 #: ``--quick`` budgets (the ``--quick`` settings of ``benchmarks/optimizers.py``); without
 #: ``--quick`` every optimizer runs with its defaults.
 QUICK: dict[str, dict[str, Any]] = {
+    "auto": {},
     "labeled": {"k": 8},
     "knn": {"k": 4},
     "bootstrap": {"max_bootstrapped_demos": 4, "max_labeled_demos": 8},

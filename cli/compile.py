@@ -82,7 +82,10 @@ def compile_command(
         ..., "--metric", help="exact_match, f1, contains, or path/to/file.py:metric."
     ),
     optimizer_name: str = typer.Option(
-        "bootstrap", "--optimizer", help=f"One of: {', '.join(OPTIMIZERS)}."
+        "auto",
+        "--optimizer",
+        help=f"One of: {', '.join(OPTIMIZERS)} (auto: the few-shot strategy that scores best "
+        "on held-out rows; see the report's strategy line).",
     ),
     models: list[str] = typer.Option(
         ..., "--model", "-m", help="Target model; repeat for several."
@@ -344,6 +347,8 @@ def _compile_one(
         "artifact": str(path) if path is not None else None,
         "seed": seed,
         "scores": scores,
+        "strategy": meta.get("strategy"),
+        "calibration": meta.get("calibration"),
         "trials": meta.get("trials") or [],
         "candidates": candidates,
         "prompts": _prompts(compiled, lm),
@@ -432,6 +437,10 @@ def _print_summary(
     console = make_console()
     console.print(table)
     for run in runs:
+        if run.get("strategy"):
+            chosen = run["strategy"]
+            line = f"strategy {chosen['chosen']} ({chosen['why']})"
+            console.print(f"{run['model']}: {line}", markup=False, highlight=False)
         if run.get("lights"):
             line = calibration.describe(run["lights"])
             console.print(f"{run['model']}: {line}", markup=False, highlight=False)

@@ -18,7 +18,6 @@ from typing import Any, Literal
 
 from ._version import __version__
 from .errors import ArtifactError, LMForgeError, UsageError
-from .jsonlimits import TooDeepError, loads_bounded
 from .lm.lm import is_secret_key
 from .module import Module
 
@@ -151,6 +150,8 @@ def read_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ArtifactError(f"{source}: no such artifact file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{source}: cannot read it ({exc})") from None
+    from .jsonlimits import TooDeepError, loads_bounded  # loaded with the first artifact
+
     try:
         data = loads_bounded(text)
     except TooDeepError as exc:

@@ -17,7 +17,6 @@ from typing import Any
 
 from .errors import UsageError
 from .example import Example
-from .jsonlimits import TooDeepError, loads_bounded
 
 __all__ = ["DataError", "as_field_names", "dataset_hash", "load_jsonl", "split"]
 
@@ -122,6 +121,8 @@ def _lines(handle: Iterable[str], source: Path) -> Iterable[str]:
 
 
 def _record(line: str, source: Path, number: int) -> dict[str, Any]:
+    from .jsonlimits import TooDeepError, loads_bounded  # loaded with the first data file
+
     try:
         record = loads_bounded(line)
     except TooDeepError as exc:

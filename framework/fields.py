@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-import enum
 import types
 import typing
 from collections.abc import Mapping
@@ -27,16 +26,21 @@ __all__ = ["NO_DEFAULT", "Field", "FieldKind", "InputField", "OutputField"]
 FieldKind = Literal["input", "output"]
 
 
-class _NoDefault(enum.Enum):
-    # An enum member: it stays itself through pickling and copying, unlike a bare object().
-    NO_DEFAULT = "NO_DEFAULT"
+class _NoDefault:
+    """The type of :data:`NO_DEFAULT` (a plain class: an enum costs import time)."""
+
+    __slots__ = ()
 
     def __repr__(self) -> str:
         return "NO_DEFAULT"
 
+    def __reduce__(self) -> str:
+        # Pickled and copied as the module-level name: it stays the one NO_DEFAULT.
+        return "NO_DEFAULT"
+
 
 #: The ``default`` of a field that has none.
-NO_DEFAULT = _NoDefault.NO_DEFAULT
+NO_DEFAULT = _NoDefault()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

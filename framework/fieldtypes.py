@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 from .errors import SignatureError
 from .inputtypes import KIND_KEY, type_for_kind
-from .jsonlimits import json_depth
 
 if TYPE_CHECKING:
     import pydantic
@@ -190,6 +189,8 @@ def type_from_schema(schema: Mapping[str, Any], title: str = "Model") -> Any:
     """
     import pydantic
     import pydantic_core
+
+    from .jsonlimits import json_depth
 
     if json_depth(schema, MAX_SCHEMA_DEPTH) > MAX_SCHEMA_DEPTH:
         raise SignatureError(f"its JSON schema nests more than {MAX_SCHEMA_DEPTH} levels deep")

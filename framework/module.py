@@ -13,7 +13,6 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
-from . import lights as _lights
 from . import settings as _settings
 from . import trace as _trace
 from .errors import LMForgeError, UsageError
@@ -109,7 +108,9 @@ class Module:
             with hook.span(self, inputs):
                 prediction = self.forward(**inputs)
         if "artifact_meta" in self.__dict__:  # a compiled or loaded program: lights apply
-            return _lights.mark(self, prediction)  # type: ignore[no-any-return]
+            from . import lights
+
+            return lights.mark(self, prediction)  # type: ignore[no-any-return]
         return prediction
 
     async def acall(self, *args: Any, **inputs: Any) -> Prediction:
@@ -122,7 +123,9 @@ class Module:
             with hook.span(self, inputs):
                 prediction = await self.aforward(**inputs)
         if "artifact_meta" in self.__dict__:  # a compiled or loaded program: lights apply
-            return _lights.mark(self, prediction)  # type: ignore[no-any-return]
+            from . import lights
+
+            return lights.mark(self, prediction)  # type: ignore[no-any-return]
         return prediction
 
     # -- batch --------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import enum
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import settings as _settings
 from .adapters import (
@@ -26,17 +26,21 @@ from .adapters import (
 )
 from .adapters.base import Prompt, PromptPrefix
 from .adapters.coerce import _is_model
-from .calibration import Calibration
-from .demo_selection import DemoSelector, selector_from_state, selector_state
 from .errors import ArtifactError, ParseError, SignatureError, UsageError
 from .example import Example, Prediction
 from .lm.lm import LM
 from .lm.types import LMRequest, LMResponse
 from .module import Module
-from .scoring import Decode, check_decode, plan, scored_call
 from .signature import Signature, as_signature
 from .steps import run_blocking
 from .trace import LMCall, PredictorCall, active_trackers
+
+if TYPE_CHECKING:
+    # Imported on first use (scoring, calibration, per-input demos): `import lmforge` and
+    # programs that never score stay cheap.
+    from .calibration import Calibration
+    from .demo_selection import DemoSelector
+    from .scoring import Decode, LabelSet
 
 __all__ = ["Predict", "current_call", "request_config"]
 
@@ -140,9 +144,15 @@ class Predict(Module):
         self.demos = list(demos or [])
         self.demo_selector = demo_selector
         self.config: dict[str, Any] = dict(config)
-        self.decode: Decode = check_decode(decode, "lf.Predict(decode=...)")
+        if decode != "auto":  # the default needs no check (nor the scoring module)
+            from .scoring import check_decode
+
+            decode = check_decode(decode, "lf.Predict(decode=...)")
+        self.decode: Decode = decode
         self.calibration = calibration
         self._prefix: tuple[Adapter, PromptPrefix] | None = None
+        # the label set of the signature under an adapter (None: an open output)
+        self._labels: tuple[Adapter, LabelSet | None] | None = None
         self._history: collections.deque[LMCall] = collections.deque(maxlen=_HISTORY)
 
     # -- learnable parameters (assigning one invalidates the cached prompt prefix) ------
@@ -154,7 +164,7 @@ class Predict(Module):
     @signature.setter
     def signature(self, value: str | Signature | type[Signature]) -> None:
         self._signature = as_signature(value)
-        self._prefix = None
+        self._prefix = self._labels = None
         self.calibration = None  # measured for the old prompt
 
     @property
@@ -174,7 +184,7 @@ class Predict(Module):
     @adapter.setter
     def adapter(self, value: Adapter | None) -> None:
         self._adapter = value
-        self._prefix = None
+        self._prefix = self._labels = None
 
     @property
     def history(self) -> list[LMCall]:
@@ -206,8 +216,21 @@ class Predict(Module):
             lm, adapter, request, call_inputs = await asyncio.to_thread(self._prepare, inputs)
         else:
             lm, adapter, request, call_inputs = self._prepare(inputs)
-        labels = plan(self, lm, adapter, request) if self.decode != "generate" else None
+        labels = None
+        if self.decode != "generate":
+            known = self._labels
+            if known is None or known[0] is not adapter:
+                from .scoring import label_set
+
+                known = self._labels = (adapter, label_set(adapter, self._signature))
+            # An open output under decode="auto" generates without asking the LM anything.
+            if known[1] is not None or self.decode == "score":
+                from .scoring import plan
+
+                labels = plan(self, lm, known[1], request)
         if labels is not None:
+            from .scoring import scored_call
+
             scored = await scored_call(
                 self, labels, lm, request, call_inputs, started, blocking=blocking
             )
@@ -351,6 +374,8 @@ class Predict(Module):
         if self.calibration is not None:
             state["calibration"] = self.calibration.to_json()
         if self.demo_selector is not None:  # absent otherwise: older artifacts hash the same
+            from .demo_selection import selector_state
+
             state["demo_selector"] = selector_state(self.demo_selector)
         return state
 
@@ -377,12 +402,22 @@ class Predict(Module):
                 else None
             )
             config = dict(data.get("config") or {})
-            decode = check_decode(data.get("decode", "auto"))
-            calibration = (
-                Calibration.from_json(data["calibration"]) if data.get("calibration") else None
-            )
+            decode = data.get("decode", "auto")
+            if decode != "auto":
+                from .scoring import check_decode
+
+                decode = check_decode(decode)
+            calibration = None
+            if data.get("calibration"):
+                from .calibration import Calibration
+
+                calibration = Calibration.from_json(data["calibration"])
             selected = data.get("demo_selector")
-            selector = selector_from_state(selected) if selected is not None else None
+            selector = None
+            if selected is not None:
+                from .demo_selection import selector_from_state
+
+                selector = selector_from_state(selected)
         except (KeyError, TypeError, ValueError, SignatureError, UsageError) as exc:
             raise ArtifactError(f"invalid predictor state: {type(exc).__name__}: {exc}") from None
         unknown = set(config) - _CONFIG_KEYS
@@ -423,7 +458,7 @@ class Predict(Module):
         for key, value in self.__dict__.items():
             if key == "_history":
                 new.__dict__[key] = collections.deque(maxlen=_HISTORY)
-            elif key in ("lm", "_signature", "_prefix", "demo_selector"):
+            elif key in ("lm", "_signature", "_prefix", "_labels", "demo_selector"):
                 new.__dict__[key] = value  # shared or immutable
             else:
                 from copy import deepcopy

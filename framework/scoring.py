@@ -127,12 +127,14 @@ def _build_label_set(adapter: Adapter, signature: Signature) -> LabelSet | None:
     return LabelSet(field.name, tuple(labels), values, continuations)
 
 
-def plan(predictor: Predict, lm: LM, adapter: Adapter, request: LMRequest) -> LabelSet | None:
-    """The label set to score for this call, or ``None`` to generate (per ``decode``)."""
+def plan(
+    predictor: Predict, lm: LM, labels: LabelSet | None, request: LMRequest
+) -> LabelSet | None:
+    """The label set to score for this call, or ``None`` to generate (per ``decode``);
+    ``labels`` is the predictor's label set under the call's adapter (:func:`label_set`)."""
     decode = predictor.decode
     if decode == "generate":
         return None
-    labels = label_set(adapter, predictor.signature)
     if decode == "auto":
         params = request.params
         sampled = float(params.get("temperature") or 0) > 0 or int(params.get("n") or 1) > 1

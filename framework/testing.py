@@ -20,7 +20,7 @@ from typing import Any, Literal
 from .errors import UsageError
 from .lm.lm import LM
 from .lm.profiles import ModelProfile
-from .lm.types import LMRequest, LMResponse, Usage
+from .lm.types import ContinuationScores, LMRequest, LMResponse, Usage
 
 Scores = Mapping[str, float] | Callable[[LMRequest, tuple[str, ...]], Sequence[float]]
 
@@ -332,7 +332,7 @@ class _ScoreBackend(_ScriptBackend):
     def can_score(self, request: LMRequest) -> bool:
         return self._scorable
 
-    def score(self, request: LMRequest, continuations: Sequence[str]) -> list[float]:
+    def score(self, request: LMRequest, continuations: Sequence[str]) -> ContinuationScores:
         options = tuple(continuations)
         with self._lock:
             self.scored.append((request, options))
@@ -343,10 +343,13 @@ class _ScoreBackend(_ScriptBackend):
                     f"the ScoringLM score function returned {len(values)} score(s) for "
                     f"{len(options)} continuation(s)"
                 )
-            return values
-        return [_table_score(self._scores, text) for text in options]
+        else:
+            values = [_table_score(self._scores, text) for text in options]
+        # One token per word of the prompt and of each continuation: enough to see usage.
+        read = len(request.as_text().split()) + sum(len(text.split()) for text in options)
+        return ContinuationScores(tuple(values), Usage(read, 0))
 
-    async def ascore(self, request: LMRequest, continuations: Sequence[str]) -> list[float]:
+    async def ascore(self, request: LMRequest, continuations: Sequence[str]) -> ContinuationScores:
         return self.score(request, continuations)
 
 

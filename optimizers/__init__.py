@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from lmforge.errors import UsageError
 
 if TYPE_CHECKING:
+    from .auto import AutoFewShot
     from .base import Optimizer
     from .bootstrap import BootstrapFewShot
     from .failures import TooManyErrorsError
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MIPRO",
     "OPTIMIZERS",
+    "AutoFewShot",
     "BootstrapFewShot",
     "InstructionSearch",
     "KNNFewShot",
@@ -45,6 +47,7 @@ __all__ = [
 
 #: Optimizer name -> ``"module:Class"`` (imported on first use).
 OPTIMIZERS: dict[str, str] = {
+    "auto": "lmforge.optimizers.auto:AutoFewShot",
     "labeled": "lmforge.optimizers.labeled:LabeledFewShot",
     "knn": "lmforge.optimizers.knn:KNNFewShot",
     "bootstrap": "lmforge.optimizers.bootstrap:BootstrapFewShot",

@@ -31,6 +31,7 @@ def setting(
     kind: type | None = None,
     record: bool | str = True,
     convert: Callable[[Any], Any] | None = None,
+    record_default: bool = True,
 ) -> Any:
     """A dataclass field for one optimizer setting.
 
@@ -41,8 +42,16 @@ def setting(
         record: whether ``config()`` records it (the run's identity and the artifact);
             a string records it under that name.
         convert: applied to the value when the optimizer is built (a model name to an LM).
+        record_default: ``False`` records the setting only when it differs from its default
+            (a setting added later leaves the identities of earlier runs unchanged).
     """
-    metadata = {"least": least, "kind": kind, "record": record, "convert": convert}
+    metadata = {
+        "least": least,
+        "kind": kind,
+        "record": record,
+        "convert": convert,
+        "record_default": record_default,
+    }
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -79,6 +88,8 @@ def recorded_settings(optimizer: Any) -> dict[str, Any]:
         if record is False:
             continue
         value = getattr(optimizer, field.name)
+        if not field.metadata.get("record_default", True) and value == field.default:
+            continue
         if isinstance(value, lf.Module):
             value = program_fingerprint(value)
         elif isinstance(value, LM):

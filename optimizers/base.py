@@ -36,6 +36,7 @@ from lmforge.errors import BudgetExceededError, UsageError
 from lmforge.trace import track
 
 from ._options import check_settings, recorded_settings, setting
+from .calibrating import check_calibration, finish_calibration, may_score
 from .progress import CompileProgress
 from .run import Run, RunStore, jsonable, program_fingerprint
 from .shared_store import is_database_url
@@ -55,6 +56,10 @@ class Optimizer(abc.ABC):
     than that raise (program or metric) while bootstrapping demos or in one evaluation, the
     compile stops with :class:`lmforge.optimizers.TooManyErrorsError`; fewer are counted in
     ``artifact_meta["errors"]``. ``None`` never stops.
+
+    And ``calibration`` (keyword, default ``"auto"``): how label-scoring predictors are
+    calibrated while candidates are scored and in the result (``"auto"``, ``"contextual"``,
+    ``"fitted"`` or ``"off"``; see :mod:`lmforge.optimizers.calibrating`).
     """
 
     #: The name used on the command line and in artifacts (``lmforge compile --optimizer``).
@@ -63,9 +68,11 @@ class Optimizer(abc.ABC):
     _: dataclasses.KW_ONLY
     # Not recorded: it decides whether a run stops, not what it computes or resumes from.
     max_errors: int | None = setting(10, least=0, record=False)
+    calibration: str = setting("auto", kind=str, record_default=False)
 
     def __post_init__(self) -> None:
         check_settings(self)
+        check_calibration(self.calibration, type(self).__name__)
 
     def config(self) -> dict[str, Any]:
         """This optimizer's settings as JSON-safe data (its recorded dataclass fields)."""
@@ -217,9 +224,19 @@ class Optimizer(abc.ABC):
                 progress=bar,
                 concurrency=limit,
                 max_errors=self.max_errors,
+                calibration=self.calibration,
             )
-            run.note(self._estimate_line(estimate, train, val, budget, meter))
+            run.note(self._estimate_line(estimate, train, val, budget, meter, student))
             result, dev, stopped = self._search(run, val)
+            searched = result  # the candidate chosen, before its final calibration
+            calibration: dict[str, Any] | None = None
+            if stopped is None:
+                try:
+                    result, dev, calibration = finish_calibration(
+                        run, result, dev, self.calibration
+                    )
+                except BudgetExceededError as exc:
+                    stopped = f"budget spent ({exc}) while calibrating label scores"
             usage = run.usage(tracker)
             backend_calls, cache_hits = tracker.lm_calls, tracker.cache_hits
             retries = tracker.retries
@@ -243,13 +260,15 @@ class Optimizer(abc.ABC):
                     "dev": {"sha256": identity["dev"], "n": len(val)} if val is not None else None,
                 },
                 "scores": {"dev": dev},
+                "calibration": calibration,
+                "strategy": run.strategy,
                 "usage": usage,
                 "estimated_lm_calls": estimate,
                 "stopped": stopped,
                 "errors": run.error_summary(),
                 "candidates": [c.summary() for c in run.candidates],
                 "chosen_candidate": next(
-                    (c.number for c in run.candidates if c.program is result), None
+                    (c.number for c in run.candidates if c.program is searched), None
                 ),
                 "trials": run.trials,
                 "lmforge_version": __version__,
@@ -317,11 +336,15 @@ class Optimizer(abc.ABC):
         val: list[lf.Example] | None,
         budget: Budget | None,
         meter: BudgetMeter,
+        student: lf.Module,
     ) -> str:
         data = f"{len(train)} train" + (f", {len(val)} dev" if val is not None else "")
+        calibrating = ""
+        if self.calibration != "off" and may_score(student):
+            calibrating = ", + 3 label-calibration calls per predictor of each candidate"
         line = (
             f"{self.name}: at most ~{estimate} LM calls ({data}; cache hits and "
-            f"resumed steps are free)"
+            f"resumed steps are free{calibrating})"
         )
         if budget is not None and not budget.unlimited:
             limits = []

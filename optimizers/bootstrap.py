@@ -24,6 +24,7 @@ from lmforge.trace import track
 
 from ._options import setting
 from .base import Optimizer, lm_calls_per_run
+from .calibrating import calibrated_teacher
 from .failures import check_max_errors, error_type, lm_failures
 from .labeled import balance_label, labeled_demos
 from .run import Run, fingerprint, jsonable, program_fingerprint
@@ -61,7 +62,9 @@ def default_teacher(run: Run, student: lf.Module, max_labeled_demos: int) -> lf.
                 run.rng("teacher"),
                 label=balance_label(predictor, run.trainset),
             )
-    return teacher
+    # A label-scoring teacher answers as calibrated as the student will be: uncalibrated,
+    # a biased prompt passes traces of one label only.
+    return calibrated_teacher(teacher, run.calibration)
 
 
 def choose_teacher(

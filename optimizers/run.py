@@ -143,6 +143,7 @@ class Run:
         progress: CompileProgress,
         concurrency: int,
         max_errors: int | None = 10,
+        calibration: str = "off",
     ) -> None:
         self.optimizer = optimizer
         self.student = student
@@ -157,6 +158,10 @@ class Run:
         self.progress = progress
         self.concurrency = concurrency
         self.max_errors = max_errors
+        #: how candidates are calibrated before scoring (:mod:`.calibrating`)
+        self.calibration = calibration
+        #: the strategy an optimizer that chooses one picked, and why (reported)
+        self.strategy: dict[str, Any] | None = None
         self.candidates: list[Candidate] = []
         self.trials: list[dict[str, Any]] = []
         self.fallback: lf.Module | None = None
@@ -247,9 +252,16 @@ class Run:
         dataset: Sequence[lf.Example] | None = None,
         *,
         label: str = "evaluate",
+        calibrate: bool = True,
     ) -> Scored:
         """Score ``program`` on ``dataset`` (default: the valset, else the trainset),
-        checkpointed by (program state, data, metric)."""
+        checkpointed by (program state, data, metric). With ``calibrate`` (and the run's
+        calibration on) a label-scoring program is scored calibrated for its own prompt,
+        as it will be served (:mod:`.calibrating`)."""
+        if calibrate:
+            from .calibrating import acalibrated
+
+            program = await acalibrated(program, self.calibration)
         data = list(
             dataset
             if dataset is not None
@@ -299,9 +311,12 @@ class Run:
         dataset: Sequence[lf.Example] | None = None,
         *,
         label: str = "evaluate",
+        calibrate: bool = True,
     ) -> Scored:
         """Sync :meth:`aevaluate`."""
-        return run_sync(self.aevaluate(program, dataset, label=label))  # type: ignore[no-any-return]
+        return run_sync(  # type: ignore[no-any-return]
+            self.aevaluate(program, dataset, label=label, calibrate=calibrate)
+        )
 
     # -- candidates ---------------------------------------------------------------------
 

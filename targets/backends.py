@@ -22,7 +22,13 @@ from typing import Any
 
 import httpx
 from lmforge.errors import ContextWindowError, LMError
-from lmforge.lm.types import Backend, LMRequest, LMResponse, OutputConstraint
+from lmforge.lm.types import (
+    Backend,
+    ContinuationScores,
+    LMRequest,
+    LMResponse,
+    OutputConstraint,
+)
 
 __all__ = [
     "CacheHintBackend",
@@ -121,10 +127,10 @@ class VLLMBackend:
         """Text-mode requests are scored through ``/v1/completions`` with ``echo``."""
         return request.prompt is not None and not request.tools
 
-    def score(self, request: LMRequest, continuations: Sequence[str]) -> list[float]:
+    def score(self, request: LMRequest, continuations: Sequence[str]) -> ContinuationScores:
         return self._client.score(self.wire_request(request), continuations)
 
-    async def ascore(self, request: LMRequest, continuations: Sequence[str]) -> list[float]:
+    async def ascore(self, request: LMRequest, continuations: Sequence[str]) -> ContinuationScores:
         return await self._client.ascore(self.wire_request(request), continuations)
 
 

@@ -16,7 +16,6 @@ from ..constraints import unwrap_annotated
 from ..errors import ParseError
 from ..fieldtypes import choice_labels, is_enum_like, shows_names, type_adapter
 from ..signature import Field
-from .lenient_json import NOT_JSON, loads_lenient, strip_fences
 
 __all__ = ["coerce", "render_value"]
 
@@ -188,6 +187,8 @@ def _make_scalar(kind: type) -> Callable[[Field, str, str], Any]:
 
 def _make_json(annotation: Any) -> Callable[[Field, str, str], Any]:
     import pydantic
+
+    from .lenient_json import NOT_JSON, loads_lenient, strip_fences
 
     adapter = type_adapter(annotation)
 

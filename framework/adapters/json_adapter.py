@@ -10,10 +10,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..errors import ParseError
 from ..fieldtypes import schema_of
 from ..signature import Signature
-from . import structured
 from .base import Adapter, Prompt, PromptPrefix, field_info, missing_output
 from .coerce import coerce, render_value
-from .lenient_json import loads_lenient
 from .markers import json_value, marked_value
 from .turns import Images, Layout, field_values, history_turns, layout_of
 
@@ -155,6 +153,8 @@ class JSONAdapter(Adapter):
     def parse(self, signature: Signature, text: str) -> dict[str, Any]:
         if not text or not text.strip():
             raise ParseError("the LM returned an empty answer", raw=text or "")
+        from .lenient_json import loads_lenient  # loaded with the first JSON answer
+
         data = loads_lenient(text)
         if not isinstance(data, dict):
             raise ParseError("the answer is not a JSON object", raw=text)
@@ -170,6 +170,8 @@ class JSONAdapter(Adapter):
         return result
 
     async def complete_core(self, lm: LM, request: LMRequest, *, blocking: bool) -> LMResponse:
+        from . import structured
+
         return await structured.complete_core(lm, request, blocking=blocking)
 
     def config(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from .retry import RetryPolicy
 from .types import (
     Backend,
     ConstraintSegment,
+    ContinuationScores,
     LMRequest,
     LMResponse,
     OutputConstraint,
@@ -21,6 +22,7 @@ __all__ = [
     "LM",
     "Backend",
     "ConstraintSegment",
+    "ContinuationScores",
     "LMRequest",
     "LMResponse",
     "ModelProfile",

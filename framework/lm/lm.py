@@ -19,7 +19,6 @@ from ..errors import BudgetExceededError, LMError, UsageError
 from ..steps import run_blocking
 from ..trace import LMCall, active_trackers
 from .cache import ResponseCache
-from .pricing import cost_of
 from .profiles import ModelProfile, profile_for
 from .retry import RetryPolicy
 from .types import Backend, LMRequest, LMResponse, Message
@@ -319,6 +318,8 @@ class LM:
     def _priced(self, response: LMResponse) -> LMResponse:
         if response.cost is not None:
             return response
+        from .pricing import cost_of  # the price table loads on the first unpriced answer
+
         cost = cost_of(self.model, response.usage)
         if cost is None:
             return response

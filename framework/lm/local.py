@@ -41,7 +41,7 @@ from ..errors import ContextWindowError, LMError, MissingExtraError, ProviderErr
 from .grammar import constraint_grammar, response_format_grammar
 from .local_models import resolve_model_path
 from .profiles import profile_for
-from .types import LMRequest, LMResponse, Message, Usage
+from .types import ContinuationScores, LMRequest, LMResponse, Message, Usage
 from .vision import has_images
 
 __all__ = ["LoadSettings", "LocalBackend", "loaded_models"]
@@ -312,7 +312,7 @@ class LocalBackend:
         """Every text request can be scored (images and tools cannot)."""
         return not request.tools and not has_images(request.messages)
 
-    def score(self, request: LMRequest, continuations: Sequence[str]) -> list[float]:
+    def score(self, request: LMRequest, continuations: Sequence[str]) -> ContinuationScores:
         """The summed token log-probabilities of each continuation after the prompt: the
         prompt is evaluated once and the continuations from its state (blocking)."""
         from .local_scoring import score_tokens
@@ -337,13 +337,16 @@ class LocalBackend:
                     model=self.model,
                 )
             try:
-                return score_tokens(llama, tokens, pieces)
+                scores = score_tokens(llama, tokens, pieces)
             except RuntimeError as exc:
                 raise ProviderError(
                     f"{self.model}: llama.cpp failed: {exc}", model=self.model
                 ) from None
+        # The prompt and every continuation's tokens are read, as a prompt is; none generated.
+        read = len(tokens) + sum(len(piece) for piece in pieces)
+        return ContinuationScores(tuple(scores), Usage(read, 0))
 
-    async def ascore(self, request: LMRequest, continuations: Sequence[str]) -> list[float]:
+    async def ascore(self, request: LMRequest, continuations: Sequence[str]) -> ContinuationScores:
         """Async :meth:`score`: the locked work runs in a worker thread."""
         return await asyncio.to_thread(self.score, request, continuations)
 

@@ -45,7 +45,7 @@ from ._http import (
 from ._transport import DeadlineBackend, apost, new_pool, post, proxy_for
 from .http_errors import ERROR_TEXT_BYTES, error_from_status, host, retry_after, transport_error
 from .redaction import redact, safe_cause
-from .types import LMRequest, LMResponse, Usage
+from .types import ContinuationScores, LMRequest, LMResponse, Usage
 
 if TYPE_CHECKING:
     import asyncio
@@ -155,14 +155,14 @@ class OpenAIBackend:
         base, _ = self._endpoint(request.model)
         return urlsplit(base).hostname != "api.openai.com"
 
-    def score(self, request: LMRequest, continuations: Sequence[str]) -> list[float]:
+    def score(self, request: LMRequest, continuations: Sequence[str]) -> ContinuationScores:
         """Each continuation's log-probability after the prompt, from one echoed
         ``/completions`` request holding every prompt-plus-continuation."""
         url, headers, body, timeout = self._prepare_scoring(request, continuations)
         response = self._post(request.model, url, headers, body, timeout)
         return self._to_scores(response, request, url, continuations)
 
-    async def ascore(self, request: LMRequest, continuations: Sequence[str]) -> list[float]:
+    async def ascore(self, request: LMRequest, continuations: Sequence[str]) -> ContinuationScores:
         """Async :meth:`score`."""
         url, headers, body, timeout = self._prepare_scoring(request, continuations)
         response = await self._apost(request.model, url, headers, body, timeout)
@@ -188,7 +188,7 @@ class OpenAIBackend:
 
     def _to_scores(
         self, response: HTTPResponse, request: LMRequest, url: str, continuations: Sequence[str]
-    ) -> list[float]:
+    ) -> ContinuationScores:
         from .openai_scoring import parse_scores
 
         status, content = response.status_code, response.content
@@ -199,7 +199,9 @@ class OpenAIBackend:
                 status, response.headers, content, request.model, url, secrets=self._secrets
             )
         try:
-            return parse_scores(json.loads(content), request.prompt or "", continuations)
+            data = json.loads(content)
+            scores = parse_scores(data, request.prompt or "", continuations)
+            return ContinuationScores(tuple(scores), _usage(data))
         except (ValueError, KeyError, TypeError, AttributeError, IndexError):
             self._unscorable.add(request.model)
             shown = redact(repr(content[:ERROR_TEXT_BYTES]), self._secrets)[:200]
@@ -486,11 +488,15 @@ def _parse_completion(data: Any, request: LMRequest) -> LMResponse:
                 )
         else:
             texts.append(_content_text(choice.get("text")))
-    usage = data.get("usage") or {}
     return LMResponse(
         texts=tuple(texts) or ("",),
-        usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
+        usage=_usage(data),
         model=data.get("model") or request.model,
         finish_reason=choices[0].get("finish_reason") if choices else None,
         tool_calls=tuple(tool_calls) or None,
     )
+
+
+def _usage(data: Any) -> Usage:
+    usage = data.get("usage") or {}
+    return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from .. import budget as _budget
 from ..errors import BudgetExceededError, LMError, UsageError
-from .types import LMRequest, LMResponse, ScoringBackend
+from .types import ContinuationScores, LMRequest, LMResponse, ScoringBackend, Usage
 
 if TYPE_CHECKING:
     from .lm import LM
@@ -61,7 +61,7 @@ async def score_core(
     if cached is not None and cached.texts and cached.finish_reason == "score":
         scores = _decode(cached.texts[-1])
         if scores is not None and len(scores) == len(continuations):
-            lm._record(keyed, _response(continuations, scores, cache_hit=True), started, None, 0)
+            lm._record(keyed, dataclasses.replace(cached, cache_hit=True), started, None, 0)
             return scores
     retry, sent, spent = lm.retry, 0, 0.0
     while True:
@@ -75,9 +75,9 @@ async def score_core(
         began = retry.clock()
         try:
             if blocking:
-                scores = backend.score(request, continuations)
+                answer = backend.score(request, continuations)
             else:
-                scores = await backend.ascore(request, continuations)
+                answer = await backend.ascore(request, continuations)
             break
         except LMError as exc:
             spent += retry.clock() - began
@@ -91,13 +91,19 @@ async def score_core(
         else:
             await retry.async_sleep(wait)
         spent += wait
-    scores = [float(s) for s in scores]
+    if not isinstance(answer, ContinuationScores):
+        raise LMError(
+            f"{lm.model}: the backend's score() returned {type(answer).__name__}, not "
+            "ContinuationScores",
+            model=lm.model,
+        )
+    scores = [float(s) for s in answer.values]
     if len(scores) != len(continuations):
         raise LMError(
             f"{lm.model}: the backend scored {len(scores)} continuation(s) of {len(continuations)}",
             model=lm.model,
         )
-    response = _response(continuations, scores, cache_hit=False)
+    response = lm._priced(_response(continuations, scores, answer.usage))
     _budget.charge(response.cost)
     if cache is not None:
         cache.put(keyed, response, lm.api_base)
@@ -105,7 +111,7 @@ async def score_core(
     return scores
 
 
-def _response(continuations: Sequence[str], scores: list[float], *, cache_hit: bool) -> LMResponse:
+def _response(continuations: Sequence[str], scores: list[float], usage: Usage) -> LMResponse:
     """The record of a scoring request: the best continuation, then the scores (JSON)."""
     import json
 
@@ -113,9 +119,8 @@ def _response(continuations: Sequence[str], scores: list[float], *, cache_hit: b
     encoded = json.dumps([s if math.isfinite(s) else None for s in scores])
     return LMResponse(
         texts=(continuations[best], encoded),
-        model=None,
+        usage=usage,
         finish_reason="score",
-        cache_hit=cache_hit,
     )
 
 

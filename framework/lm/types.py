@@ -18,6 +18,7 @@ from .vision import content_text, digest_images, has_images
 __all__ = [
     "Backend",
     "ConstraintSegment",
+    "ContinuationScores",
     "LMRequest",
     "LMResponse",
     "OutputConstraint",
@@ -126,6 +127,15 @@ class Usage:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ContinuationScores:
+    """A backend's answer to a scoring request: each continuation's summed token
+    log-probability (``values``, in the order asked) and the tokens the request used."""
+
+    values: tuple[float, ...]
+    usage: Usage = Usage()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class LMResponse:
     """A backend's answer. ``texts`` has one entry per sampled choice (``n``)."""
 
@@ -180,14 +190,16 @@ class ScoringBackend(Protocol):
 
     ``score`` returns, for each continuation, the sum of its tokens' log-probabilities
     when it follows the request's prompt (chat requests: the rendered chat prompt with the
-    assistant's turn opened). ``can_score`` says whether this request can be scored at all
-    (a chat request to an endpoint without ``echo``, say); callers generate instead when
-    it cannot. A backend may learn it cannot: after a server refuses a scoring request,
-    ``can_score`` says no for that model.
+    assistant's turn opened), and the tokens the request used. ``can_score`` says whether
+    this request can be scored at all (a chat request to an endpoint without ``echo``,
+    say); callers generate instead when it cannot. A backend may learn it cannot: after a
+    server refuses a scoring request, ``can_score`` says no for that model.
     """
 
     def can_score(self, request: LMRequest) -> bool: ...
 
-    def score(self, request: LMRequest, continuations: Sequence[str]) -> list[float]: ...
+    def score(self, request: LMRequest, continuations: Sequence[str]) -> ContinuationScores: ...
 
-    async def ascore(self, request: LMRequest, continuations: Sequence[str]) -> list[float]: ...
+    async def ascore(
+        self, request: LMRequest, continuations: Sequence[str]
+    ) -> ContinuationScores: ...

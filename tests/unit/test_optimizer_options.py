@@ -34,6 +34,9 @@ FINETUNE = {
     ("name", "options", "expected"),
     [
         ("labeled", {"k": 3, "sample": False}, {"k": 3, "sample": False, "balanced": True}),
+        # calibration is recorded only when it is not the default ("auto")
+        ("labeled", {"k": 3, "calibration": "off"},
+         {"k": 3, "sample": True, "balanced": True, "calibration": "off"}),
         ("knn", {"k": 2}, {"k": 2, "balanced": False, "order": "interleave", "max_pool": 1000,
                            "stemmer": "english", "embedder": None}),
         (

@@ -98,6 +98,7 @@ SUBMODULE_ONLY = {
         "DEFAULT_LOCAL_MODEL",
         "Backend",
         "ConstraintSegment",
+        "ContinuationScores",
         "OutputConstraint",
         "ResponseCache",
         "ScoringBackend",

@@ -14,7 +14,7 @@ from lmforge.budget import enforce
 from lmforge.errors import ArtifactError, BudgetExceededError, UsageError
 from lmforge.lm.openai_scoring import parse_scores, scoring_payload
 from lmforge.lm.retry import RetryPolicy
-from lmforge.lm.types import LMRequest, ScoringBackend
+from lmforge.lm.types import LMRequest, ScoringBackend, Usage
 from lmforge.testing import ScoringLM, ScriptedLM
 from test_openai_backend import FakeServer
 
@@ -150,6 +150,19 @@ def test_lm_score_is_cached_per_continuation_set(tmp_path: Any) -> None:
     assert len(lm.scored) == 2  # other continuations: another key
     # A completion of the same request is not answered by the scoring entry.
     assert lm.cache is not None and lm.cache.get(request) is None
+
+
+def test_lm_score_records_the_tokens_read_also_on_a_cache_hit(tmp_path: Any) -> None:
+    lm = ScoringLM(SCORES, cache=tmp_path)
+    request = lm.request(prompt="Route the ticket. Team:")
+    with lf.track() as tracker:
+        lm.score(request, [" billing", " sales"])
+        lm.score(request, [" billing", " sales"])
+    fresh, cached = (call.response for call in tracker.calls)
+    assert fresh is not None and cached is not None
+    assert fresh.usage.prompt_tokens == 4 + 2  # the fake counts words: prompt + continuations
+    assert (cached.cache_hit, cached.usage) == (True, fresh.usage)
+    assert tracker.prompt_tokens == 6  # cache hits cost no tokens
 
 
 def test_lm_score_counts_against_budgets() -> None:
@@ -418,15 +431,15 @@ def test_vllm_bundle_backend_scores_through_completions() -> None:
 
     server = FakeServer()
     try:
-        server.reply = lambda request: (
-            200,
-            {},
-            echo_body("Team:", [" a", " b"], [[-0.1], [-3.0]]),
-        )
+        body = echo_body("Team:", [" a", " b"], [[-0.1], [-3.0]])
+        body["usage"] = {"prompt_tokens": 8, "completion_tokens": 2}
+        server.reply = lambda request: (200, {}, body)
         backend = VLLMBackend(server.base.removesuffix("/v1"), "served")
         request = LMRequest(model="m", prompt="Team:")
         assert isinstance(backend, ScoringBackend) and backend.can_score(request)
-        assert backend.score(request, [" a", " b"]) == pytest.approx([-0.1, -3.0])
+        answer = backend.score(request, [" a", " b"])
+        assert answer.values == pytest.approx((-0.1, -3.0))
+        assert answer.usage == Usage(8, 2)  # the server's token counts, as reported
         assert server.requests[0]["body"]["model"] == "served"
     finally:
         server.close()

@@ -1,0 +1,108 @@
+"""AutoFewShot (``--optimizer auto``, the compile default): which strategies it tries on
+which data, how it chooses, and what it reports; fake scoring models."""
+
+from __future__ import annotations
+
+import json
+
+import lmforge as lf
+import pytest
+from lmforge.lm.types import LMRequest
+from lmforge.optimizers import AutoFewShot, create
+from lmforge.testing import ScoringLM
+from test_compile_calibration import KEYWORDS, Route, last_ticket, metric, rows
+
+pytest.importorskip("bm25s", reason="knn needs the 'retrieval' extra")
+
+
+def few_demos_help(request: LMRequest, continuations: tuple[str, ...]) -> list[float]:
+    """Answers right only when the prompt shows at most 4 demos (else always "sales")."""
+    demos = request.as_text().count("Ticket:") - 1
+    ticket = last_ticket(request)
+    values = []
+    for text in continuations:
+        label = next(name for name in KEYWORDS if name in text)
+        right = KEYWORDS[label] in ticket and demos <= 4
+        values.append(1.0 if label == "sales" else 0.0 if not right else 3.0)
+    return values
+
+
+def test_a_training_set_that_fits_one_prompt_is_all_demos() -> None:
+    lm = ScoringLM(few_demos_help)
+    compiled = AutoFewShot(k=8).compile(
+        lf.Predict(Route), rows(6), metric=metric, lm=lm, progress=False
+    )
+    strategy = compiled.artifact_meta["strategy"]  # type: ignore[attr-defined]
+    assert (
+        strategy["chosen"] == "labeled" and "6 training rows fit in one prompt" in strategy["why"]
+    )
+    assert len(compiled.predictors()[0].demos) == 6
+
+
+def test_with_a_dev_split_every_strategy_is_scored_and_the_best_wins() -> None:
+    lm = ScoringLM(few_demos_help)
+    compiled = AutoFewShot(k=8, calibration="off").compile(
+        lf.Predict(Route), rows(24), metric=metric, valset=rows(6), lm=lm, progress=False
+    )
+    meta = compiled.artifact_meta  # type: ignore[attr-defined]
+    scores = meta["strategy"]["scores"]
+    assert set(scores) == {"labeled", "knn", "bootstrap"}
+    # 8 demos bury the answer; knn shows 4 neighbours per input.
+    assert scores["labeled"] == pytest.approx(1 / 3) and scores["knn"] == 1.0
+    assert meta["strategy"]["chosen"] == "knn" and meta["scores"]["dev"] == 1.0
+    assert [c["kind"] for c in meta["candidates"]] == ["labeled", "knn", "bootstrap"]
+    assert compiled.predictors()[0].demo_selector is not None  # per-input demos, served too
+
+
+def test_ties_go_to_the_cheapest_strategy() -> None:
+    lm = ScoringLM({"billing": -1.0, "sales": -2.0, "support": -3.0})  # always billing
+    compiled = AutoFewShot(k=4, calibration="off").compile(
+        lf.Predict(Route), rows(12), metric=metric, valset=rows(6), lm=lm, progress=False
+    )
+    strategy = compiled.artifact_meta["strategy"]  # type: ignore[attr-defined]
+    assert len(set(strategy["scores"].values())) == 1 and strategy["chosen"] == "labeled"
+
+
+def test_without_a_dev_split_training_rows_are_held_out_to_choose(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    lm = ScoringLM(few_demos_help)
+    train = rows(40)
+    compiled = AutoFewShot(k=8, calibration="off").compile(
+        lf.Predict(Route), train, metric=metric, lm=lm, progress=False
+    )
+    strategy = compiled.artifact_meta["strategy"]  # type: ignore[attr-defined]
+    assert strategy["chosen"] == "knn" and "best on 10 held-out training rows" in strategy["why"]
+    # The winner is compiled again on the whole training set: its pool has every row.
+    selector = compiled.predictors()[0].demo_selector
+    assert selector is not None and len(selector.pool) == len(train)
+    assert "auto: knn (best on 10 held-out training rows" in capsys.readouterr().err
+
+
+def test_too_few_rows_to_hold_out_fall_back_to_labeled_demos() -> None:
+    lm = ScoringLM(few_demos_help)
+    compiled = AutoFewShot(k=8).compile(
+        lf.Predict(Route), rows(20), metric=metric, lm=lm, progress=False
+    )
+    strategy = compiled.artifact_meta["strategy"]  # type: ignore[attr-defined]
+    assert strategy["chosen"] == "labeled" and "too few to hold some out" in strategy["why"]
+    assert len(compiled.predictors()[0].demos) == 8
+
+
+@pytest.mark.parametrize("holdout", [0, 1, 1.5])
+def test_a_holdout_outside_zero_and_one_is_refused(holdout: float) -> None:
+    with pytest.raises(lf.UsageError, match=r"holdout=...\) must be between 0 and 1"):
+        AutoFewShot(holdout=holdout)
+
+
+def test_auto_is_the_compile_default() -> None:
+    import inspect
+
+    from lmforge.cli.compile import compile_command
+
+    default = inspect.signature(compile_command).parameters["optimizer_name"].default
+    assert getattr(default, "default", default) == "auto"
+    assert isinstance(create("auto"), AutoFewShot)
+    assert json.dumps(create("auto").config()) == json.dumps(
+        {"k": 8, "max_bootstrapped_demos": 4, "holdout": 0.25}
+    )
