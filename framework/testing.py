@@ -20,7 +20,8 @@ from typing import Any, Literal
 from .errors import UsageError
 from .lm.lm import LM
 from .lm.profiles import ModelProfile
-from .lm.types import ContinuationScores, LMRequest, LMResponse, Usage
+from .lm.score_call import ContinuationScores
+from .lm.types import LMRequest, LMResponse, Usage
 
 Scores = Mapping[str, float] | Callable[[LMRequest, tuple[str, ...]], Sequence[float]]
 

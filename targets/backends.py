@@ -22,13 +22,8 @@ from typing import Any
 
 import httpx
 from lmforge.errors import ContextWindowError, LMError
-from lmforge.lm.types import (
-    Backend,
-    ContinuationScores,
-    LMRequest,
-    LMResponse,
-    OutputConstraint,
-)
+from lmforge.lm.score_call import ContinuationScores
+from lmforge.lm.types import Backend, LMRequest, LMResponse, OutputConstraint
 
 __all__ = [
     "CacheHintBackend",

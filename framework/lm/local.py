@@ -41,7 +41,8 @@ from ..errors import ContextWindowError, LMError, MissingExtraError, ProviderErr
 from .grammar import constraint_grammar, response_format_grammar
 from .local_models import resolve_model_path
 from .profiles import profile_for
-from .types import ContinuationScores, LMRequest, LMResponse, Message, Usage
+from .score_call import ContinuationScores
+from .types import LMRequest, LMResponse, Message, Usage
 from .vision import has_images
 
 __all__ = ["LoadSettings", "LocalBackend", "loaded_models"]

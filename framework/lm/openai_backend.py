@@ -45,7 +45,8 @@ from ._http import (
 from ._transport import DeadlineBackend, apost, new_pool, post, proxy_for
 from .http_errors import ERROR_TEXT_BYTES, error_from_status, host, retry_after, transport_error
 from .redaction import redact, safe_cause
-from .types import ContinuationScores, LMRequest, LMResponse, Usage
+from .score_call import ContinuationScores
+from .types import LMRequest, LMResponse, Usage
 
 if TYPE_CHECKING:
     import asyncio

@@ -17,16 +17,26 @@ from typing import TYPE_CHECKING
 
 from .. import budget as _budget
 from ..errors import BudgetExceededError, LMError, UsageError
-from .types import ContinuationScores, LMRequest, LMResponse, ScoringBackend, Usage
+from .types import LMRequest, LMResponse, ScoringBackend, Usage
 
 if TYPE_CHECKING:
     from .lm import LM
 
-__all__ = ["SCORE_PARAM", "score_core", "scoring_backend", "scoring_request"]
+__all__ = ["SCORE_PARAM", "ContinuationScores", "score_core", "scoring_backend", "scoring_request"]
 
 #: The request parameter under which a scoring request carries its continuations (so that
 #: cache keys and traces tell scoring requests apart from completions).
 SCORE_PARAM = "score_continuations"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ContinuationScores:
+    """A backend's answer to a scoring request: each continuation's summed token
+    log-probability (``values``, in the order asked) and the tokens the request used.
+    (Here, not in :mod:`lmforge.lm.types`: only scoring code loads it.)"""
+
+    values: tuple[float, ...]
+    usage: Usage = Usage()  # noqa: RUF009 (a frozen dataclass: shared safely)
 
 
 def scoring_backend(lm: LM, request: LMRequest) -> ScoringBackend | None:

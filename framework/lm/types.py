@@ -11,14 +11,16 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from .vision import content_text, digest_images, has_images
+
+if TYPE_CHECKING:
+    from .score_call import ContinuationScores
 
 __all__ = [
     "Backend",
     "ConstraintSegment",
-    "ContinuationScores",
     "LMRequest",
     "LMResponse",
     "OutputConstraint",
@@ -124,15 +126,6 @@ class Usage:
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ContinuationScores:
-    """A backend's answer to a scoring request: each continuation's summed token
-    log-probability (``values``, in the order asked) and the tokens the request used."""
-
-    values: tuple[float, ...]
-    usage: Usage = Usage()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
