@@ -108,7 +108,7 @@ class Module:
             with hook.span(self, inputs):
                 prediction = self.forward(**inputs)
         if "artifact_meta" in self.__dict__:  # a compiled or loaded program: lights apply
-            from . import lights
+            import lmforge.lights as lights  # absolute: no per-call name resolution
 
             return lights.mark(self, prediction)  # type: ignore[no-any-return]
         return prediction
@@ -123,7 +123,7 @@ class Module:
             with hook.span(self, inputs):
                 prediction = await self.aforward(**inputs)
         if "artifact_meta" in self.__dict__:  # a compiled or loaded program: lights apply
-            from . import lights
+            import lmforge.lights as lights  # absolute: no per-call name resolution
 
             return lights.mark(self, prediction)  # type: ignore[no-any-return]
         return prediction

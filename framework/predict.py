@@ -225,11 +225,11 @@ class Predict(Module):
                 known = self._labels = (adapter, label_set(adapter, self._signature))
             # An open output under decode="auto" generates without asking the LM anything.
             if known[1] is not None or self.decode == "score":
-                from .scoring import plan
+                from lmforge.scoring import plan  # absolute: no per-call name resolution
 
                 labels = plan(self, lm, known[1], request)
         if labels is not None:
-            from .scoring import scored_call
+            from lmforge.scoring import scored_call
 
             scored = await scored_call(
                 self, labels, lm, request, call_inputs, started, blocking=blocking

@@ -318,7 +318,9 @@ class LM:
     def _priced(self, response: LMResponse) -> LMResponse:
         if response.cost is not None:
             return response
-        from .pricing import cost_of  # the price table loads on the first unpriced answer
+        # Loaded on the first unpriced answer; absolute, as a relative import inside a
+        # function costs a Python call on every call.
+        from lmforge.lm.pricing import cost_of
 
         cost = cost_of(self.model, response.usage)
         if cost is None:
