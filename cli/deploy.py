@@ -22,6 +22,12 @@ METADATA_HELP = (
     "Answer {answer, confidence, light} instead of the outputs alone (both are always sent "
     "as X-LMForge-Confidence / X-LMForge-Light headers)."
 )
+DECODE_HELP = (
+    "How the served program answers closed outputs: auto (score labels when the engine can, "
+    "as compiled), score, or generate (constrained choice: one prefill per call instead of "
+    "log-probabilities over every prompt token of every label, much cheaper on a CPU "
+    "engine; answers then carry no confidence or light). Default: as compiled."
+)
 WITHHOLD_HELP = (
     "red (or yellow: yellow and red): answer such answers with HTTP 200 and "
     '{"answer": null, "light": ...} instead of the outputs.'
@@ -82,6 +88,7 @@ def export(
     trust: list[str] = typer.Option([], "--trust", help=TRUST_HELP),
     answer_metadata: bool = typer.Option(False, "--answer-metadata", help=METADATA_HELP),
     withhold: str | None = typer.Option(None, "--withhold", help=WITHHOLD_HELP),
+    decode: str | None = typer.Option(None, "--decode", help=DECODE_HELP),
     request_log: str | None = typer.Option(
         None,
         "--request-log",
@@ -156,6 +163,7 @@ def export(
         trusted_modules=tuple(trusted_modules(trust)),
         answer_metadata=answer_metadata,
         withhold=withhold,
+        decode=decode,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the notes below repeat them

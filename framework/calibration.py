@@ -34,6 +34,7 @@ __all__ = [
     "CONTENT_FREE",
     "Calibration",
     "calibrate",
+    "can_calibrate",
     "contextual_bias",
     "fit_bias",
     "set_calibration",
@@ -161,6 +162,24 @@ def _gold_index(values: Sequence[Any], labels: Sequence[str], gold: Any) -> int 
     return None
 
 
+def can_calibrate(predictor: Predict) -> bool:
+    """Whether :func:`calibrate` would calibrate ``predictor``: a closed output, text
+    inputs and an LM (the predictor's or the configured one) that can score its prompt."""
+    from .scoring import label_set
+
+    inputs = _content_free_inputs(predictor, CONTENT_FREE[0])
+    if inputs is None:
+        return False
+    try:
+        lm = predictor.resolve_lm()
+    except UsageError:
+        return False
+    if label_set(predictor.resolve_adapter(lm), predictor.signature) is None:
+        return False
+    probe = predictor.format(inputs, lm=lm)
+    return lm.can_score(lm.request(messages=probe.messages, prompt=probe.text))
+
+
 def calibrate_predictor(
     predictor: Predict,
     dev: Sequence[Example] | None = None,
@@ -170,21 +189,16 @@ def calibrate_predictor(
 ) -> Calibration | None:
     """Measure and set ``predictor``'s calibration; ``None`` (and nothing set) when the
     predictor has no closed output, its LM cannot score, or no input is text."""
-    from .scoring import label_set, normalise, score_labels
+    from .scoring import normalise, score_labels
 
+    if not can_calibrate(predictor):
+        return None  # an open output, inputs that are not text, or an LM that generates
     lm = predictor.resolve_lm()
-    if label_set(predictor.resolve_adapter(lm), predictor.signature) is None:
-        return None
     rows = [
         (text, inputs)
         for text in content_free
         if (inputs := _content_free_inputs(predictor, text)) is not None
     ]
-    if not rows:
-        return None
-    probe = predictor.format(rows[0][1], lm=lm)
-    if not lm.can_score(lm.request(messages=probe.messages, prompt=probe.text)):
-        return None  # this predictor generates: there is nothing to calibrate
     distributions = []
     for _, inputs in rows:
         labels, scores = score_labels(predictor, inputs, lm=lm)

@@ -5,10 +5,11 @@ trying depends on the data:
 
 * a training set of at most ``k`` rows fits in one prompt: every row becomes a demo
   (labeled, class-balanced for closed outputs; no search);
-* otherwise three are compiled: **labeled** (``k`` demos, class-balanced and interleaved
-  for a closed output), **knn** (the ``k`` training rows nearest each input, when the
-  retrieval extra is installed) and **bootstrap** (demos from traces the program got
-  right, topped up with labeled rows to ``k``);
+* otherwise these are compiled, named by kind and demo count: **labeled** with ``k`` and
+  with ``2k`` demos (class-balanced and interleaved for a closed output), **knn** (the
+  ``k / 2`` training rows nearest each input, when the retrieval extra is installed) and
+  **bootstrap** (demos from traces the program got right, topped up with labeled rows to
+  ``k``);
 
 and which one wins depends on the model, so they are scored on held-out rows: the dev
 split, or, without one, a seeded ``holdout`` share of the training set (the winner is
@@ -45,8 +46,8 @@ class AutoFewShot(Optimizer):
     """Compile with whichever few-shot strategy scores best on held-out rows.
 
     Args:
-        k: demos per prompt (labeled and bootstrap; the neighbours of knn are ``k // 2``,
-            at least 2: per-input demos need fewer).
+        k: demos per prompt (labeled also tries ``2k``; the neighbours of knn are
+            ``k // 2``, at least 2: per-input demos need fewer).
         max_bootstrapped_demos: of the ``k`` bootstrap demos, at most this many from
             traces.
         holdout: without a dev split, the share of the training set held out to choose
@@ -70,12 +71,17 @@ class AutoFewShot(Optimizer):
     def strategies(self, trainset: Sequence[lf.Example]) -> dict[str, Optimizer]:
         """The strategies worth trying on ``trainset``, by name."""
         options: dict[str, Any] = {"calibration": self.calibration, "max_errors": self.max_errors}
-        if len(trainset) <= self.k:
-            return {"labeled": LabeledFewShot(k=self.k, **options)}
-        tried: dict[str, Optimizer] = {"labeled": LabeledFewShot(k=self.k, **options)}
+        n = len(trainset)
+        if n <= self.k:
+            return {f"labeled-{n}": LabeledFewShot(k=n, **options)}
+        # Cheapest first: ties go to the strategy tried first.
+        tried: dict[str, Optimizer] = {f"labeled-{self.k}": LabeledFewShot(k=self.k, **options)}
+        more = min(2 * self.k, n)
+        tried[f"labeled-{more}"] = LabeledFewShot(k=more, **options)
         if importlib.util.find_spec("bm25s") is not None:
-            tried["knn"] = KNNFewShot(k=max(2, self.k // 2), **options)
-        tried["bootstrap"] = BootstrapFewShot(
+            near = max(2, self.k // 2)
+            tried[f"knn-{near}"] = KNNFewShot(k=near, **options)
+        tried[f"bootstrap-{self.k}"] = BootstrapFewShot(
             max_bootstrapped_demos=min(self.max_bootstrapped_demos, self.k),
             max_labeled_demos=self.k,
             **options,
@@ -116,7 +122,7 @@ class AutoFewShot(Optimizer):
         else:
             size = self._held_out_size(len(run.trainset))
             if not size:
-                name = "labeled"
+                name = next(iter(tried))  # labeled, k demos
                 why = (
                     f"no dev split and {len(run.trainset)} training rows are too few to "
                     "hold some out: labeled demos (no LM calls to choose)"
@@ -138,7 +144,7 @@ class AutoFewShot(Optimizer):
                 run.add_candidate(program, scored.score, kind=name, failures=scored.failures)
             run.add_trial(scored.score, kind="full", label=name)
             run.progress.advance()
-        # Ties go to the cheaper strategy (the order tried: labeled, knn, bootstrap).
+        # Ties go to the cheaper strategy (the order tried).
         name = max(scores, key=lambda n: (scores[n], -list(tried).index(n)))
         ranked = ", ".join(f"{n} {100 * s:.1f}%" for n, s in scores.items())
         why = f"best on {split}: {ranked}"

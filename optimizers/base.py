@@ -36,7 +36,7 @@ from lmforge.errors import BudgetExceededError, UsageError
 from lmforge.trace import track
 
 from ._options import check_settings, recorded_settings, setting
-from .calibrating import check_calibration, finish_calibration, may_score
+from .calibrating import calibration_calls, check_calibration, finish_calibration
 from .progress import CompileProgress
 from .run import Run, RunStore, jsonable, program_fingerprint
 from .shared_store import is_database_url
@@ -226,7 +226,11 @@ class Optimizer(abc.ABC):
                 max_errors=self.max_errors,
                 calibration=self.calibration,
             )
-            run.note(self._estimate_line(estimate, train, val, budget, meter, student))
+            per_candidate, final = calibration_calls(
+                student, len(val or train), bool(val), self.calibration, lm_calls_per_run(student)
+            )
+            estimate += final
+            run.note(self._estimate_line(estimate, train, val, budget, meter, per_candidate))
             result, dev, stopped = self._search(run, val)
             searched = result  # the candidate chosen, before its final calibration
             calibration: dict[str, Any] | None = None
@@ -336,12 +340,14 @@ class Optimizer(abc.ABC):
         val: list[lf.Example] | None,
         budget: Budget | None,
         meter: BudgetMeter,
-        student: lf.Module,
+        calibration_per_candidate: int,
     ) -> str:
         data = f"{len(train)} train" + (f", {len(val)} dev" if val is not None else "")
         calibrating = ""
-        if self.calibration != "off" and may_score(student):
-            calibrating = ", + 3 label-calibration calls per predictor of each candidate"
+        if calibration_per_candidate:
+            calibrating = (
+                f", + {calibration_per_candidate} label-calibration calls per candidate scored"
+            )
         line = (
             f"{self.name}: at most ~{estimate} LM calls ({data}; cache hits and "
             f"resumed steps are free{calibrating})"

@@ -24,7 +24,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 import lmforge as lf
-from lmforge.calibration import calibrate
+from lmforge.calibration import calibrate, can_calibrate
 from lmforge.errors import UsageError
 from lmforge.modules.demo_sets import closed_output
 
@@ -35,6 +35,7 @@ __all__ = [
     "CALIBRATIONS",
     "acalibrated",
     "calibrated_teacher",
+    "calibration_calls",
     "check_calibration",
     "finish_calibration",
     "may_score",
@@ -58,6 +59,22 @@ def may_score(program: lf.Module) -> bool:
         predictor.decode != "generate" and closed_output(predictor.signature) is not None
         for predictor in program.predictors()
     )
+
+
+def calibration_calls(
+    program: lf.Module, rows: int, has_dev: bool, method: str, calls_per_run: int
+) -> tuple[int, int]:
+    """An upper bound of the LM calls calibration adds to a compile of ``program`` (the
+    configured LM in scope): per candidate (3 content-free calls per predictor that scores)
+    and in total at the end (fitting on dev, then the program on ``rows`` held-out rows
+    with and without calibration). ``(0, 0)`` when nothing will be calibrated."""
+    if method == "off" or not may_score(program):
+        return 0, 0
+    scoring = sum(1 for predictor in program.predictors() if can_calibrate(predictor))
+    if not scoring:
+        return 0, 0
+    passes = {"auto": 2, "contextual": 1, "fitted": 1}[method] + (1 if has_dev else 0)
+    return 3 * scoring, 3 * scoring + passes * rows * calls_per_run
 
 
 def _calibrated_copy(program: lf.Module, dev: list[lf.Example] | None, method: str) -> lf.Module:

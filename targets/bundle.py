@@ -310,6 +310,15 @@ def load_bundle(
         else []
     )
     program = lf.load(directory / "program.json", trusted_modules=shipped)
+    decode = serving.get("decode")
+    if decode is not None:  # `lmforge export --decode`: one mode for every predictor
+        if decode not in ("auto", "score", "generate"):
+            raise ArtifactError(
+                f"serving.json: decode must be auto, score or generate, not {decode!r}; re-export"
+            )
+        from lmforge.scoring import set_decode
+
+        set_decode(program, decode)
     backend = serving["backend"]
     max_tokens = int(serving.get("max_tokens", 256))
     predictors = dict(program.named_predictors())

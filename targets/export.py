@@ -67,6 +67,7 @@ class ExportOptions:
     answer_metadata: bool = False  # answer {answer, confidence, light} (serving.json answers)
     withhold: str | None = None  # "red" / "yellow": hold back answers of that light and worse
     request_log: RequestLogSettings | None = None  # off unless asked for
+    decode: str | None = None  # auto / score / generate for every predictor; None: as compiled
 
     def __post_init__(self) -> None:
         """Refuse values vLLM, the memory plan or the generated files cannot use (UsageError).
@@ -99,6 +100,11 @@ class ExportOptions:
             raise UsageError(
                 f"--gpu-memory-gib must be > 0 and at most 65536 (GiB of one GPU), "
                 f"got {self.gpu_memory_gib!r}"
+            )
+        if self.decode not in (None, "auto", "score", "generate"):
+            raise UsageError(
+                f"--decode must be auto, score or generate (or left out: as compiled), "
+                f"got {self.decode!r}"
             )
         if self.withhold not in (None, "red", "yellow"):
             raise UsageError(
@@ -422,6 +428,14 @@ def export_bundle(
         "answers": context["answers"],
         "reference_stats": reference,
     }
+    if options.decode is not None:
+        serving["decode"] = options.decode
+        if options.decode == "generate" and _calibrated_or_lit(program):
+            notes.append(
+                "--decode generate: served answers are generated, so the artifact's label "
+                "calibration and light thresholds (measured on label scores) do not apply "
+                "and answers carry no confidence or light"
+            )
     if options.request_log is not None:
         serving["request_log"] = options.request_log.to_json()
         if not options.request_log.url.startswith(("postgresql://", "postgres://")):
@@ -462,3 +476,12 @@ def export_bundle(
     files["manifest.json"] = dumps(manifest).encode()
     path = write_bundle(Path(out), files, force=force)
     return ExportResult(path, manifest, plan, tuple(notes))
+
+
+
+def _calibrated_or_lit(program: lf.Module) -> bool:
+    """Whether a program carries a label calibration or light thresholds."""
+    from lmforge.lights import thresholds_of
+
+    calibrated = any(p.calibration is not None for p in program.predictors())
+    return calibrated or thresholds_of(program) is not None

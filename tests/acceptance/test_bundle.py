@@ -154,6 +154,12 @@ def test_export_is_atomic_reproducible_and_refuses_non_empty(
     assert not (tmp_path / "c").exists()
 
 
+def test_export_refuses_an_unknown_decode_mode(artifact: Path, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="--decode must be auto, score or generate"):
+        _export(artifact, tmp_path / "bundle", decode="sample")
+    assert not (tmp_path / "bundle").exists()
+
+
 def test_tampered_bundle_is_refused(artifact: Path, tmp_path: Path) -> None:
     bundle = _export(artifact, tmp_path / "bundle").path
     (bundle / "serving.json").write_text(
@@ -235,14 +241,19 @@ def test_served_bundle_scores_labels_on_vllm(
     assert request["auth"] == "Bearer vllm-secret-value"
 
 
+@pytest.mark.parametrize("where", ["artifact", "export"])
 def test_served_bundle_sends_choice_constraints_to_vllm_when_generating(
-    artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     from lmforge.scoring import set_decode
 
-    set_decode(lf.load(artifact), "generate").save(artifact)
+    if where == "artifact":  # the program was saved generating
+        set_decode(lf.load(artifact), "generate").save(artifact)
+        bundle = _export(artifact, tmp_path / "bundle").path
+    else:  # `lmforge export --decode generate` of a program that scores
+        bundle = _export(artifact, tmp_path / "bundle", decode="generate").path
+        assert json.loads((bundle / "serving.json").read_text())["decode"] == "generate"
     seen: list[dict[str, Any]] = []
-    bundle = _export(artifact, tmp_path / "bundle").path
     with serve(_fake_vllm(seen)) as vllm_url:
         monkeypatch.setenv("LMFORGE_VLLM_URL", vllm_url)
         monkeypatch.setenv("VLLM_API_KEY", "vllm-secret-value")

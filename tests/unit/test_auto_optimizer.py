@@ -34,7 +34,7 @@ def test_a_training_set_that_fits_one_prompt_is_all_demos() -> None:
     )
     strategy = compiled.artifact_meta["strategy"]  # type: ignore[attr-defined]
     assert (
-        strategy["chosen"] == "labeled" and "6 training rows fit in one prompt" in strategy["why"]
+        strategy["chosen"] == "labeled-6" and "6 training rows fit in one prompt" in strategy["why"]
     )
     assert len(compiled.predictors()[0].demos) == 6
 
@@ -46,11 +46,13 @@ def test_with_a_dev_split_every_strategy_is_scored_and_the_best_wins() -> None:
     )
     meta = compiled.artifact_meta  # type: ignore[attr-defined]
     scores = meta["strategy"]["scores"]
-    assert set(scores) == {"labeled", "knn", "bootstrap"}
-    # 8 demos bury the answer; knn shows 4 neighbours per input.
-    assert scores["labeled"] == pytest.approx(1 / 3) and scores["knn"] == 1.0
-    assert meta["strategy"]["chosen"] == "knn" and meta["scores"]["dev"] == 1.0
-    assert [c["kind"] for c in meta["candidates"]] == ["labeled", "knn", "bootstrap"]
+    kinds = ["labeled-8", "labeled-16", "knn-4", "bootstrap-8"]  # demo counts searched too
+    assert list(scores) == kinds
+    # 8 or 16 demos bury the answer; knn shows 4 neighbours per input.
+    assert scores["labeled-8"] == scores["labeled-16"] == pytest.approx(1 / 3)
+    assert scores["knn-4"] == 1.0
+    assert meta["strategy"]["chosen"] == "knn-4" and meta["scores"]["dev"] == 1.0
+    assert [c["kind"] for c in meta["candidates"]] == kinds
     assert compiled.predictors()[0].demo_selector is not None  # per-input demos, served too
 
 
@@ -60,7 +62,7 @@ def test_ties_go_to_the_cheapest_strategy() -> None:
         lf.Predict(Route), rows(12), metric=metric, valset=rows(6), lm=lm, progress=False
     )
     strategy = compiled.artifact_meta["strategy"]  # type: ignore[attr-defined]
-    assert len(set(strategy["scores"].values())) == 1 and strategy["chosen"] == "labeled"
+    assert len(set(strategy["scores"].values())) == 1 and strategy["chosen"] == "labeled-4"
 
 
 def test_without_a_dev_split_training_rows_are_held_out_to_choose(
@@ -72,11 +74,11 @@ def test_without_a_dev_split_training_rows_are_held_out_to_choose(
         lf.Predict(Route), train, metric=metric, lm=lm, progress=False
     )
     strategy = compiled.artifact_meta["strategy"]  # type: ignore[attr-defined]
-    assert strategy["chosen"] == "knn" and "best on 10 held-out training rows" in strategy["why"]
+    assert strategy["chosen"] == "knn-4" and "best on 10 held-out training rows" in strategy["why"]
     # The winner is compiled again on the whole training set: its pool has every row.
     selector = compiled.predictors()[0].demo_selector
     assert selector is not None and len(selector.pool) == len(train)
-    assert "auto: knn (best on 10 held-out training rows" in capsys.readouterr().err
+    assert "auto: knn-4 (best on 10 held-out training rows" in capsys.readouterr().err
 
 
 def test_too_few_rows_to_hold_out_fall_back_to_labeled_demos() -> None:
@@ -85,7 +87,7 @@ def test_too_few_rows_to_hold_out_fall_back_to_labeled_demos() -> None:
         lf.Predict(Route), rows(20), metric=metric, lm=lm, progress=False
     )
     strategy = compiled.artifact_meta["strategy"]  # type: ignore[attr-defined]
-    assert strategy["chosen"] == "labeled" and "too few to hold some out" in strategy["why"]
+    assert strategy["chosen"] == "labeled-8" and "too few to hold some out" in strategy["why"]
     assert len(compiled.predictors()[0].demos) == 8
 
 
