@@ -113,7 +113,7 @@ def finish_calibration(
     if method == "fitted" and not val:
         raise UsageError("calibration='fitted' needs a dev split (valset=... or --dev)")
     fit = method in ("auto", "fitted") and bool(val)
-    calibrated = _calibrated_copy(program, val if fit else None, "auto" if fit else "contextual")
+    calibrated = _calibrated_copy(program, val if fit else None, method if fit else "contextual")
     if calibrated is program:
         return program, dev, None
     kinds = sorted({p.calibration.method for p in calibrated.predictors() if p.calibration})

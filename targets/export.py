@@ -478,7 +478,6 @@ def export_bundle(
     return ExportResult(path, manifest, plan, tuple(notes))
 
 
-
 def _calibrated_or_lit(program: lf.Module) -> bool:
     """Whether a program carries a label calibration or light thresholds."""
     from lmforge.lights import thresholds_of

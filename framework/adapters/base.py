@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from ..lm.lm import LM
     from .sandbox import BoundedEnvironment
+    from .turns import Layout
 
 __all__ = ["Adapter", "Prompt", "PromptPrefix"]
 
@@ -48,10 +49,13 @@ class Prompt:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PromptPrefix:
-    """The static part of a prompt: everything before the call's inputs."""
+    """The static part of a prompt: everything before the call's inputs. ``layout`` is
+    the signature's layout (:func:`lmforge.adapters.turns.layout_of`) when the adapter
+    built the prefix, so a call need not look it up again."""
 
     messages: tuple[Message, ...] = ()
     text: str = ""
+    layout: Layout | None = None
 
 
 def field_info(field: Field) -> dict[str, Any]:

@@ -43,12 +43,12 @@ class ChatAdapter(Adapter):
                 continue
             messages.extend(self._turns(signature, layout, history_turns(layout, demo)))
             messages.extend(self._turn(signature, layout, demo, user_always=True))
-        return PromptPrefix(messages=tuple(messages))
+        return PromptPrefix(messages=tuple(messages), layout=layout)
 
     def format_inputs(
         self, signature: Signature, prefix: PromptPrefix, inputs: Mapping[str, Any]
     ) -> Prompt:
-        layout = self.cached(("layout", signature), lambda: layout_of(signature))
+        layout = prefix.layout or self.cached(("layout", signature), lambda: layout_of(signature))
         if not layout.plain:
             return self._format_turns(signature, layout, prefix, inputs)
         user = self.render_fields(

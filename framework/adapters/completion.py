@@ -49,12 +49,12 @@ class CompletionAdapter(Adapter):
                 continue
             blocks.extend(self._blocks(signature, layout, history_turns(layout, demo)))
             blocks.append(self._block(signature, layout, demo))
-        return PromptPrefix(text="\n\n".join(blocks) + "\n\n")
+        return PromptPrefix(text="\n\n".join(blocks) + "\n\n", layout=layout)
 
     def format_inputs(
         self, signature: Signature, prefix: PromptPrefix, inputs: Mapping[str, Any]
     ) -> Prompt:
-        layout = self.cached(("layout", signature), lambda: layout_of(signature))
+        layout = prefix.layout or self.cached(("layout", signature), lambda: layout_of(signature))
         pairs = [(f.label, one_line_value(render_value(inputs[f.name]))) for f in layout.fields]
         block = self.render_fields("example", signature, pairs, dict)
         if not layout.plain:  # prior turns: earlier blocks, after the demos

@@ -94,12 +94,12 @@ class JSONAdapter(Adapter):
                 continue
             messages.extend(self._turns(signature, layout, history_turns(layout, demo)))
             messages.extend(self._turn(signature, layout, demo, user_always=True))
-        return PromptPrefix(messages=tuple(messages))
+        return PromptPrefix(messages=tuple(messages), layout=layout)
 
     def format_inputs(
         self, signature: Signature, prefix: PromptPrefix, inputs: Mapping[str, Any]
     ) -> Prompt:
-        layout = self.cached(("layout", signature), lambda: layout_of(signature))
+        layout = prefix.layout or self.cached(("layout", signature), lambda: layout_of(signature))
         images = Images() if layout.images else None
         if layout.plain:
             fields = [

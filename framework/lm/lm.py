@@ -178,8 +178,13 @@ class LM:
         **params: Any,
     ) -> LMRequest:
         """Build a request for this model in its mode (chat or text), merging defaults."""
-        if messages is not None and has_images(messages):
-            refuse_images(self.model, self.model_type, self.profile, messages)
+        if messages is not None:
+            for message in messages:
+                # Image parts come as a list of content parts; plain text needs no check.
+                if not isinstance(message.get("content"), str):
+                    if has_images(messages):
+                        refuse_images(self.model, self.model_type, self.profile, messages)
+                    break
         if self.model_type == "text" and messages is not None:
             prompt = "\n\n".join(str(m.get("content", "")) for m in messages)
             messages = None

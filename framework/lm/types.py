@@ -112,10 +112,12 @@ class LMRequest:
         """The prompt as plain text (chat messages are joined role by role)."""
         if self.prompt is not None:
             return self.prompt
-        return "\n\n".join(
-            f"{m.get('role', 'user')}: {content_text(m.get('content'))}"
-            for m in self.messages or ()
-        )
+        parts = []
+        for m in self.messages or ():
+            content = m.get("content")
+            text = content if isinstance(content, str) else content_text(content)
+            parts.append(f"{m.get('role', 'user')}: {text}")
+        return "\n\n".join(parts)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 PROGRAM = "ticket_router"
-# Requests in flight at once: the --max-num-seqs the script exports the bundle with.
-CONCURRENCY = 4
+# One request at a time: a LoRA request through vLLM's CPU backend takes 1.5-3 s here, and
+# a first batch of several LoRA sequences on a fresh engine has taken minutes.
+CONCURRENCY = 1
 
 
 def _rows(path: str, limit: int) -> list[dict[str, Any]]:
@@ -199,15 +200,9 @@ def call(url: str, vllm_url: str, bundle_dir: str, test: str, limit: str, peft_j
         )
         return str(answer["team"])
 
-    # As many requests in flight as the bundle lets vLLM batch (max-num-seqs): on two CPU
-    # cores a LoRA forward pass costs seconds, and a batch of four costs little more than one.
-    # One request first: on a fresh CPU engine the first batch of several LoRA sequences
-    # took 168 s here (past the server's 120 s timeout), a first single one 1.6 s, and
-    # batches of four after it about 5 s.
     started = time.perf_counter()
-    typed = [ask(rows[0])]
     with ThreadPoolExecutor(max_workers=CONCURRENCY) as pool:
-        typed += list(pool.map(ask, rows[1:]))
+        typed = list(pool.map(ask, rows))
     lora_program, _ = load_bundle(bundle)
     base_program = _base_program(bundle)
     inputs = [{"ticket": r["ticket"]} for r in rows]

@@ -169,3 +169,15 @@ def test_fitted_calibration_needs_a_dev_split() -> None:
         LabeledFewShot(k=3, calibration="fitted").compile(
             lf.Predict(Route), TRAIN, metric=metric, lm=lm, progress=False
         )
+
+
+def test_fitted_calibration_is_fitted_and_kept_without_comparison() -> None:
+    lm = ScoringLM(biased_scores({"sales": 3.0}))
+    compiled = LabeledFewShot(k=3, calibration="fitted").compile(
+        lf.Predict(Route), TRAIN, metric=metric, valset=DEV, lm=lm, progress=False
+    )
+    info = compiled.artifact_meta["calibration"]  # type: ignore[attr-defined]
+    assert info == {"mode": "fitted", "method": "fitted", "kept": True}
+    calibration = compiled.predictors()[0].calibration
+    assert calibration is not None and calibration.method == "fitted"
+    assert compiled.artifact_meta["scores"]["dev"] == 1.0  # type: ignore[attr-defined]

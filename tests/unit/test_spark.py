@@ -137,3 +137,34 @@ def test_lmforge_batch_on_spark_writes_the_same_table(spark: Any, tmp_path: Path
     for n, row in enumerate(rows):
         assert expected_row(n).items() <= row.items(), row
     assert spark.sparkContext._jsc is not None  # the test's session was reused, not stopped
+
+
+def test_mlflow_spark_udf_runs_the_logged_model(
+    spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``mlflow.pyfunc.spark_udf`` on a model logged by ``log_model``: each executor loads
+    the artifact from the model folder and calls the model at the endpoint model_config
+    names; every row comes back typed."""
+    mlflow = pytest.importorskip("mlflow")
+    from lmforge.integrations.mlflow import log_model
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.chdir(tmp_path)  # MLflow's default artifact root is ./mlruns
+    info = log_model(write_artifact(tmp_path / "program.json"), "program")
+    # The pyfunc model raises on a row it cannot answer (MLflow's contract): good rows only.
+    ids = [n for n in range(300) if not failing(n)]
+    frame = spark.createDataFrame([(n, f"q-{n}") for n in ids], "id long, question string")
+    with model_server() as server:
+        udf = mlflow.pyfunc.spark_udf(
+            spark,
+            info.model_uri,
+            result_type="answer string, score long",
+            env_manager="local",
+            model_config={"api_base": server.base_url},
+        )
+        out = frame.repartition(3).select("id", udf("question").alias("o")).collect()
+        assert server.stats.requests == len(ids)  # every row a real call from an executor
+    assert sorted((r["id"], r["o"]["answer"], r["o"]["score"]) for r in out) == [
+        (n, f"A-{n}", n) for n in ids
+    ]
