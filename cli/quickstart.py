@@ -116,7 +116,8 @@ def step_compile(run: QuickstartRun) -> None:
         valset=run.module.load("dev"),
         seed=run.seed,
         concurrency=CONCURRENCY,
-        run_dir=run.out / "compile-run",
+        # One run directory per example: the examples can share --out.
+        run_dir=run.out / f"compile-run-{run.example}",
     )
     demos = sum(len(p.demos) for p in run.compiled.predictors())
     dev = (getattr(run.compiled, "artifact_meta", None) or {}).get("scores", {}).get("dev")

@@ -52,6 +52,15 @@ def test_quickstart_steps_produce_scores_artifact_and_summary(tmp_path: Path) ->
     assert len(STEPS) >= 5
 
 
+def test_both_examples_run_one_after_the_other_in_one_folder(tmp_path: Path) -> None:
+    # Each example resumes its own compile run; the second is not refused as "a different run".
+    run_quickstart("ticket", tmp_path / "out", keyword_router())
+    expense = run_quickstart("expense", tmp_path / "out", FunctionLM(lambda _: " travel"))
+    assert expense.compiled_score is not None
+    runs = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name.startswith("compile-"))
+    assert runs == ["compile-run-expense", "compile-run-ticket"]
+
+
 def test_quickstart_rejects_unknown_examples(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["quickstart", "--example", "nope", "--out", str(tmp_path)])
     assert result.exit_code == 2
