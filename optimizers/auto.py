@@ -51,7 +51,8 @@ class AutoFewShot(Optimizer):
         max_bootstrapped_demos: of the ``k`` bootstrap demos, at most this many from
             traces.
         holdout: without a dev split, the share of the training set held out to choose
-            the strategy (when that leaves at least 8 rows, else the rule below decides).
+            the strategy, when that holds at least 8 rows and leaves more than ``k`` to
+            compile on; else labeled demos (``k``) are used without a choice.
     """
 
     name = "auto"
@@ -137,13 +138,20 @@ class AutoFewShot(Optimizer):
         programs: dict[str, lf.Module] = {}
         run.progress.phase("strategies", total=len(tried))
         for name, strategy in tried.items():
-            program = strategy._compile(sub)
+            try:
+                program = strategy._compile(sub)
+            except lf.UsageError as exc:  # e.g. kNN with no row holding every field
+                run.note(f"auto: {name} skipped: {exc}")
+                run.progress.advance()
+                continue
             scored = run.evaluate(program, choose_on, label=f"strategy {name}")
             scores[name], programs[name] = scored.score, program
             if run.valset:  # the program itself is a candidate only when compiled on all of train
                 run.add_candidate(program, scored.score, kind=name, failures=scored.failures)
             run.add_trial(scored.score, kind="full", label=name)
             run.progress.advance()
+        if not scores:
+            raise lf.UsageError("auto: no few-shot strategy could compile this program (see above)")
         # Ties go to the cheaper strategy (the order tried).
         name = max(scores, key=lambda n: (scores[n], -list(tried).index(n)))
         ranked = ", ".join(f"{n} {100 * s:.1f}%" for n, s in scores.items())

@@ -108,3 +108,20 @@ def test_auto_is_the_compile_default() -> None:
     assert json.dumps(create("auto").config()) == json.dumps(
         {"k": 8, "max_bootstrapped_demos": 4, "holdout": 0.25}
     )
+
+
+def test_a_strategy_that_cannot_compile_the_program_is_skipped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # kNN needs training rows holding every field of a predictor; nothing labels the
+    # chain of thought's reasoning, so only labeled and bootstrap demos are compared.
+    from lmforge.modules import ChainOfThought
+    from lmforge.testing import DummyLM
+
+    lm = DummyLM([{"reasoning": "r", "team": "sales"}], cycle=True)
+    compiled = AutoFewShot(k=4, calibration="off").compile(
+        ChainOfThought(Route), rows(12), metric=metric, valset=rows(6), lm=lm, progress=False
+    )
+    strategy = compiled.artifact_meta["strategy"]  # type: ignore[attr-defined]
+    assert set(strategy["scores"]) == {"labeled-4", "labeled-8", "bootstrap-4"}
+    assert "auto: knn-2 skipped: KNNFewShot found no training example" in capsys.readouterr().err
