@@ -35,18 +35,21 @@ class BatchError(LMForgeError):
         self.error = error
 
 
-class BatchOptions(TypedDict, total=False):
-    """Options of :meth:`Module.batch` and :meth:`Module.abatch`.
+if TYPE_CHECKING:
+    # For type checkers only (``**options: Unpack[BatchOptions]``): a TypedDict costs
+    # import time.
+    class BatchOptions(TypedDict, total=False):
+        """Options of :meth:`Module.batch` and :meth:`Module.abatch`.
 
-    ``concurrency``: items run at once (default: ``lf.use(max_concurrency=...)``).
-    ``raise_errors``: raise a failed item's error instead of putting a
-    :class:`BatchError` in its place. ``on_result``: ``on_result(index, outcome)`` is
-    called as each item finishes.
-    """
+        ``concurrency``: items run at once (default: ``lf.use(max_concurrency=...)``).
+        ``raise_errors``: raise a failed item's error instead of putting a
+        :class:`BatchError` in its place. ``on_result``: ``on_result(index, outcome)`` is
+        called as each item finishes.
+        """
 
-    concurrency: int | None
-    raise_errors: bool
-    on_result: Callable[[int, Prediction | BatchError], None] | None
+        concurrency: int | None
+        raise_errors: bool
+        on_result: Callable[[int, Prediction | BatchError], None] | None
 
 
 class _Batch:

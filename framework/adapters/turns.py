@@ -25,9 +25,9 @@ from .markers import marked_value
 __all__ = ["Images", "Layout", "history_turns", "layout_of"]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
 class Layout:
-    """How a signature's inputs are rendered."""
+    """How a signature's inputs are rendered (one per signature, compared by identity)."""
 
     fields: tuple[Field, ...]  # input fields rendered as fields: all but the history field
     history: str | None  # the name of the lf.History input field, if any
