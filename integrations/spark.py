@@ -191,9 +191,16 @@ def spark_chunk_runner(
     )
     if master.startswith("local") and not os.environ.get("PYSPARK_PYTHON"):
         # Local executors are this machine's processes: run them on this interpreter, the
-        # one that has lmforge (Spark's default is whatever `python3` is on PATH).
-        builder = builder.config("spark.pyspark.python", sys.executable)
-    session = builder.getOrCreate()
+        # one that has lmforge. Spark takes their interpreter from $PYSPARK_PYTHON when the
+        # context starts (default: whatever `python3` is on PATH; the spark.pyspark.python
+        # setting is not read there), so it is set for that moment only.
+        os.environ["PYSPARK_PYTHON"] = sys.executable
+        try:
+            session = builder.getOrCreate()
+        finally:
+            del os.environ["PYSPARK_PYTHON"]
+    else:
+        session = builder.getOrCreate()
     try:
         udf = program_udf(
             spec.source or "",

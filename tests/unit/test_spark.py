@@ -168,3 +168,33 @@ def test_mlflow_spark_udf_runs_the_logged_model(
     assert sorted((r["id"], r["o"]["answer"], r["o"]["score"]) for r in out) == [
         (n, f"A-{n}", n) for n in ids
     ]
+
+
+def test_lmforge_batch_on_a_local_master_runs_executors_on_this_interpreter(
+    tmp_path: Path,
+) -> None:
+    """Without $PYSPARK_PYTHON, Spark starts executors with whatever `python3` is on PATH
+    (often one without lmforge or pandas); ``lmforge batch --spark local[N]`` must use the
+    interpreter it runs on. A `python3` that refuses to run comes first on PATH here."""
+    import subprocess
+
+    decoy = tmp_path / "bin"
+    decoy.mkdir()
+    (decoy / "python3").write_text("#!/bin/sh\necho 'not this interpreter' >&2\nexit 3\n")
+    (decoy / "python3").chmod(0o755)
+    artifact = write_artifact(tmp_path / "program.json")
+    data = write_rows(tmp_path / "in.jsonl", 20)
+    env = {k: v for k, v in os.environ.items() if k != "PYSPARK_PYTHON"}
+    env["PATH"] = f"{decoy}{os.pathsep}{env.get('PATH', '')}"
+    with model_server() as server:
+        args = ["batch", str(artifact), "-i", str(data), "-o", str(tmp_path / "out.jsonl")]
+        args += ["--spark", "local[2]", "--api-base", server.base_url]
+        result = subprocess.run(
+            [sys.executable, "-m", "lmforge.cli.main", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == 20
