@@ -3,6 +3,7 @@ SQLAlchemy code path that PostgreSQL uses (the real server: test_mipro_postgres.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,16 @@ def test_urls() -> None:
 
 
 def test_an_unreachable_database_is_a_one_line_usage_error_without_the_password() -> None:
+    pytest.importorskip("psycopg", reason="needs the 'postgres' extra (the driver)")
     with pytest.raises(UsageError, match="cannot open optuna storage") as info:
+        DatabaseRunStore("postgresql://user:s3cret@127.0.0.1:9/db", {})
+    assert "\n" not in str(info.value) and "s3cret" not in str(info.value)
+
+
+def test_a_missing_database_driver_names_the_extra_without_the_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if the extra were not installed
+    with pytest.raises(UsageError, match=r"pip install 'lmforge\[postgres\]'") as info:
         DatabaseRunStore("postgresql://user:s3cret@127.0.0.1:9/db", {})
     assert "\n" not in str(info.value) and "s3cret" not in str(info.value)
