@@ -70,7 +70,9 @@ def load_jsonl(
         raise UsageError(f"load_jsonl(limit=...) must be a whole number, got {limit!r}")
     source = Path(path)
     try:
-        handle = source.open(encoding="utf-8")
+        # Lines end at "\n" only (a "\r" inside a line is JSON whitespace or an error on
+        # that line), so the line numbers in errors are the ones an editor shows.
+        handle = source.open(encoding="utf-8", newline="\n")
     except FileNotFoundError:
         raise DataError(f"{source}: no such dataset file") from None
     except OSError as exc:

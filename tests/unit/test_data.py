@@ -144,3 +144,16 @@ def test_split_sizes_that_are_not_numbers_are_usage_errors(size: object) -> None
     examples = [lf.Example(x=i).with_inputs("x") for i in range(4)]
     with pytest.raises(lf.UsageError, match="split sizes must be numbers"):
         split(examples, size)  # type: ignore[arg-type]
+
+
+def test_a_carriage_return_does_not_start_a_line(tmp_path: Path) -> None:
+    # Found by the reliability suite's random files: "\r" counted as a line break, so errors
+    # named lines the file does not have. Lines end at "\n"; CRLF files still load.
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b"\n\r\x00")
+    with pytest.raises(lf.data.DataError, match=r"bad\.jsonl line 2: not valid JSON"):
+        lf.data.load_jsonl(bad)
+    crlf = tmp_path / "crlf.jsonl"
+    crlf.write_bytes(b'{"q": "a\\rb", "a": 1}\r\n{"q": "c", "a": 2}\r\n')
+    rows = lf.data.load_jsonl(crlf, inputs=["q"])
+    assert [(r.q, r.a) for r in rows] == [("a\rb", 1), ("c", 2)]
