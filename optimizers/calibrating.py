@@ -28,6 +28,8 @@ from lmforge.calibration import calibrate, can_calibrate
 from lmforge.errors import UsageError
 from lmforge.modules.demo_sets import closed_output
 
+from .store import program_fingerprint
+
 if TYPE_CHECKING:
     from .run import Run
 
@@ -85,13 +87,20 @@ def _calibrated_copy(program: lf.Module, dev: list[lf.Example] | None, method: s
     return copy
 
 
-async def acalibrated(program: lf.Module, method: str) -> lf.Module:
+async def acalibrated(run: Run, program: lf.Module) -> lf.Module:
     """``program`` as the search scores it: a copy with contextual calibration of each
-    scoring predictor, or ``program`` itself when calibration is off or nothing scores."""
-    if method == "off" or not may_score(program):
+    scoring predictor, or ``program`` itself when calibration is off or nothing scores.
+    Measured once per program state in a run (a search scores one candidate on several
+    minibatches)."""
+    if run.calibration == "off" or not may_score(program):
         return program
-    # Calibration scores through the blocking LM API: off the event loop, in this context.
-    return await asyncio.to_thread(_calibrated_copy, program, None, "contextual")
+    key = program_fingerprint(program)
+    known = run.calibrated.get(key)
+    if known is None:
+        # Calibration scores through the blocking LM API: off the event loop, in this context.
+        known = await asyncio.to_thread(_calibrated_copy, program, None, "contextual")
+        run.calibrated[key] = known
+    return known
 
 
 def calibrated_teacher(teacher: lf.Module, method: str) -> lf.Module:
@@ -113,7 +122,11 @@ def finish_calibration(
     if method == "fitted" and not val:
         raise UsageError("calibration='fitted' needs a dev split (valset=... or --dev)")
     fit = method in ("auto", "fitted") and bool(val)
-    calibrated = _calibrated_copy(program, val if fit else None, method if fit else "contextual")
+    if fit:
+        calibrated = _calibrated_copy(program, val, method)
+    else:  # contextual: the search may have measured it for this program already
+        known = run.calibrated.get(program_fingerprint(program))
+        calibrated = known if known is not None else _calibrated_copy(program, None, "contextual")
     if calibrated is program:
         return program, dev, None
     kinds = sorted({p.calibration.method for p in calibrated.predictors() if p.calibration})

@@ -160,6 +160,8 @@ class Run:
         self.max_errors = max_errors
         #: how candidates are calibrated before scoring (:mod:`.calibrating`)
         self.calibration = calibration
+        #: contextually calibrated copies of scored programs, by program fingerprint
+        self.calibrated: dict[str, lf.Module] = {}
         #: the strategy an optimizer that chooses one picked, and why (reported)
         self.strategy: dict[str, Any] | None = None
         self.candidates: list[Candidate] = []
@@ -261,7 +263,7 @@ class Run:
         if calibrate:
             from .calibrating import acalibrated
 
-            program = await acalibrated(program, self.calibration)
+            program = await acalibrated(self, program)
         data = list(
             dataset
             if dataset is not None
