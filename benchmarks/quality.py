@@ -1,4 +1,4 @@
-"""Quality on tasks nobody tuned for: baselines and every optimizer on three new datasets.
+"""Quality on tasks nobody tuned for: baselines and every optimizer on four new datasets.
 
     .venv/bin/python benchmarks/quality.py --only majority,zero-shot,hand --json base.json
     .venv/bin/python benchmarks/quality.py --quick --json quick.json

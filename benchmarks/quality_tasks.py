@@ -1,4 +1,4 @@
-"""The quality benchmark's tasks: three labeled datasets and their hand-written baselines.
+"""The quality benchmark's tasks: four labeled datasets and their hand-written baselines.
 
 The data lives under ``benchmarks/data/quality/<name>/{train,dev,test}.jsonl`` (see the
 README there). Each task has a signature with a ``Literal`` output (what zero-shot runs and
@@ -44,6 +44,13 @@ class SchedulingRequest(lf.Signature):
 
     message: str = lf.InputField(desc="a short message or email")
     scheduling_request: Literal["yes", "no"] = lf.OutputField()
+
+
+class HelpdeskRequest(lf.Signature):
+    """Say what kind of IT help the message asks for."""
+
+    message: str = lf.InputField(desc="a message to the IT helpdesk")
+    kind: Literal["access", "hardware", "software", "network"] = lf.OutputField()
 
 
 @dataclass(frozen=True)
@@ -141,6 +148,32 @@ TASKS: dict[str, Task] = {
                 ("Here's a summary of what we agreed in this morning's call.", "no"),
                 ("When are you available for a coffee next week?", "yes"),
                 ("The invoice for March is attached; please pay within 30 days.", "no"),
+            ),
+        ),
+        Task(
+            name="requests",
+            signature=HelpdeskRequest,
+            input="message",
+            label="kind",
+            instructions=(
+                "Say what kind of IT help the message asks for: access (accounts, passwords, "
+                "permissions, logins), hardware (a device or peripheral that is broken or "
+                "needed), software (installing, licensing, or an application crashing or "
+                "misbehaving) or network (wifi, VPN, internet, slow or dropped connections). "
+                "Go by the problem itself, not by the device it happens on."
+            ),
+            demos=(
+                ("Excel crashes every time I open the forecast file.", "software"),
+                ("I'm working from a hotel and the VPN won't connect on their network.", "network"),
+                (
+                    "Why can't I open the Q3 budget folder anymore? It tells me I don't have "
+                    "permission.",
+                    "access",
+                ),
+                (
+                    "My monitor flickers constantly and sometimes goes black for a second.",
+                    "hardware",
+                ),
             ),
         ),
     )

@@ -29,10 +29,10 @@ def bench() -> Any:
         yield quality, quality_tasks
 
 
-def test_three_tasks_one_binary(bench: Any) -> None:
+def test_four_tasks_one_binary(bench: Any) -> None:
     _, tasks = bench
     sizes = sorted(len(task.labels) for task in tasks.TASKS.values())
-    assert len(sizes) == 3
+    assert len(sizes) == 4
     assert sizes[0] == 2
     assert all(4 <= size <= 10 for size in sizes[1:])
 
@@ -191,7 +191,7 @@ def test_cli_writes_json_and_prints_a_table(
     out = tmp_path / "out.json"
     assert quality.main(["--only", "majority", "--json", str(out)]) == 0
     figures = json.loads(out.read_text())
-    assert set(figures["datasets"]) == {"headlines", "reviews", "scheduling"}
+    assert set(figures["datasets"]) == {"headlines", "reviews", "scheduling", "requests"}
     assert figures["datasets"]["scheduling"]["majority"]["accuracy"] == 0.5
     assert "| reviews | majority | 0.20 | 0.12-0.32 |" in capsys.readouterr().out
 
