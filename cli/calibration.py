@@ -1,7 +1,7 @@
 """Lights on the command line. ``lmforge compile``: fit green/red confidence thresholds on
-the dev split after the optimizer, store them in the artifact, and report how they hold on
-the test split (which calibration never saw). ``lmforge eval``: precision and coverage per
-light on the evaluated data."""
+the dev split and the training rows the compiled program never shows, after the optimizer,
+store them in the artifact, and report how they hold on the test split (which calibration
+never saw). ``lmforge eval``: precision and coverage per light on the evaluated data."""
 
 from __future__ import annotations
 
@@ -34,31 +34,46 @@ def calibrate(
     devset: Sequence[lf.Example],
     metric: Callable[..., Any],
     *,
+    unseen: Sequence[lf.Example] = (),
     target: float,
     concurrency: int | None,
     progress: bool,
 ) -> tuple[dict[str, Any] | None, int | None]:
     """Score ``compiled`` on the dev split (checkpointed; mostly cache hits after the
-    optimizer's own dev evaluation) and, when its answers carry a confidence, fit and store
-    the thresholds. Returns (the stored ``meta["lights"]`` entry or ``None``, LM calls).
+    optimizer's own dev evaluation) and on the ``unseen`` training rows (those it never
+    shows, see :func:`lmforge.lights.unseen_rows`) and, when its answers carry a
+    confidence, fit the thresholds on both and store them. Returns (the stored
+    ``meta["lights"]`` entry or ``None``, LM calls).
 
     A few examples are scored first: a program whose answers carry no confidence costs
     those, not a second pass over the whole split."""
     probe = evaluations.score(
         compiled, devset[:_PROBE], metric, label="lights", concurrency=concurrency, progress=False
     )
-    result, calls = probe, probe["lm_calls"] or 0
-    if probe.get("pairs") and len(devset) > _PROBE:
+    calls = probe["lm_calls"] or 0
+    if not probe.get("pairs"):
+        return None, calls
+    scored: dict[str, list[Any]] = {}
+    for split, rows in (("dev", devset), ("unseen train", unseen)):
+        if not rows:
+            continue
         result = evaluations.score(
-            compiled, devset, metric, label="lights", concurrency=concurrency, progress=progress
+            compiled,
+            rows,
+            metric,
+            label=f"lights ({split})",
+            concurrency=concurrency,
+            progress=progress,
         )
         calls += result["lm_calls"] or 0
-    pairs = result.get("pairs")
-    if not pairs:
-        return None, calls
-    thresholds = fit_thresholds(pairs, target=target)
-    entry = store(compiled, thresholds, pairs)
-    entry["reliability"] = {"dev": reliability(pairs)}
+        if result.get("pairs"):
+            scored[split] = result["pairs"]
+    pairs = [pair for split_pairs in scored.values() for pair in split_pairs]
+    thresholds = fit_thresholds(pairs, target=target, split=" + ".join(scored))
+    entry = store(compiled, thresholds, pairs, by_split=scored)
+    entry["reliability"] = {
+        split: reliability(split_pairs) for split, split_pairs in scored.items()
+    }
     return entry, calls
 
 
@@ -77,7 +92,7 @@ def describe(entry: dict[str, Any]) -> str:
         f"green >= {entry['green']:.2f}" if entry["green"] is not None else "no green",
         f"red < {entry['red']:.2f}" if entry["red"] is not None else "no red",
     ]
-    for split in ("dev", "test"):
+    for split in ("dev", "unseen train", "test"):
         green = (entry.get(split) or {}).get("green")
         if green and green["precision"] is not None:
             parts.append(

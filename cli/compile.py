@@ -295,6 +295,7 @@ def _compile_one(
                 compiled,
                 devset,
                 metric,
+                unseen=optimizer.unseen_training_rows(compiled, trainset),
                 target=lights_target,
                 concurrency=concurrency,
                 progress=progress,

@@ -15,8 +15,12 @@ not tuned to answer (the dev split at compile time)::
 - everything else is yellow; a prediction without a confidence has no light.
 
 Each side needs at least ``min_support`` answers to count, so one lucky answer never makes a
-threshold. The thresholds live in the artifact's ``meta["lights"]``; a program loaded with
-them sets ``prediction.light`` on every call.
+threshold. A small dev split rarely has that many answers at high confidence, so when a
+training set is given, the training rows the program never shows (:func:`unseen_rows`:
+those that are not one of its demos) are scored with the dev split and pooled with it.
+
+The thresholds live in the artifact's ``meta["lights"]``; a program loaded with them sets
+``prediction.light`` on every call.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ __all__ = [
     "reliability",
     "store",
     "thresholds_of",
+    "unseen_rows",
 ]
 
 LIGHTS = ("green", "yellow", "red")
@@ -231,6 +236,7 @@ def calibrate(
     devset: Sequence[Any],
     metric: Any,
     *,
+    trainset: Sequence[Any] | None = None,
     target: float = 0.9,
     floor: float = 0.5,
     min_support: int = 5,
@@ -239,24 +245,72 @@ def calibrate(
 ) -> Thresholds | None:
     """Evaluate ``program`` on ``devset`` (one program call per example), fit thresholds
     and store them in ``program.artifact_meta["lights"]`` (saved with the program).
-    Returns ``None`` and stores nothing when no prediction carried a confidence."""
+    Returns ``None`` and stores nothing when no prediction carried a confidence.
+
+    ``trainset``: the training set the program was compiled on; its rows the program never
+    shows (:func:`unseen_rows`) are scored too and pooled with the dev split (``split``
+    ``"dev + unseen train"``). Leave it out for a program whose weights were tuned on it."""
     from .evaluation import evaluate
 
-    result = evaluate(
-        program, devset, metric, concurrency=concurrency, progress=progress, description="lights"
-    )
-    pairs = confidence_pairs(result.rows)
+    splits = {"dev": list(devset), "unseen train": unseen_rows(program, trainset or ())}
+    scored: dict[str, list[Pair]] = {}
+    for split, rows in splits.items():
+        if rows:
+            result = evaluate(
+                program,
+                rows,
+                metric,
+                concurrency=concurrency,
+                progress=progress,
+                description=f"lights ({split})",
+            )
+            scored[split] = confidence_pairs(result.rows)
+    pairs = [pair for split_pairs in scored.values() for pair in split_pairs]
     if all(confidence is None for confidence, _ in pairs):
         return None
-    thresholds = fit_thresholds(pairs, target=target, floor=floor, min_support=min_support)
-    store(program, thresholds, pairs)
+    thresholds = fit_thresholds(
+        pairs, target=target, floor=floor, min_support=min_support, split=" + ".join(scored)
+    )
+    store(program, thresholds, pairs, by_split=scored)
     return thresholds
 
 
-def store(program: Any, thresholds: Thresholds, pairs: Sequence[Pair]) -> dict[str, Any]:
-    """Put ``thresholds`` (with the calibration split's per-light figures) into
+def unseen_rows(program: Module, rows: Iterable[Any]) -> list[Any]:
+    """The ``rows`` (``lf.Example``) that ``program`` never shows: those whose inputs are
+    not the inputs of one of its demos. None when a predictor picks demos per input (from
+    a pool of training rows, a row would be shown its own label). Training rows a program
+    was compiled on but never shows are as good as held out for calibrating its lights."""
+    predictors = program.predictors()
+    if any(getattr(p, "demo_selector", None) is not None for p in predictors):
+        return []
+    shown: list[dict[str, Any]] = [dict(demo) for p in predictors for demo in p.demos]
+    unseen = []
+    for row in rows:
+        keys = row.input_keys
+        if not keys:
+            continue  # inputs unmarked: cannot tell whether it is shown
+        inputs = {key: row[key] for key in keys}
+        if not any(
+            all(key in demo and demo[key] == value for key, value in inputs.items())
+            for demo in shown
+        ):
+            unseen.append(row)
+    return unseen
+
+
+def store(
+    program: Any,
+    thresholds: Thresholds,
+    pairs: Sequence[Pair],
+    *,
+    by_split: Mapping[str, Sequence[Pair]] | None = None,
+) -> dict[str, Any]:
+    """Put ``thresholds`` (with the per-light figures of the calibration ``pairs``, or of
+    each split of ``by_split`` when they were pooled from several) into
     ``program.artifact_meta``; returns what was stored."""
-    entry = {**thresholds.to_dict(), thresholds.split: colour_summary(pairs, thresholds)}
+    entry: dict[str, Any] = thresholds.to_dict()
+    for split, split_pairs in (by_split or {thresholds.split: pairs}).items():
+        entry[split] = colour_summary(split_pairs, thresholds)
     meta = dict(getattr(program, "artifact_meta", None) or {})
     meta[META_KEY] = entry
     program.artifact_meta = meta

@@ -64,6 +64,10 @@ class Optimizer(abc.ABC):
 
     #: The name used on the command line and in artifacts (``lmforge compile --optimizer``).
     name: ClassVar[str] = "optimizer"
+    #: Whether the compiled program learns from every training row (tuned weights), rather
+    #: than showing some of them as demos: then no training row is held out (see
+    #: :meth:`unseen_training_rows`).
+    tunes_weights: ClassVar[bool] = False
 
     _: dataclasses.KW_ONLY
     # Not recorded: it decides whether a run stops, not what it computes or resumes from.
@@ -73,6 +77,18 @@ class Optimizer(abc.ABC):
     def __post_init__(self) -> None:
         check_settings(self)
         check_calibration(self.calibration, type(self).__name__)
+
+    def unseen_training_rows(
+        self, compiled: lf.Module, trainset: Sequence[lf.Example]
+    ) -> list[lf.Example]:
+        """The rows of ``trainset`` that ``compiled`` (this optimizer's result) never shows,
+        as good as held out for calibrating its lights (:func:`lmforge.lights.unseen_rows`;
+        none when it tunes weights)."""
+        if self.tunes_weights:
+            return []
+        from lmforge.lights import unseen_rows
+
+        return unseen_rows(compiled, trainset)
 
     def config(self) -> dict[str, Any]:
         """This optimizer's settings as JSON-safe data (its recorded dataclass fields)."""

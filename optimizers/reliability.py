@@ -16,7 +16,7 @@ from markupsafe import Markup, escape
 
 __all__ = ["lights_view", "reliability_svg"]
 
-_SPLITS = ("dev", "test", "eval")
+_SPLITS = ("dev", "unseen train", "test", "eval")
 _SIZE = 260  # plot area in pixels
 _PAD = 36
 

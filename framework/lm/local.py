@@ -39,6 +39,7 @@ from typing import Any
 
 from ..errors import ContextWindowError, LMError, MissingExtraError, ProviderError, UsageError
 from .grammar import constraint_grammar, response_format_grammar
+from .local_build import model_params_for_this_build
 from .local_models import resolve_model_path
 from .profiles import profile_for
 from .score_call import ContinuationScores
@@ -211,7 +212,7 @@ class LocalBackend:
         with _MODELS_LOCK:
             loaded = _MODELS.get(key)
             if loaded is None:
-                with _captured_stderr() as log:
+                with _captured_stderr() as log, model_params_for_this_build(llama_cpp):
                     try:
                         llama = llama_cpp.Llama(
                             model_path=str(path),

@@ -58,6 +58,7 @@ class Finetune(Optimizer):
     """
 
     name = "finetune"
+    tunes_weights = True
 
     metric: Callable[..., Any] | None = setting(None, record=False)  # noqa: RUF009
     teacher: str | lf.LM | lf.Module | None = None

@@ -5,7 +5,9 @@ exact figures; BENCHMARKS.md records them).
 The bounds are below the measured figures by a margin that holds run to run (llama.cpp at
 temperature 0 on one machine answers the same; the margin covers another CPU's numerics):
 measured test accuracy with ``AutoFewShot()`` was headlines 1.00 (hand 0.82, majority
-0.17), reviews 0.72 (hand 0.37, majority 0.20), scheduling 0.63 (hand 0.57, majority 0.50).
+0.17), reviews 0.72 (hand 0.37, majority 0.20), scheduling 0.82 (hand 0.57, majority 0.50).
+The margins are issue 15's bar: 20 points above the majority class and 10 above the
+hand-written prompt, on every dataset.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from quality_tasks import TASKS  # noqa: E402
 
 #: dataset -> (points above the majority class, points above the hand-written 4-shot prompt)
 #: that the compiled program must reach on the test split
-MARGINS = {"headlines": (0.20, 0.10), "reviews": (0.20, 0.10), "scheduling": (0.05, 0.0)}
+MARGINS = {"headlines": (0.20, 0.10), "reviews": (0.20, 0.10), "scheduling": (0.20, 0.10)}
 
 
 def accuracy(program: lf.Module, data: list[lf.Example], metric: object) -> float:

@@ -19,6 +19,7 @@ from lmforge.lights import (
     fit_thresholds,
     reliability,
     thresholds_of,
+    unseen_rows,
 )
 
 
@@ -213,3 +214,48 @@ def test_malformed_thresholds_in_an_artifact_are_an_artifact_error() -> None:
     with pytest.raises(lf.ArtifactError, match="above the green"):
         Thresholds.from_dict({"green": 0.5, "red": 0.8, "target": 0.9, "floor": 0.5})
     assert Thresholds.from_dict(Thresholds(0.8, None).to_dict()) == Thresholds(0.8, None)
+
+
+def test_unseen_rows_are_the_training_rows_no_demo_shows() -> None:
+    train = [lf.Example(q=f"t{i}", answer="x").with_inputs("q") for i in range(5)]
+    program = lf.Predict("q -> answer")
+    program.demos = [{"q": "t1", "answer": "x"}, {"q": "t3", "answer": "y"}]
+    assert [row.q for row in unseen_rows(program, train)] == ["t0", "t2", "t4"]
+    # a row whose inputs are not marked cannot be told apart: left out
+    assert unseen_rows(program, [lf.Example(q="t0", answer="x")]) == []
+
+
+class _EveryRow:
+    """A demo selector (per-input demos): it may show any training row."""
+
+    def select(self, inputs: Any) -> list[dict[str, Any]]:
+        return [{"q": "t0", "answer": "x"}]
+
+    def spec_config(self) -> dict[str, Any]:
+        return {}
+
+
+def test_a_program_that_picks_demos_per_input_has_no_unseen_rows() -> None:
+    program = lf.Predict("q -> answer", demo_selector=_EveryRow())
+    train = [lf.Example(q="t9", answer="x").with_inputs("q")]
+    assert unseen_rows(program, train) == []
+
+
+def test_calibrate_pools_the_unseen_training_rows_with_dev() -> None:
+    # 3 confident right answers on dev are too few for a green (min_support 5); with 3
+    # more from the training rows the program never shows, green is found.
+    table = {f"g{i}": ("x", 0.9) for i in range(6)}
+    table.update({f"r{i}": ("x", 0.3) for i in range(6)})
+    dev = [lf.Example(q=q, answer="x").with_inputs("q") for q in ("g0", "g1", "g2")]
+    dev += [lf.Example(q=f"r{i}", answer="y").with_inputs("q") for i in range(3)]
+    train = [lf.Example(q=q, answer="x").with_inputs("q") for q in ("g3", "g4", "g5")]
+    train += [lf.Example(q=f"r{i}", answer="y").with_inputs("q") for i in range(3, 6)]
+    alone = Scored(table)
+    assert calibrate(alone, dev, lf.metrics.exact_match).green is None  # type: ignore[union-attr]
+    pooled = Scored(table)
+    fitted = calibrate(pooled, dev, lf.metrics.exact_match, trainset=train)
+    assert fitted is not None and fitted.green == 0.9 and fitted.split == "dev + unseen train"
+    stored = pooled.artifact_meta["lights"]  # type: ignore[attr-defined]
+    assert stored["n"] == 12 and stored["split"] == "dev + unseen train"
+    assert stored["dev"]["green"] == {"n": 3, "coverage": 0.5, "precision": 1.0}
+    assert stored["unseen train"]["green"] == {"n": 3, "coverage": 0.5, "precision": 1.0}

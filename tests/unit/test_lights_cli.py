@@ -109,6 +109,21 @@ def test_compile_fits_thresholds_on_dev_and_reports_them_on_test(workdir: Path) 
     assert external_urls(html) == []
 
 
+def test_compile_pools_the_training_rows_the_program_does_not_show(workdir: Path) -> None:
+    result = compile_program("program", "-o", "k=1")  # 1 demo: 2 of 3 training rows unseen
+    assert result.exit_code == 0, result.output
+    artifact = json.loads((workdir / "out" / "program@m_x.json").read_text())
+    lights = artifact["meta"]["lights"]
+    shown = {demo["ticket"] for demo in artifact["predictors"]["predict"]["demos"]}
+    assert len(shown) == 1
+    assert lights["split"] == "dev + unseen train" and lights["n"] == 10 + 2
+    assert sum(row["n"] for row in lights["unseen train"].values()) == 2
+    assert set(lights["reliability"]) == {"dev", "unseen train", "test"}
+    assert "unseen train green precision" in result.stdout
+    html = (workdir / "out" / "report.html").read_text()
+    assert 'id="lights-unseen-train"' in html
+
+
 def test_compile_without_confidences_stores_no_lights(workdir: Path) -> None:
     result = compile_program("plain")
     assert result.exit_code == 0, result.output
