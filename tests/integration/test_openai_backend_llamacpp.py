@@ -24,6 +24,19 @@ for _module in ("sse_starlette", "starlette_context", "pydantic_settings", "uvic
     pytest.importorskip(_module, reason="needs llama-cpp-python's server extra")
 
 
+# llama.cpp's server, loaded as lmforge loads the embedded model: a native build for an AMX
+# CPU crashes in its first decode unless weight repacking is off (lmforge.lm.local_build).
+SERVER = """
+import runpy, sys
+import llama_cpp
+from lmforge.lm.local_build import model_params_for_this_build
+
+sys.argv = ["llama_cpp.server", *sys.argv[1:]]
+with model_params_for_this_build(llama_cpp):
+    runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -40,7 +53,7 @@ def base_url(shared_models_dir: Path) -> Iterator[str]:
         model = resolve_model_path("local/gemma-3-270m", progress=False)
     port = _free_port()
     command = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "gemma",
+        sys.executable, "-c", SERVER, "--model", str(model), "--model_alias", "gemma",
         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024",
         "--n_threads", "1", "--n_threads_batch", "2",
     ]  # fmt: skip
