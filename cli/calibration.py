@@ -14,9 +14,8 @@ from lmforge.lights import (
     Thresholds,
     colour_summary,
     confidence_pairs,
-    fit_thresholds,
+    fit_pooled,
     reliability,
-    store,
     thresholds_of,
 )
 
@@ -68,9 +67,7 @@ def calibrate(
         calls += result["lm_calls"] or 0
         if result.get("pairs"):
             scored[split] = result["pairs"]
-    pairs = [pair for split_pairs in scored.values() for pair in split_pairs]
-    thresholds = fit_thresholds(pairs, target=target, split=" + ".join(scored))
-    entry = store(compiled, thresholds, pairs, by_split=scored)
+    _, entry = fit_pooled(compiled, scored, target=target)
     entry["reliability"] = {
         split: reliability(split_pairs) for split, split_pairs in scored.items()
     }

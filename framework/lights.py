@@ -44,6 +44,7 @@ __all__ = [
     "calibrate",
     "colour_summary",
     "confidence_pairs",
+    "fit_pooled",
     "fit_thresholds",
     "mark",
     "reliability",
@@ -265,14 +266,28 @@ def calibrate(
                 description=f"lights ({split})",
             )
             scored[split] = confidence_pairs(result.rows)
-    pairs = [pair for split_pairs in scored.values() for pair in split_pairs]
-    if all(confidence is None for confidence, _ in pairs):
+    if all(confidence is None for pairs in scored.values() for confidence, _ in pairs):
         return None
+    thresholds, _ = fit_pooled(program, scored, target=target, floor=floor, min_support=min_support)
+    return thresholds
+
+
+def fit_pooled(
+    program: Any,
+    scored: Mapping[str, Sequence[Pair]],
+    *,
+    target: float = 0.9,
+    floor: float = 0.5,
+    min_support: int = 5,
+) -> tuple[Thresholds, dict[str, Any]]:
+    """Fit thresholds on the pairs of every split of ``scored`` together (``split`` names
+    them all, ``"dev + unseen train"``) and store them with per-split figures; returns the
+    thresholds and the stored entry."""
+    pairs = [pair for split_pairs in scored.values() for pair in split_pairs]
     thresholds = fit_thresholds(
         pairs, target=target, floor=floor, min_support=min_support, split=" + ".join(scored)
     )
-    store(program, thresholds, pairs, by_split=scored)
-    return thresholds
+    return thresholds, store(program, thresholds, pairs, by_split=scored)
 
 
 def unseen_rows(program: Module, rows: Iterable[Any]) -> list[Any]:
